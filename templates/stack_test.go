@@ -1,0 +1,96 @@
+package templates
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestDefaultIsValid(t *testing.T) {
+	if err := Default().Validate(); err != nil {
+		t.Fatalf("Default() is invalid: %v", err)
+	}
+	if got := (Stack{}).WithDefaults(); got.Sockets != 3 || got.User != "wsgi" || got.Group != "wsgi" {
+		t.Errorf("WithDefaults of the zero Stack: sockets %d user %q group %q", got.Sockets, got.User, got.Group)
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	cases := []struct {
+		name   string
+		change func(*Stack)
+		want   string
+	}{
+		{"zero sockets", func(s *Stack) { s.Sockets = 0 }, "sockets: must be between 1 and 16, got 0"},
+		{"100 sockets", func(s *Stack) { s.Sockets = 100 }, "sockets: must be between 1 and 16, got 100"},
+		{"relative venv", func(s *Stack) { s.VenvDir = "opt/venv" }, `venv_dir: must be an absolute path, got "opt/venv"`},
+		{"unclean srv", func(s *Stack) { s.SrvDir = "/srv/../etc" }, `srv_dir: must be a clean absolute path`},
+		{"space in path", func(s *Stack) { s.EtcDir = "/etc/my app" }, `etc_dir: must be a clean absolute path`},
+		{"run dir outside /run", func(s *Stack) { s.RunDir = "/var/run2" }, `run_dir: must be below /run`},
+		{"unknown distro", func(s *Stack) { s.Family = "pacman" }, `distro_family: must be "apt" (Debian, Ubuntu) or "dnf" (Amazon Linux 2023), got "pacman"`},
+		{"root user", func(s *Stack) { s.User = "root" }, `user: must be a system user name other than root`},
+		{"bad worker class", func(s *Stack) { s.WorkerClass = "uvicorn" }, `worker_class: must be one of sync, gthread, gevent, eventlet, tornado, got "uvicorn"`},
+		{"threads with sync", func(s *Stack) { s.WorkerClass = "sync"; s.Threads = 4 }, `threads: only the gthread worker class uses threads`},
+		{"zero workers", func(s *Stack) { s.WorkersPerUnit = 0 }, `workers: must be between 1 and 64, got 0`},
+		{"loose version", func(s *Stack) { s.GunicornVersion = ">=20" }, `gunicorn_version: must be an exact version`},
+		{"distro with version", func(s *Stack) { s.GunicornSource = GunicornFromDistro; s.SystemSitePackages = true }, `gunicorn_version: the distro package has its own version`},
+		{"unknown source", func(s *Stack) { s.GunicornSource = "conda" }, `gunicorn_source: must be "pip" or "distro", got "conda"`},
+		{"index not http", func(s *Stack) { s.PipIndexURL = "ftp://x" }, `pip_index_url: must be an http(s) URL`},
+		{"package injection", func(s *Stack) { s.ExtraPackages = []string{"ok", "x; rm -rf /"} }, `extra_packages[1]: must be a package name`},
+		{"python injection", func(s *Stack) { s.Python = "python3; id" }, `python: must be python3, python3.X or an absolute path`},
+		{"health root", func(s *Stack) { s.HealthPath = "/" }, `health_path: must be a URL path such as /healthz`},
+		{"static without slash", func(s *Stack) { s.StaticURL = "/static" }, `static_url: must be a URL path that ends in '/'`},
+		{"body size", func(s *Stack) { s.ClientMaxBodySize = "lots" }, `client_max_body_size: must be a size such as 10m, got "lots"`},
+		{"port", func(s *Stack) { s.ListenPort = 70000 }, `listen_port: must be between 1 and 65535, got 70000`},
+		{"app name", func(s *Stack) { s.AppName = "My App" }, `app_name: must be 1-32 lower-case letters`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := Default()
+			c.change(&s)
+			err := s.Validate()
+			if err == nil {
+				t.Fatalf("Validate accepted %+v", s)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error %q does not contain %q", err, c.want)
+			}
+			if _, rerr := Render(s); rerr == nil {
+				t.Error("Render accepted an invalid Stack")
+			}
+		})
+	}
+}
+
+func TestValidateReportsEveryProblem(t *testing.T) {
+	s := Default()
+	s.Sockets, s.VenvDir, s.Family = 0, "venv", "yum"
+	err := s.Validate()
+	ve, ok := err.(*ValidationError)
+	if !ok {
+		t.Fatalf("Validate returned %T (%v), want *ValidationError", err, err)
+	}
+	if len(ve.Problems) != 3 {
+		t.Errorf("got %d problems, want 3: %q", len(ve.Problems), ve.Problems)
+	}
+}
+
+func TestPaths(t *testing.T) {
+	s := Default()
+	for got, want := range map[string]string{
+		s.SocketPath(2):    "/run/wsgi/app-2.sock",
+		s.CurrentLink():    "/srv/wsgi/current",
+		s.ReleasesDir():    "/srv/wsgi/releases",
+		s.EnvFile():        "/etc/wsgi/wsgi.env",
+		s.GunicornConfig(): "/etc/wsgi/gunicorn.conf.py",
+		s.NginxUser():      "www-data",
+		s.StaticDir():      "/srv/wsgi/current/static",
+		s.UpstreamName():   "wsgi_app",
+	} {
+		if got != want {
+			t.Errorf("got %q, want %q", got, want)
+		}
+	}
+	if got := s.SocketUnits(); strings.Join(got, " ") != "wsgi@1.socket wsgi@2.socket wsgi@3.socket" {
+		t.Errorf("SocketUnits = %v", got)
+	}
+}

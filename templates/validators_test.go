@@ -1,0 +1,171 @@
+package templates
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// MaxSecurityExposure is the highest `systemd-analyze security` score wsgi@.service may have.
+const MaxSecurityExposure = 2.0
+
+// requireTool skips when a validator is absent, unless WSGI_REQUIRE_VALIDATORS=1 (set by CI),
+// where a missing validator is a failure: CI must never pass with the validators skipped.
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("WSGI_REQUIRE_VALIDATORS") == "1" {
+			t.Fatalf("%s not found and WSGI_REQUIRE_VALIDATORS=1: install it (see .ci/run)", name)
+		}
+		t.Skipf("%s not found: skipping this validator (CI installs it)", name)
+	}
+	return p
+}
+
+// unitRoot lays the rendered units into a temporary root with the host's stock units and
+// the binaries ExecStart names, which is what `systemd-analyze verify --root` checks against.
+func unitRoot(t *testing.T, b *Bundle) string {
+	t.Helper()
+	root := t.TempDir()
+	hostUnits := "/usr/lib/systemd/system"
+	if _, err := os.Stat(hostUnits); err != nil {
+		t.Skipf("no stock systemd units at %s: %v", hostUnits, err)
+	}
+	if err := os.MkdirAll(filepath.Join(root, "usr/lib/systemd"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", hostUnits, filepath.Join(root, "usr/lib/systemd/")).CombinedOutput(); err != nil {
+		t.Fatalf("copy stock units: %v: %s", err, out)
+	}
+	for _, f := range b.Files {
+		if !strings.HasPrefix(f.Path, b.Stack.UnitDir()+"/") {
+			continue
+		}
+		writeFile(t, filepath.Join(root, f.Path), f.Content, 0o644)
+	}
+	// The venv's interpreter stands for the baked venv, which only exists on the image.
+	writeFile(t, filepath.Join(root, b.Stack.VenvPython()), []byte("#!/bin/sh\n"), 0o755)
+	kill, err := os.ReadFile("/bin/kill")
+	if err != nil {
+		t.Fatalf("read /bin/kill: %v", err)
+	}
+	writeFile(t, filepath.Join(root, "bin/kill"), kill, 0o755)
+	return root
+}
+
+func writeFile(t *testing.T, p string, content []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, content, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var exposureRe = regexp.MustCompile(`Overall exposure level for \S+: ([0-9.]+)`)
+
+func TestValidatorsSystemd(t *testing.T) {
+	analyze := requireTool(t, "systemd-analyze")
+	for name, s := range goldenCases() {
+		t.Run(name, func(t *testing.T) {
+			b, err := Render(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			root := unitRoot(t, b)
+			units := []string{"wsgi.target"}
+			for _, i := range s.Instances() {
+				units = append(units, s.ServiceUnit(i), s.SocketUnit(i))
+			}
+			cmd := exec.Command(analyze, append([]string{"verify", "--root=" + root}, units...)...)
+			cmd.Dir = root
+			out, err := cmd.CombinedOutput()
+			// verify reports unknown keys and bad values as warnings with exit 0: any output fails.
+			if err != nil || len(bytes.TrimSpace(out)) > 0 {
+				t.Fatalf("systemd-analyze verify %s: %v\n%s", strings.Join(units, " "), err, out)
+			}
+			t.Logf("systemd-analyze verify: %d units OK (%s)", len(units), strings.Join(units, " "))
+
+			out, err = exec.Command(analyze, "security", "--offline=yes", "--root="+root, s.ServiceUnit(1)).CombinedOutput()
+			if err != nil {
+				t.Fatalf("systemd-analyze security: %v\n%s", err, out)
+			}
+			m := exposureRe.FindSubmatch(out)
+			if m == nil {
+				t.Fatalf("no overall exposure in systemd-analyze security output:\n%s", out)
+			}
+			score, _ := strconv.ParseFloat(string(m[1]), 64)
+			t.Logf("systemd-analyze security %s: exposure %.1f (limit %.1f)", s.ServiceUnit(1), score, MaxSecurityExposure)
+			if score > MaxSecurityExposure {
+				t.Errorf("wsgi@.service exposure %.1f is above %.1f:\n%s", score, MaxSecurityExposure, out)
+			}
+		})
+	}
+}
+
+func TestValidatorsNginx(t *testing.T) {
+	nginx := requireTool(t, "nginx")
+	mime, err := os.ReadFile("/etc/nginx/mime.types")
+	if err != nil {
+		t.Skipf("no /etc/nginx/mime.types: %v", err)
+	}
+	for name, s := range goldenCases() {
+		t.Run(name, func(t *testing.T) {
+			b, err := Render(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prefix := t.TempDir()
+			writeFile(t, filepath.Join(prefix, "mime.types"), mime, 0o644)
+			for _, f := range b.Files {
+				if rel, ok := strings.CutPrefix(f.Path, "/etc/nginx/"); ok {
+					writeFile(t, filepath.Join(prefix, rel), f.Content, 0o644)
+				}
+			}
+			// The same http context the distributions give conf.d/*.conf.
+			main := fmt.Sprintf("pid %s/nginx.pid;\nerror_log stderr;\nevents {}\nhttp {\n    include mime.types;\n    access_log off;\n    include conf.d/wsgi.conf;\n}\n", prefix)
+			writeFile(t, filepath.Join(prefix, "nginx.conf"), []byte(main), 0o644)
+			out, err := exec.Command(nginx, "-t", "-q", "-p", prefix, "-c", filepath.Join(prefix, "nginx.conf")).CombinedOutput()
+			if err != nil {
+				t.Fatalf("nginx -t: %v\n%s", err, out)
+			}
+			t.Logf("nginx -t: %s OK", s.NginxSite())
+		})
+	}
+}
+
+// TestValidatorsCatchBrokenFiles proves the validators above can fail: a broken unit and a
+// broken site must be rejected, or a green run would mean nothing.
+func TestValidatorsCatchBrokenFiles(t *testing.T) {
+	analyze := requireTool(t, "systemd-analyze")
+	nginx := requireTool(t, "nginx")
+	b, err := Render(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range b.Files {
+		if strings.HasSuffix(f.Path, "/wsgi@.service") {
+			b.Files[i].Content = bytes.Replace(f.Content, []byte("KillMode=mixed"), []byte("KillMode=sometimes"), 1)
+		}
+	}
+	root := unitRoot(t, b)
+	cmd := exec.Command(analyze, "verify", "--root="+root, "wsgi@1.service")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err == nil && len(bytes.TrimSpace(out)) == 0 {
+		t.Error("systemd-analyze verify accepted KillMode=sometimes silently")
+	}
+
+	prefix := t.TempDir()
+	writeFile(t, filepath.Join(prefix, "nginx.conf"), []byte("events {}\nhttp { upstream u { server unix:/x.sock; } server { location / { proxy_pass http://nowhere_upstream_x; } } }\nerror_log stderr;\npid "+prefix+"/p;\n"), 0o644)
+	if out, err := exec.Command(nginx, "-t", "-q", "-p", prefix, "-c", filepath.Join(prefix, "nginx.conf")).CombinedOutput(); err == nil {
+		t.Errorf("nginx -t accepted a proxy_pass to a missing upstream:\n%s", out)
+	}
+}
