@@ -1,0 +1,253 @@
+package harness
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Suite is the Debian release of every image the harness builds.
+const Suite = "bookworm"
+
+// imageFormat changes whenever the way an image is built changes in a way
+// the spec below does not capture, so old cache entries stop matching.
+const imageFormat = 1
+
+// BasePackages are installed in every base image. systemd, dbus and
+// systemd-resolved make a bootable machine under nspawn; locales is needed
+// because cloud-init's locale module fails without it; python3 and git are
+// there for the later tests' apps.
+var BasePackages = []string{
+	"ca-certificates", "cloud-init", "curl", "dbus", "git", "iproute2", "locales",
+	"netbase", "openssh-server", "procps", "python3", "sudo", "systemd",
+	"systemd-resolved", "systemd-sysv",
+}
+
+// mmdebstrap customize hooks, run in order with the root as "$1".
+var imageHooks = []string{
+	// nspawn's host0 gets DHCP from systemd's stock 80-container-host0.network.
+	`chroot "$1" systemctl enable systemd-networkd`,
+	// cloud-init's locale module wants a generated UTF-8 locale.
+	`echo "en_US.UTF-8 UTF-8" > "$1/etc/locale.gen" && chroot "$1" locale-gen && echo LANG=en_US.UTF-8 > "$1/etc/default/locale"`,
+	// Only NoCloud (the seed directory) and the None fallback: no probing
+	// of clouds that are not there. Networking is left to networkd, which
+	// already configures host0; cloud-init's fallback would fight it.
+	`printf 'datasource_list: [ NoCloud, None ]\nnetwork: {config: disabled}\n' > "$1/etc/cloud/cloud.cfg.d/90-wsgi-e2e.cfg"`,
+}
+
+// ImageOption changes what BaseImage builds.
+type ImageOption func(*imageSpec)
+
+// WithPackages adds Debian packages to the image, for example a variant
+// with python3-flask preinstalled. The cache key includes them.
+func WithPackages(pkgs ...string) ImageOption {
+	return func(s *imageSpec) { s.Packages = append(s.Packages, pkgs...) }
+}
+
+// WithMirror sets the Debian mirror (default http://deb.debian.org/debian,
+// or $WSGI_E2E_MIRROR) and security mirror (default
+// http://deb.debian.org/debian-security, or $WSGI_E2E_SECURITY_MIRROR).
+func WithMirror(mirror, securityMirror string) ImageOption {
+	return func(s *imageSpec) {
+		if mirror != "" {
+			s.mirror = mirror
+		}
+		if securityMirror != "" {
+			s.securityMirror = securityMirror
+		}
+	}
+}
+
+// imageSpec is everything that decides an image's content; its JSON form
+// is hashed for the cache key.
+type imageSpec struct {
+	Format   int      `json:"format"`
+	Variant  string   `json:"variant"`
+	Suite    string   `json:"suite"`
+	Packages []string `json:"packages"`
+	Sources  []string `json:"sources"`
+	Hooks    []string `json:"hooks"`
+
+	mirror, securityMirror string
+}
+
+func newImageSpec(opts []ImageOption) imageSpec {
+	s := imageSpec{
+		Format:         imageFormat,
+		Variant:        "apt",
+		Suite:          Suite,
+		Packages:       slices.Clone(BasePackages),
+		Hooks:          slices.Clone(imageHooks),
+		mirror:         envOr("WSGI_E2E_MIRROR", "http://deb.debian.org/debian"),
+		securityMirror: envOr("WSGI_E2E_SECURITY_MIRROR", "http://deb.debian.org/debian-security"),
+	}
+	for _, o := range opts {
+		o(&s)
+	}
+	slices.Sort(s.Packages)
+	s.Packages = slices.Compact(s.Packages)
+	// Without -updates and -security the packages are months stale.
+	s.Sources = []string{
+		fmt.Sprintf("deb %s %s main", s.mirror, s.Suite),
+		fmt.Sprintf("deb %s %s-updates main", s.mirror, s.Suite),
+		fmt.Sprintf("deb %s %s-security main", s.securityMirror, s.Suite),
+	}
+	return s
+}
+
+func (s imageSpec) key() string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err) // only strings and ints: cannot fail
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])[:16]
+}
+
+func (s imageSpec) mmdebstrapArgs(out string) []string {
+	args := []string{
+		"--variant=" + s.Variant,
+		"--include=" + strings.Join(s.Packages, ","),
+	}
+	for _, h := range s.Hooks {
+		args = append(args, "--customize-hook="+h)
+	}
+	args = append(args, s.Suite, out)
+	return append(args, s.Sources...)
+}
+
+// BaseImage returns the path of a Debian bookworm root file system tarball
+// (.tar.zst) built with mmdebstrap, building it first unless the cache
+// already holds one with the same inputs (packages, sources, hooks). A
+// build takes about a minute and writes its full log next to the image;
+// progress lines go to log (may be nil). cacheDir "" means DefaultCacheDir.
+// Concurrent callers, in this process or another, build an image once.
+// Delete the cache folder to pick up newer Debian packages.
+func BaseImage(ctx context.Context, cacheDir string, log io.Writer, opts ...ImageOption) (string, error) {
+	if cacheDir == "" {
+		d, err := DefaultCacheDir()
+		if err != nil {
+			return "", err
+		}
+		cacheDir = d
+	}
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return "", fmt.Errorf("base image: %w", err)
+	}
+	spec := newImageSpec(opts)
+	key := spec.key()
+	out := filepath.Join(cacheDir, fmt.Sprintf("debian-%s-%s.tar.zst", spec.Suite, key))
+
+	unlock, err := lockFile(ctx, filepath.Join(cacheDir, "."+key+".lock"))
+	if err != nil {
+		return "", fmt.Errorf("base image: %w", err)
+	}
+	defer unlock()
+	if _, err := os.Stat(out); err == nil {
+		logf(log, "base image %s (cached)", out)
+		return out, nil
+	}
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		return "", fmt.Errorf("base image: %w (apt-get install mmdebstrap zstd)", err)
+	}
+
+	tmp := filepath.Join(cacheDir, fmt.Sprintf(".build-%s-%d.tar.zst", key, os.Getpid()))
+	buildLog := strings.TrimSuffix(out, ".tar.zst") + ".build.log"
+	lf, err := os.Create(buildLog)
+	if err != nil {
+		return "", fmt.Errorf("base image: %w", err)
+	}
+	defer lf.Close()
+	args := spec.mmdebstrapArgs(tmp)
+	logf(log, "building base image %s (log %s)", out, buildLog)
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, "mmdebstrap", args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.Env = append(os.Environ(), "PATH="+machinePath, "LC_ALL=C.UTF-8")
+	if err := cmd.Run(); err != nil {
+		_ = os.Remove(tmp)
+		return "", fmt.Errorf("base image: mmdebstrap: %w:\n%s", err, tailFile(buildLog, 30))
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return "", fmt.Errorf("base image: %w", err)
+	}
+	// A readable record of what the hash stands for.
+	desc, _ := json.MarshalIndent(spec, "", "  ")
+	_ = os.WriteFile(strings.TrimSuffix(out, ".tar.zst")+".json", append(desc, '\n'), 0o644)
+	logf(log, "built base image in %s", time.Since(start).Round(100*time.Millisecond))
+	return out, nil
+}
+
+// DefaultCacheDir is $WSGI_E2E_CACHE, or e2e/.cache in the module that
+// contains the working directory (git-ignored).
+func DefaultCacheDir() (string, error) {
+	if d := os.Getenv("WSGI_E2E_CACHE"); d != "" {
+		return d, nil
+	}
+	root, err := RepoRoot()
+	if err != nil {
+		return "", fmt.Errorf("default cache dir: %w", err)
+	}
+	return filepath.Join(root, "e2e", ".cache"), nil
+}
+
+// RepoRoot walks up from the working directory to the folder holding go.mod.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// lockFile takes an exclusive flock on path, waiting until ctx is done.
+// The kernel drops the lock if the process dies, so it never goes stale.
+func lockFile(ctx context.Context, path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

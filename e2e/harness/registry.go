@@ -1,0 +1,223 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+var (
+	regMu sync.Mutex
+	live  = map[*Machine]struct{}{} // booted and not yet closed
+	ever  []*Machine                // every machine of this process, for Leftovers
+
+	reapOnce, sigOnce sync.Once
+)
+
+func register(m *Machine) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	live[m] = struct{}{}
+	ever = append(ever, m)
+}
+
+func unregister(m *Machine) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	delete(live, m)
+}
+
+// CloseAll closes every machine of this process that is not closed yet.
+// The signal handler calls it; a TestMain may too.
+func CloseAll() {
+	regMu.Lock()
+	ms := make([]*Machine, 0, len(live))
+	for m := range live {
+		ms = append(ms, m)
+	}
+	regMu.Unlock()
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Add(1)
+		go func() { defer wg.Done(); m.Close() }()
+	}
+	wg.Wait()
+}
+
+// installSignalHandler closes all machines on SIGINT, SIGTERM or SIGHUP and
+// then lets the signal do what it would have done.
+func installSignalHandler() {
+	sigOnce.Do(func() {
+		ch := make(chan os.Signal, 1)
+		signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+		go func() {
+			sig := <-ch
+			fmt.Fprintf(os.Stderr, "harness: %v: closing machines\n", sig)
+			CloseAll()
+			signal.Reset(sig)
+			_ = syscall.Kill(os.Getpid(), sig.(syscall.Signal))
+			time.Sleep(2 * time.Second)
+			os.Exit(2)
+		}()
+	})
+}
+
+// machineState is what a later run needs to undo a machine whose process
+// died without closing it.
+type machineState struct {
+	Name       string `json:"name"`
+	Owner      int    `json:"owner"`
+	OwnerStart string `json:"owner_start"` // guards against PID reuse
+	Nspawn     int    `json:"nspawn,omitempty"`
+	Dnsmasq    int    `json:"dnsmasq,omitempty"`
+	Link       string `json:"link"`
+	Table      string `json:"table"`
+	Dir        string `json:"dir"`
+}
+
+func stateFile(name string) string { return filepath.Join(StateDir, "machines", name+".json") }
+
+func saveState(m *Machine) {
+	m.mu.Lock()
+	s := machineState{
+		Name: m.name, Owner: os.Getpid(), OwnerStart: procStart(os.Getpid()),
+		Link: ifName(m.name), Table: nftTable(m.name), Dir: m.dir,
+	}
+	if m.nspawn != nil && m.nspawn.Process != nil {
+		s.Nspawn = m.nspawn.Process.Pid
+	}
+	if m.net != nil && m.net.dnsmasq != nil && m.net.dnsmasq.Process != nil {
+		s.Dnsmasq = m.net.dnsmasq.Process.Pid
+	}
+	m.mu.Unlock()
+	b, _ := json.Marshal(s)
+	_ = os.MkdirAll(filepath.Dir(stateFile(m.name)), 0o755)
+	_ = os.WriteFile(stateFile(m.name), b, 0o644)
+}
+
+func removeState(name string) { _ = os.Remove(stateFile(name)) }
+
+// procStart is field 22 of /proc/PID/stat, the process's start time.
+func procStart(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		if f := strings.Fields(s[i+1:]); len(f) > 19 {
+			return f[19]
+		}
+	}
+	return ""
+}
+
+// reapStale undoes machines whose owning process is gone.
+func reapStale(log io.Writer) {
+	files, _ := filepath.Glob(filepath.Join(StateDir, "machines", "*.json"))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var s machineState
+		if json.Unmarshal(b, &s) != nil {
+			continue
+		}
+		if s.Owner > 0 && procStart(s.Owner) == s.OwnerStart {
+			continue // its process is alive and will clean up itself
+		}
+		logf(log, "reaping %s left by dead process %d", s.Name, s.Owner)
+		killIf(s.Nspawn, "systemd-nspawn", 30*time.Second)
+		killIf(s.Dnsmasq, "dnsmasq", 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		if tableExists(ctx, s.Table) {
+			_, _ = run(ctx, "nft", "delete", "table", "ip", s.Table)
+		}
+		if _, err := net.InterfaceByName(s.Link); err == nil {
+			_, _ = run(ctx, "ip", "link", "del", s.Link)
+		}
+		cancel()
+		if strings.Contains(filepath.Base(s.Dir), "wsgi-e2e-") {
+			if err := removeTree(s.Dir); err != nil {
+				logf(log, "reaping %s: %v", s.Name, err)
+			}
+		}
+		_ = os.Remove(f)
+	}
+	_ = restoreForward(0)
+}
+
+// killIf sends SIGTERM to pid if it is still the named program, then
+// SIGKILL if it has not gone after wait.
+func killIf(pid int, comm string, wait time.Duration) {
+	if pid <= 0 || procComm(pid) != comm {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(wait)
+	for procComm(pid) == comm && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if procComm(pid) == comm {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// Leftovers lists whatever survived of the machines this process booted
+// and closed: processes, links, nft tables, folders, state files. Empty
+// means Close undid everything. Machines not closed yet are skipped.
+func Leftovers() []string {
+	regMu.Lock()
+	var ms []*Machine
+	for _, m := range ever {
+		if _, open := live[m]; !open {
+			ms = append(ms, m)
+		}
+	}
+	regMu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var left []string
+	for _, m := range ms {
+		m.mu.Lock()
+		var pids []int
+		if m.nspawn != nil && m.nspawn.Process != nil {
+			pids = append(pids, m.nspawn.Process.Pid)
+		}
+		if m.leader > 0 {
+			pids = append(pids, m.leader)
+		}
+		if m.net != nil && m.net.dnsmasq != nil && m.net.dnsmasq.Process != nil {
+			pids = append(pids, m.net.dnsmasq.Process.Pid)
+		}
+		m.mu.Unlock()
+		for _, pid := range pids {
+			if c := procComm(pid); c == "systemd-nspawn" || c == "systemd" || c == "dnsmasq" {
+				left = append(left, fmt.Sprintf("%s: process %d (%s)", m.name, pid, c))
+			}
+		}
+		if _, err := net.InterfaceByName(ifName(m.name)); err == nil {
+			left = append(left, m.name+": link "+ifName(m.name))
+		}
+		if tableExists(ctx, nftTable(m.name)) {
+			left = append(left, m.name+": nft table ip "+nftTable(m.name))
+		}
+		if _, err := os.Stat(m.dir); err == nil {
+			left = append(left, m.name+": folder "+m.dir)
+		}
+		if _, err := os.Stat(stateFile(m.name)); err == nil {
+			left = append(left, m.name+": state file "+stateFile(m.name))
+		}
+	}
+	return left
+}
