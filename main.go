@@ -1,3 +1,5 @@
+// Command packer-plugin-wsgi is the Packer plugin binary. It only registers the components;
+// each lives in its own package.
 package main
 
 import (
@@ -5,12 +7,13 @@ import (
 	"os"
 
 	"github.com/hashicorp/packer-plugin-sdk/plugin"
-	_ "github.com/aws/aws-sdk-go-v2/service/ec2"
-	_ "gopkg.in/yaml.v3"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/version"
 )
 
 func main() {
 	pps := plugin.NewSet()
+	pps.SetVersion(version.PluginVersion)
 	if err := pps.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, err.Error())
 		os.Exit(1)

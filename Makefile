@@ -1,0 +1,73 @@
+# packer-plugin-wsgi. `make help` lists the targets.
+
+NAME            := wsgi
+BINARY          := packer-plugin-$(NAME)
+PLUGIN_SOURCE   := github.com/wsgi-ami/$(NAME)
+PACKER_VERSION  := v1.12.0
+BIN             := $(CURDIR)/bin
+PACKER          := $(BIN)/packer
+PACKER_SDC      := $(BIN)/packer-sdc
+HOST_PACKAGES   := systemd systemd-container nginx-light cloud-init mmdebstrap zstd dnsmasq-base nftables iproute2 wrk git curl ca-certificates
+E2E_TIMEOUT     ?= 75m
+
+export PACKER_CHECKPOINT_DISABLE := 1
+
+.PHONY: help build dev generate test unit validate vet plugin-check packer deps e2e clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+build: ## build the plugin binary ./packer-plugin-wsgi
+	go build -o $(BINARY) .
+
+dev: build packer ## build, then install the plugin into the local Packer (packer plugins install --path)
+	$(PACKER) plugins install --path $(CURDIR)/$(BINARY) $(PLUGIN_SOURCE)
+
+# packer-sdc at the version go.mod pins, on PATH for `go generate`.
+$(PACKER_SDC): go.mod go.sum
+	go build -o $@ github.com/hashicorp/packer-plugin-sdk/cmd/packer-sdc
+
+generate: $(PACKER_SDC) ## regenerate *.hcl2spec.go (checked in; CI fails when stale)
+	PATH="$(BIN):$$PATH" go generate ./...
+
+test: unit validate ## unit tests, then the real validators with their figures
+
+unit: ## go test ./... (fast, no root tools needed)
+	go test -count=1 ./...
+
+validate: ## systemd-analyze verify/security, nginx -t, cloud-init schema on every rendered file (verbose)
+	go test -count=1 -v -run 'Validators' ./templates/ ./cloudinit/... | grep -Ev '^=== (RUN|PAUSE|CONT)'
+
+vet: ## go vet, with and without the e2e build tag
+	go vet ./...
+	go vet -tags e2e ./...
+
+plugin-check: build $(PACKER_SDC) ## the Packer plugin conformance check
+	$(PACKER_SDC) plugin-check $(BINARY)
+
+packer: $(PACKER) ## build the pinned Packer into bin/packer
+
+# `go install pkg@version` refuses modules with replace directives, so the module is copied
+# out of the module cache and built in place.
+$(PACKER):
+	@mkdir -p $(BIN)
+	@set -e; dir=$$(cd / && go mod download -json github.com/hashicorp/packer@$(PACKER_VERSION) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	test -n "$$dir" || { echo "could not download github.com/hashicorp/packer@$(PACKER_VERSION)" >&2; exit 1; }; \
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	cp -r "$$dir/." "$$tmp"; chmod -R u+w "$$tmp"; \
+	echo "building packer $(PACKER_VERSION)"; \
+	cd "$$tmp" && go build -trimpath -o $(PACKER) .
+	@$(PACKER) version
+
+deps: ## install the host packages the validators and the e2e harness need (Debian, as root)
+	@command -v apt-get >/dev/null || { echo "deps: apt-get not found; install: $(HOST_PACKAGES)" >&2; exit 1; }
+	@# Keep package installs from starting daemons (NGINX) on this machine.
+	@[ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; }
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(HOST_PACKAGES) >/dev/null
+
+e2e: build packer ## end to end: real packer, nspawn machine, moto (root; see e2e/README.md)
+	go test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./e2e/...
+
+clean:
+	rm -rf $(BINARY) $(BIN) dist
