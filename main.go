@@ -8,11 +8,13 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/plugin"
 
+	"github.com/wsgi-ami/packer-plugin-wsgi/provisioner/stack"
 	"github.com/wsgi-ami/packer-plugin-wsgi/version"
 )
 
 func main() {
 	pps := plugin.NewSet()
+	pps.RegisterProvisioner("stack", new(stack.Provisioner))
 	pps.SetVersion(version.PluginVersion)
 	if err := pps.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, err.Error())
