@@ -15,7 +15,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 func goldenCases() map[string]Stack {
 	dnf := Stack{Family: FamilyDnf, Python: "python3.11", AppName: "shop", Sockets: 2}.WithDefaults()
 	distro := Stack{GunicornSource: GunicornFromDistro, WorkerClass: "sync", WorkersPerUnit: 3,
-		ExtraPackages: []string{"python3-flask", "libpq5"}, MaxRequests: 1000}.WithDefaults()
+		ExtraPackages: []string{"python3-flask", "libpq5"}, MaxRequests: 1000, GunicornAccessLog: true}.WithDefaults()
 	pipIndex := Stack{PipIndexURL: "http://127.0.0.1:8000/simple/", GunicornVersion: "20.1.0"}.WithDefaults()
 	return map[string]Stack{
 		"default":     Default(),

@@ -63,6 +63,9 @@ type Stack struct {
 	MaxRequests int
 	// Backlog is the listen backlog of each socket: connections wait here while a unit restarts.
 	Backlog int
+	// GunicornAccessLog also logs every request from Gunicorn to the journal. Off by default:
+	// NGINX already logs each request, and a second line per request costs throughput.
+	GunicornAccessLog bool
 
 	// Family selects the package manager and the NGINX layout.
 	Family Family
