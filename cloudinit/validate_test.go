@@ -108,7 +108,9 @@ func TestBuildRejects(t *testing.T) {
 		}, []string{`extra_part[0].filename: must be 1-64 letters`}},
 		{"part without header", templates.Stack{}, func(a *App) { a.ExtraParts = []Part{{ContentType: "text/cloud-config", Content: "packages: [htop]\n"}} },
 			[]string{`extra_part[0].content: a text/cloud-config part must start with a "#cloud-config" line`}},
-		{"part not yaml", templates.Stack{}, func(a *App) { a.ExtraParts = []Part{{ContentType: "text/cloud-config", Content: "#cloud-config\n: [\n"}} },
+		{"part not yaml", templates.Stack{}, func(a *App) {
+			a.ExtraParts = []Part{{ContentType: "text/cloud-config", Content: "#cloud-config\n: [\n"}}
+		},
 			[]string{"extra_part[0].content: is not valid YAML"}},
 		{"part takes runcmd", templates.Stack{}, func(a *App) {
 			a.ExtraParts = []Part{{ContentType: "text/cloud-config", Content: "#cloud-config\nruncmd: [[echo, hi]]\n"}}
