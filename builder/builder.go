@@ -1,0 +1,172 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/hcl/v2/hcldec"
+	"github.com/hashicorp/packer-plugin-sdk/communicator"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	"github.com/hashicorp/packer-plugin-sdk/multistep/commonsteps"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
+)
+
+type ec2TypeClient = ec2.Client
+
+// Builder is the wsgi-ami builder.
+type Builder struct {
+	config Config
+	runner multistep.Runner
+}
+
+func (b *Builder) ConfigSpec() hcldec.ObjectSpec { return b.config.FlatMapstructure().HCL2Spec() }
+
+// Prepare validates the configuration and names the generated data the
+// provisioners can read with `build.SourceAMI` and so on.
+func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
+	warnings, err := b.config.Prepare(raws...)
+	if err != nil {
+		return nil, warnings, err
+	}
+	generated := []string{"SourceAMI", "SourceAMIName", "SourceAMIOwner", "SourceAMICreationDate", "BuildRegion", "InstanceType"}
+	return generated, warnings, nil
+}
+
+// Run makes the AMI. Every client, in every region, comes from the access
+// block, so custom endpoints hold for the whole build.
+func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook) (packersdk.Artifact, error) {
+	c := &b.config
+	awsCfg, err := c.AccessConfig.Config(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	region := awsCfg.Region
+	ec2c := c.NewEC2(awsCfg)
+	regional := func(ctx context.Context, r string) (*ec2TypeClient, error) {
+		if r == region {
+			return ec2c, nil
+		}
+		return c.AccessConfig.EC2(ctx, r)
+	}
+	wait := waitConfig{Delay: c.WaitDelay(), Timeout: c.WaitTimeout()}
+	tags, err := c.renderTags("run_tags", nil, buildInfo{}, c.tempTags())
+	if err != nil {
+		return nil, err
+	}
+
+	state := new(multistep.BasicStateBag)
+	put(state, keyUI, ui)
+	put(state, keyHook, hook)
+	state.Put("communicator_config", &c.Comm)
+
+	steps := []multistep.Step{
+		&stepSourceAMI{EC2: ec2c, SSM: c.NewSSM(awsCfg), Source: c.SourceConfig, Types: c.InstanceTypes(), BootMode: c.BootMode, Region: region},
+		&stepCheckAMIName{EC2: clientAs[describeImagesAPI](regional), Name: c.AMIName, Regions: c.allRegions(region), Force: c.ForceDeregister},
+		&stepNetwork{EC2: ec2c, Net: c.RunConfig, NeedsVPC: c.needTempSecurityGroup()},
+		multistep.If(c.needTempKey(), &stepKeyPair{EC2: ec2c, Comm: &c.Comm, BuildID: c.buildID, Tags: tags}),
+		multistep.If(c.needTempSecurityGroup(), &stepSecurityGroup{
+			EC2: ec2c, CIDRs: c.SSHCIDRs, CheckIPURL: c.CheckIPURL, Port: c.Comm.Port(), BuildID: c.buildID, Tags: tags,
+		}),
+		&stepRunInstance{EC2: ec2c, Cfg: c, BuildID: c.buildID, Region: region, Wait: wait},
+		&communicator.StepConnect{
+			Config:    &c.Comm,
+			Host:      sshHost(c),
+			SSHConfig: c.Comm.SSHConfigFunc(),
+		},
+		multistep.If(c.Comm.Type != "none" && !c.SkipCloudInitWait, &stepWaitCloudInit{}),
+		&commonsteps.StepProvision{},
+		&commonsteps.StepCleanupTempKeys{Comm: &c.Comm},
+		&stepStopInstance{EC2: ec2c, ENA: c.ENA(), Wait: wait},
+		multistep.If(c.ForceDeregister, &stepDeregister{EC2: clientAs[deregisterAPI](regional), Name: c.AMIName, Regions: c.allRegions(region)}),
+		&stepCreateImage{EC2: ec2c, Cfg: c, Region: region, Wait: wait},
+		multistep.If(len(c.AMIRegions) > 0, &stepCopyImage{EC2: clientAs[copyImageAPI](regional), Cfg: c, SourceRegion: region, Wait: wait}),
+		&stepImageAttributes{
+			EC2: clientAs[imageAttributeAPI](regional), IMDSv2: c.IMDSSupport == "v2.0",
+			Users: c.AMIUsers, OrgARNs: c.AMIOrgARNs, OUARNs: c.AMIOUARNs, DeprecateAt: c.DeprecationTime(),
+		},
+	}
+	b.runner = commonsteps.NewRunner(steps, c.PackerConfig, ui)
+	b.runner.Run(ctx, state)
+
+	if err, ok := state.GetOk("error"); ok {
+		return nil, err.(error)
+	}
+	if _, ok := state.GetOk(multistep.StateCancelled); ok {
+		return nil, errors.New("build was cancelled")
+	}
+	if _, ok := state.GetOk(multistep.StateHalted); ok {
+		return nil, errors.New("build was halted")
+	}
+	images := get[map[string]string](state, keyImages)
+	if len(images) == 0 {
+		return nil, errors.New("build made no AMI")
+	}
+	src := get[ec2types.Image](state, keySourceImage)
+	return &Artifact{
+		Amis:        images,
+		Snapshots:   get[map[string][]string](state, keySnapshots),
+		SourceAMI:   aws.ToString(src.ImageId),
+		BuildRegion: region,
+		StateData:   map[string]interface{}{"generated_data": state.Get("generated_data")},
+		remover:     clientAs[deleteImageAPI](regional),
+	}, nil
+}
+
+// sshHost is ssh_host when set, else the instance's public address (unless
+// ssh_interface = "private_ip"), else its private address.
+func sshHost(c *Config) func(multistep.StateBag) (string, error) {
+	return func(state multistep.StateBag) (string, error) {
+		if h := c.Comm.Host(); h != "" {
+			return h, nil
+		}
+		inst := get[ec2types.Instance](state, keyInstance)
+		if c.SSHInterface != "private_ip" {
+			if ip := aws.ToString(inst.PublicIpAddress); ip != "" {
+				return ip, nil
+			}
+		}
+		if ip := aws.ToString(inst.PrivateIpAddress); ip != "" && c.SSHInterface != "public_ip" {
+			return ip, nil
+		}
+		return "", fmt.Errorf("ssh_interface: instance %s has no %s address; set ssh_interface or ssh_host",
+			aws.ToString(inst.InstanceId), orDefault(c.SSHInterface, "public or private"))
+	}
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// clientAs narrows a regional client constructor to one step's interface.
+func clientAs[T any](f func(context.Context, string) (*ec2TypeClient, error)) clientFor[T] {
+	return func(ctx context.Context, region string) (T, error) {
+		var zero T
+		c, err := f(ctx, region)
+		if err != nil {
+			return zero, err
+		}
+		t, ok := any(c).(T)
+		if !ok {
+			return zero, fmt.Errorf("ec2 client does not implement %T", zero)
+		}
+		return t, nil
+	}
+}
+
+var _ packersdk.Builder = (*Builder)(nil)
+
+// generated data, published for provisioners once the source is known.
+func putGenerated(state multistep.StateBag, kv map[string]string) {
+	gd := &packerbuilderdata.GeneratedData{State: state}
+	for k, v := range kv {
+		gd.Put(k, v)
+	}
+}

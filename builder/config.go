@@ -1,0 +1,114 @@
+//go:generate packer-sdc mapstructure-to-hcl2 -type Config
+
+// Package builder is the wsgi-ami builder: it launches a temporary
+// instance from a source AMI, lets the provisioners run over SSH, makes an
+// AMI of it, copies and shares that AMI, and removes everything else it made.
+package builder
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/packer-plugin-sdk/common"
+	"github.com/hashicorp/packer-plugin-sdk/communicator"
+	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	"github.com/hashicorp/packer-plugin-sdk/template/config"
+	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
+	"github.com/hashicorp/packer-plugin-sdk/uuid"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
+)
+
+// Config is the whole `source "wsgi-ami"` block.
+type Config struct {
+	common.PackerConfig `mapstructure:",squash"`
+	awscfg.AccessConfig `mapstructure:",squash"`
+	SourceConfig        `mapstructure:",squash"`
+	RunConfig           `mapstructure:",squash"`
+	AMIConfig           `mapstructure:",squash"`
+	Comm                communicator.Config `mapstructure:",squash"`
+
+	// buildID is written to the wsgi:build-id tag of everything the build
+	// makes, so cleanups find what an interrupted call created.
+	buildID string
+	ctx     interpolate.Context
+}
+
+// Prepare decodes raws into c and validates every block; all errors are
+// returned together.
+func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
+	err := config.Decode(c, &config.DecodeOpts{
+		PluginType:         BuilderID,
+		Interpolate:        true,
+		InterpolateContext: &c.ctx,
+		InterpolateFilter: &interpolate.RenderFilter{
+			// Rendered per region at build time, with the source AMI known.
+			Exclude: []string{"ami_description", "tags", "snapshot_tags", "run_tags"},
+		},
+	}, raws...)
+	if err != nil {
+		return nil, fmt.Errorf("decoding the wsgi-ami configuration: %w", err)
+	}
+	c.buildID = uuid.TimeOrderedUUID()
+	if c.AMIFamily == "" {
+		c.AMIFamily = c.PackerBuildName
+	}
+	if c.AMIFamily == "" {
+		c.AMIFamily = c.AMIName
+	}
+
+	var errs *packersdk.MultiError
+	errs = packersdk.MultiErrorAppend(errs, c.AccessConfig.Prepare()...)
+	errs = packersdk.MultiErrorAppend(errs, c.SourceConfig.Prepare()...)
+	errs = packersdk.MultiErrorAppend(errs, c.RunConfig.Prepare()...)
+	errs = packersdk.MultiErrorAppend(errs, c.AMIConfig.Prepare(c.Region, time.Now())...)
+	if c.Comm.Type == "" {
+		c.Comm.Type = "ssh"
+	}
+	errs = packersdk.MultiErrorAppend(errs, c.Comm.Prepare(&c.ctx)...)
+	if c.Comm.Type == "winrm" {
+		errs = packersdk.MultiErrorAppend(errs, errors.New("communicator: winrm is not supported; use \"ssh\" or \"none\""))
+	}
+	if c.Comm.Type == "ssh" && c.Comm.SSHUsername == "" {
+		errs = packersdk.MultiErrorAppend(errs, errors.New("ssh_username: required with the ssh communicator, e.g. \"admin\" for Debian"))
+	}
+	if c.Comm.SSHKeyPairName != "" && c.Comm.SSHPrivateKeyFile == "" && !c.Comm.SSHAgentAuth {
+		errs = packersdk.MultiErrorAppend(errs, errors.New("ssh_keypair_name: needs ssh_private_key_file or ssh_agent_auth"))
+	}
+	if errs != nil && len(errs.Errors) > 0 {
+		return nil, errs
+	}
+	return c.warnings(), nil
+}
+
+func (c *Config) warnings() []string {
+	var w []string
+	for _, cidr := range c.SSHCIDRs {
+		if cidr == "0.0.0.0/0" || cidr == "::/0" {
+			w = append(w, fmt.Sprintf("ssh_cidrs: %s opens SSH on the build instance to the whole internet", cidr))
+		}
+	}
+	if !c.EncryptRoot() {
+		w = append(w, "root_volume.encrypted: false makes an unencrypted AMI")
+	}
+	return w
+}
+
+// needTempKey says whether the build makes and imports a temporary key pair.
+func (c *Config) needTempKey() bool {
+	return c.Comm.Type == "ssh" && c.Comm.SSHPrivateKeyFile == "" && !c.Comm.SSHAgentAuth && c.Comm.SSHKeyPairName == ""
+}
+
+// needTempSecurityGroup says whether the build makes a security group.
+func (c *Config) needTempSecurityGroup() bool {
+	return c.Comm.Type == "ssh" && len(c.SecurityGroupIDs) == 0
+}
+
+// allRegions is the build region followed by the copy regions.
+func (c *Config) allRegions(buildRegion string) []string {
+	return append([]string{buildRegion}, c.AMIRegions...)
+}
+
+// BuilderID identifies this builder's artifacts.
+const BuilderID = "wsgi-ami.builder"

@@ -1,0 +1,77 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+)
+
+type describeImagesAPI interface {
+	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
+}
+
+// clientFor returns a client for a region; every one honours the custom
+// endpoint of the access block.
+type clientFor[T any] func(ctx context.Context, region string) (T, error)
+
+// stepCheckAMIName fails early, before anything is launched, when an AMI
+// of the same name exists in a target region and force_deregister is off.
+// It makes nothing.
+type stepCheckAMIName struct {
+	EC2     clientFor[describeImagesAPI]
+	Name    string
+	Regions []string
+	Force   bool
+}
+
+func (s *stepCheckAMIName) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	for _, region := range s.Regions {
+		c, err := s.EC2(ctx, region)
+		if err != nil {
+			return halt(state, err)
+		}
+		imgs, err := imagesNamed(ctx, c, s.Name)
+		if err != nil {
+			return halt(state, fmt.Errorf("ami_name: looking for %q in %s: %w", s.Name, region, err))
+		}
+		if len(imgs) == 0 {
+			continue
+		}
+		if !s.Force {
+			return halt(state, fmt.Errorf("ami_name: %s already has an AMI named %q (%s); choose another name or set force_deregister = true",
+				region, s.Name, aws.ToString(imgs[0].ImageId)))
+		}
+		say(ui(state), fmt.Sprintf("%s has an AMI named %q (%s); it will be deregistered before the new one is made",
+			region, s.Name, aws.ToString(imgs[0].ImageId)))
+	}
+	return multistep.ActionContinue
+}
+
+func (s *stepCheckAMIName) Cleanup(multistep.StateBag) {}
+
+// imagesNamed lists the account's own AMIs with this exact name.
+func imagesNamed(ctx context.Context, c describeImagesAPI, name string) ([]ec2types.Image, error) {
+	out, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{
+		Owners:  []string{"self"},
+		Filters: []ec2types.Filter{{Name: aws.String("name"), Values: []string{name}}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out.Images, nil
+}
+
+// snapshotIDs lists the EBS snapshots of an image's block devices.
+func snapshotIDs(img ec2types.Image) []string {
+	var ids []string
+	for _, bdm := range img.BlockDeviceMappings {
+		if bdm.Ebs != nil && aws.ToString(bdm.Ebs.SnapshotId) != "" {
+			ids = append(ids, aws.ToString(bdm.Ebs.SnapshotId))
+		}
+	}
+	return ids
+}

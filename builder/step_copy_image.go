@@ -1,0 +1,155 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+	"golang.org/x/sync/errgroup"
+)
+
+type copyImageAPI interface {
+	CopyImage(context.Context, *ec2.CopyImageInput, ...func(*ec2.Options)) (*ec2.CopyImageOutput, error)
+	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
+	deleteImageAPI
+}
+
+// stepCopyImage copies the AMI to ami_regions in parallel, each copy with
+// its region's KMS key, through a client of the destination region (so the
+// custom endpoint is used there too), and tags each copy and its snapshots
+// like the original. The first failure cancels the other copies. When the
+// build does not succeed, Cleanup deregisters every copy that was started,
+// finished or not, and deletes its snapshots.
+type stepCopyImage struct {
+	EC2          clientFor[copyImageAPI]
+	Cfg          *Config
+	SourceRegion string
+	Wait         waitConfig
+
+	mu      sync.Mutex
+	started map[string]string // region -> copy id ("" when CopyImage did not answer)
+}
+
+func (s *stepCopyImage) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	u := ui(state)
+	srcID := get[map[string]string](state, keyImages)[s.SourceRegion]
+	info := infoFrom(get[ec2types.Image](state, keySourceImage), s.SourceRegion)
+	desc, err := s.Cfg.render("ami_description", s.Cfg.AMIDescription, info)
+	if err != nil {
+		return halt(state, err)
+	}
+	imgTags, err := s.Cfg.imageTags(info)
+	if err != nil {
+		return halt(state, err)
+	}
+	snapTags, err := s.Cfg.snapshotTags(info)
+	if err != nil {
+		return halt(state, err)
+	}
+	s.started = map[string]string{}
+	results := map[string]ec2types.Image{}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, region := range s.Cfg.AMIRegions {
+		g.Go(func() error {
+			img, err := s.copyTo(gctx, u, region, srcID, desc, imgTags, snapTags)
+			if err != nil {
+				return err
+			}
+			s.mu.Lock()
+			results[region] = img
+			s.mu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return halt(state, err)
+	}
+	images := get[map[string]string](state, keyImages)
+	snaps := get[map[string][]string](state, keySnapshots)
+	details := get[map[string]ec2types.Image](state, keyImageDetails)
+	for region, img := range results {
+		images[region] = aws.ToString(img.ImageId)
+		snaps[region] = snapshotIDs(img)
+		details[region] = img
+	}
+	return multistep.ActionContinue
+}
+
+func (s *stepCopyImage) copyTo(ctx context.Context, u uiSayer, region, srcID, desc string, imgTags, snapTags []ec2types.Tag) (ec2types.Image, error) {
+	c, err := s.EC2(ctx, region)
+	if err != nil {
+		return ec2types.Image{}, err
+	}
+	in := &ec2.CopyImageInput{
+		SourceImageId: aws.String(srcID),
+		SourceRegion:  aws.String(s.SourceRegion),
+		Name:          aws.String(s.Cfg.AMIName),
+		// Idempotent across the SDK's retries of this call.
+		ClientToken: aws.String(s.Cfg.buildID + "-" + region),
+	}
+	if desc != "" {
+		in.Description = aws.String(desc)
+	}
+	if kms := s.Cfg.RegionKMSKeyIDs[region]; kms != "" {
+		in.Encrypted = aws.Bool(true)
+		in.KmsKeyId = aws.String(kms)
+	} else if s.Cfg.EncryptRoot() {
+		in.Encrypted = aws.Bool(true)
+	}
+	s.mu.Lock()
+	s.started[region] = ""
+	s.mu.Unlock()
+	say(u, fmt.Sprintf("Copying %s to %s", srcID, region))
+	out, err := c.CopyImage(ctx, in)
+	if err != nil {
+		return ec2types.Image{}, fmt.Errorf("ami_regions: copying %s to %s: %w", srcID, region, err)
+	}
+	id := aws.ToString(out.ImageId)
+	s.mu.Lock()
+	s.started[region] = id
+	s.mu.Unlock()
+	img, err := waitImage(ctx, u, c, region, id, s.Wait)
+	if err != nil {
+		return ec2types.Image{}, fmt.Errorf("ami_regions: %w", err)
+	}
+	if _, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id}, Tags: imgTags}); err != nil {
+		return ec2types.Image{}, fmt.Errorf("tags: tagging %s in %s: %w", id, region, err)
+	}
+	if snaps := snapshotIDs(img); len(snaps) > 0 {
+		if _, err := c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: snaps, Tags: snapTags}); err != nil {
+			return ec2types.Image{}, fmt.Errorf("snapshot_tags: tagging %v in %s: %w", snaps, region, err)
+		}
+	}
+	return img, nil
+}
+
+func (s *stepCopyImage) Cleanup(state multistep.StateBag) {
+	if len(s.started) == 0 || !failed(state) {
+		return
+	}
+	ctx, cancel := cleanupContext()
+	defer cancel()
+	u := ui(state)
+	var wg sync.WaitGroup
+	for _, region := range sortedKeys(s.started) {
+		id := s.started[region]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := s.EC2(ctx, region)
+			if err != nil {
+				sayErr(u, fmt.Sprintf("cleaning up the copy in %s: %v", region, err))
+				return
+			}
+			// A copy is tagged only once available, so one whose CopyImage
+			// did not answer is found by name: stepCheckAMIName made sure no
+			// other AMI of this account has it.
+			removeImage(ctx, u, c, region, id, s.Cfg.AMIName, "")
+		}()
+	}
+	wg.Wait()
+}

@@ -1,0 +1,97 @@
+package builder
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+)
+
+type networkAPI interface {
+	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
+	DescribeVpcs(context.Context, *ec2.DescribeVpcsInput, ...func(*ec2.Options)) (*ec2.DescribeVpcsOutput, error)
+}
+
+// stepNetwork finds the subnet and the VPC the build runs in. The VPC is
+// needed only for a temporary security group: then it is the subnet's,
+// vpc_id, or the default VPC. It makes nothing.
+type stepNetwork struct {
+	EC2      networkAPI
+	Net      RunConfig
+	NeedsVPC bool
+}
+
+func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
+	subnetID, vpcID := s.Net.SubnetID, s.Net.VpcID
+	var in *ec2.DescribeSubnetsInput
+	switch {
+	case subnetID != "":
+		in = &ec2.DescribeSubnetsInput{SubnetIds: []string{subnetID}}
+	case s.Net.SubnetFilter != nil:
+		in = &ec2.DescribeSubnetsInput{Filters: filters(s.Net.SubnetFilter.Filters)}
+		if vpcID != "" {
+			in.Filters = append(in.Filters, ec2types.Filter{Name: aws.String("vpc-id"), Values: []string{vpcID}})
+		}
+	}
+	if in != nil {
+		out, err := s.EC2.DescribeSubnets(ctx, in)
+		if err != nil {
+			return halt(state, fmt.Errorf("subnet: describing subnets: %w", err))
+		}
+		subnets := out.Subnets
+		switch {
+		case len(subnets) == 0 && subnetID != "":
+			return halt(state, fmt.Errorf("subnet_id: %s not found", subnetID))
+		case len(subnets) == 0:
+			return halt(state, fmt.Errorf("subnet_filter: no subnet matches"))
+		case len(subnets) > 1 && (s.Net.SubnetFilter == nil || !s.Net.SubnetFilter.MostFree):
+			return halt(state, fmt.Errorf("subnet_filter: %d subnets match; narrow the filters or set most_free = true", len(subnets)))
+		}
+		sort.SliceStable(subnets, func(i, j int) bool {
+			return aws.ToInt32(subnets[i].AvailableIpAddressCount) > aws.ToInt32(subnets[j].AvailableIpAddressCount)
+		})
+		subnetID = aws.ToString(subnets[0].SubnetId)
+		if vpcID != "" && vpcID != aws.ToString(subnets[0].VpcId) {
+			return halt(state, fmt.Errorf("vpc_id: subnet %s is in %s, not %s", subnetID, aws.ToString(subnets[0].VpcId), vpcID))
+		}
+		vpcID = aws.ToString(subnets[0].VpcId)
+	}
+	if vpcID == "" && s.NeedsVPC {
+		out, err := s.EC2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{
+			Filters: []ec2types.Filter{{Name: aws.String("is-default"), Values: []string{"true"}}},
+		})
+		if err != nil {
+			return halt(state, fmt.Errorf("vpc_id: finding the default VPC: %w", err))
+		}
+		if len(out.Vpcs) == 0 {
+			return halt(state, fmt.Errorf("vpc_id: this region has no default VPC; set subnet_id or vpc_id"))
+		}
+		vpcID = aws.ToString(out.Vpcs[0].VpcId)
+	}
+	if subnetID != "" || vpcID != "" {
+		say(ui(state), fmt.Sprintf("Network: subnet %q, VPC %q", subnetID, vpcID))
+	}
+	put(state, keySubnetID, subnetID)
+	put(state, keyVpcID, vpcID)
+	return multistep.ActionContinue
+}
+
+func (s *stepNetwork) Cleanup(multistep.StateBag) {}
+
+// filters turns a map into EC2 filters in a stable order.
+func filters(m map[string]string) []ec2types.Filter {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]ec2types.Filter, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, ec2types.Filter{Name: aws.String(k), Values: []string{m[k]}})
+	}
+	return out
+}

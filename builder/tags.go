@@ -1,0 +1,98 @@
+package builder
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
+)
+
+// buildInfo is the data available to ami_description, tags, snapshot_tags
+// and run_tags, e.g. `{{ .SourceAMI }}`.
+type buildInfo struct {
+	SourceAMI     string
+	SourceAMIName string
+	BuildRegion   string
+}
+
+func (c *Config) render(field, s string, info buildInfo) (string, error) {
+	ctx := c.ctx
+	ctx.Data = info
+	out, err := interpolate.Render(s, &ctx)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", field, err)
+	}
+	return out, nil
+}
+
+// renderTags renders user tags and adds the builder's own; the builder's
+// win, so a family cannot be forged by a user tag (Prepare rejects wsgi:
+// keys anyway).
+func (c *Config) renderTags(field string, user map[string]string, info buildInfo, own map[string]string) ([]ec2types.Tag, error) {
+	all := map[string]string{}
+	for k, v := range user {
+		rk, err := c.render(field, k, info)
+		if err != nil {
+			return nil, err
+		}
+		rv, err := c.render(field, v, info)
+		if err != nil {
+			return nil, err
+		}
+		all[rk] = rv
+	}
+	for k, v := range own {
+		all[k] = v
+	}
+	keys := make([]string, 0, len(all))
+	for k := range all {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	tags := make([]ec2types.Tag, 0, len(keys))
+	for _, k := range keys {
+		tags = append(tags, ec2types.Tag{Key: aws.String(k), Value: aws.String(all[k])})
+	}
+	return tags, nil
+}
+
+// artifactTags are written on the AMI and its snapshots in every region.
+func (c *Config) artifactTags(info buildInfo) map[string]string {
+	return map[string]string{
+		awscfg.TagBuilder:   awscfg.BuilderName,
+		awscfg.TagBuildID:   c.buildID,
+		awscfg.TagAMIFamily: c.AMIFamily,
+		awscfg.TagSourceAMI: info.SourceAMI,
+	}
+}
+
+// tempTags are written on the temporary instance, key pair and group.
+func (c *Config) tempTags() map[string]string {
+	return map[string]string{
+		"Name":            "packer wsgi-ami " + c.AMIName,
+		awscfg.TagBuilder: awscfg.BuilderName,
+		awscfg.TagBuildID: c.buildID,
+	}
+}
+
+// imageTags and snapshotTags are the rendered tags of the AMI and its
+// snapshots.
+func (c *Config) imageTags(info buildInfo) ([]ec2types.Tag, error) {
+	return c.renderTags("tags", c.Tags, info, c.artifactTags(info))
+}
+
+func (c *Config) snapshotTags(info buildInfo) ([]ec2types.Tag, error) {
+	return c.renderTags("snapshot_tags", c.SnapshotTags, info, c.artifactTags(info))
+}
+
+func (c *Config) runTags(info buildInfo) ([]ec2types.Tag, error) {
+	return c.renderTags("run_tags", c.RunTags, info, c.tempTags())
+}
+
+func infoFrom(img ec2types.Image, region string) buildInfo {
+	return buildInfo{SourceAMI: aws.ToString(img.ImageId), SourceAMIName: aws.ToString(img.Name), BuildRegion: region}
+}
