@@ -1,11 +1,11 @@
+//go:generate packer-sdc mapstructure-to-hcl2 -type App,Source,Part
+
 // Package cloudinit builds the first-boot payload for an instance of the golden image: a typed
 // #cloud-config document that writes the deploy script (rendered by package templates) and
 // runs it once per instance, optionally inside a MIME multipart with the user's own parts,
 // plus its gzip+base64 form for EC2. It is a pure pipeline: decode, validate, render, validate
 // the output. The same inputs always give the same bytes.
 package cloudinit
-
-//go:generate go tool packer-sdc mapstructure-to-hcl2 -type App,Source,Part
 
 import (
 	"sort"

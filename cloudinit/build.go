@@ -75,15 +75,22 @@ func Build(s templates.Stack, app App) (*Payload, error) {
 	// validate
 	s = s.WithDefaults()
 	app = app.WithDefaults()
-	var errs []string
-	if err := s.Validate(); err != nil {
-		errs = append(errs, err.Error())
+	var all problems
+	var sve *templates.ValidationError
+	if err := s.Validate(); errors.As(err, &sve) {
+		for _, line := range sve.Problems {
+			key, msg, _ := strings.Cut(line, ": ")
+			all.add(key, "%s", msg)
+		}
+	} else if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
-	if err := app.Validate(); err != nil {
-		errs = append(errs, err.Error())
+	var ave *ValidationError
+	if err := app.Validate(); errors.As(err, &ave) {
+		all = append(all, ave.Problems...)
 	}
-	if len(errs) > 0 {
-		return nil, fmt.Errorf("%w:\n%s", ErrInvalid, strings.Join(errs, "\n"))
+	if len(all) > 0 {
+		return nil, &ValidationError{Problems: all}
 	}
 
 	// render

@@ -4,7 +4,7 @@ import "errors"
 
 // Sentinel errors, for callers that tell the cases apart with errors.Is.
 var (
-	// ErrInvalid wraps the problems of the inputs (each "path: message").
+	// ErrInvalid: the inputs have problems; a *ValidationError lists them (each "path: message").
 	ErrInvalid = errors.New("invalid wsgi-cloudinit configuration")
 	// ErrTooLarge: the user data is above EC2's 16,384-byte limit.
 	ErrTooLarge = errors.New("user data too large")

@@ -52,6 +52,9 @@ func (e *ValidationError) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// Is makes errors.Is(err, ErrInvalid) true for a ValidationError.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
+
 type problems []Problem
 
 func (ps *problems) add(path, format string, a ...any) {
