@@ -110,7 +110,9 @@ func Boot(ctx context.Context, opts BootOptions) (m *Machine, err error) {
 			return nil, fmt.Errorf("boot: %w", err)
 		}
 	}
-	reapOnce.Do(func() { reapStale(opts.Log) })
+	// Before taking a subnet: a dead process's dnsmasq would still hold
+	// port 53 on that subnet's host address.
+	reapStale(opts.Log)
 	installSignalHandler()
 
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)

@@ -20,7 +20,7 @@ var (
 	live  = map[*Machine]struct{}{} // booted and not yet closed
 	ever  []*Machine                // every machine of this process, for Leftovers
 
-	reapOnce, sigOnce sync.Once
+	sigOnce sync.Once
 )
 
 func register(m *Machine) {
@@ -121,8 +121,20 @@ func procStart(pid int) string {
 	return ""
 }
 
-// reapStale undoes machines whose owning process is gone.
+// reapStale undoes machines whose owning process is gone. nspawn gets
+// SIGTERM when its parent dies, but dnsmasq does not: it changes
+// credentials at start, which clears the parent-death signal.
 func reapStale(log io.Writer) {
+	if err := os.MkdirAll(StateDir, 0o755); err != nil {
+		logf(log, "reaping: %v", err)
+		return
+	}
+	unlock, err := lockFile(context.Background(), filepath.Join(StateDir, "reap.lock"))
+	if err != nil {
+		logf(log, "reaping: %v", err)
+		return
+	}
+	defer unlock()
 	files, _ := filepath.Glob(filepath.Join(StateDir, "machines", "*.json"))
 	for _, f := range files {
 		b, err := os.ReadFile(f)
