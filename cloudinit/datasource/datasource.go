@@ -92,25 +92,26 @@ func (d *Datasource) Configure(raws ...interface{}) error {
 		return fmt.Errorf("wsgi-cloudinit: %w", err)
 	}
 	var errs *packersdk.MultiError
-	stack, err := d.config.Stack()
-	if err != nil {
-		errs = packersdk.MultiErrorAppend(errs, err)
+	// A zero stack key is reported, and the rest is still validated with its default, so one
+	// run lists every problem.
+	stack, stackErr := d.config.Stack()
+	if stackErr != nil {
+		errs = packersdk.MultiErrorAppend(errs, stackErr)
 	}
-	if errs == nil {
-		d.payload, err = cloudinit.Build(stack, d.config.App)
-		var ve *cloudinit.ValidationError
-		switch {
-		case errors.As(err, &ve):
-			for _, p := range ve.Problems {
-				errs = packersdk.MultiErrorAppend(errs, errors.New(p.String()))
-			}
-		case err != nil:
-			errs = packersdk.MultiErrorAppend(errs, err)
+	payload, err := cloudinit.Build(stack, d.config.App)
+	var ve *cloudinit.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		for _, p := range ve.Problems {
+			errs = packersdk.MultiErrorAppend(errs, errors.New(p.String()))
 		}
+	case err != nil:
+		errs = packersdk.MultiErrorAppend(errs, err)
 	}
 	if errs != nil && len(errs.Errors) > 0 {
 		return errs
 	}
+	d.payload = payload
 	for _, w := range d.payload.Warnings {
 		log.Printf("[WARN] wsgi-cloudinit: %s", w)
 	}

@@ -130,7 +130,7 @@ func TestConfigureRejects(t *testing.T) {
 			[]string{"source: set exactly one of git_url, tarball_url or s3_uri, got none"}},
 		{"zero sockets", map[string]interface{}{"wsgi_app": "app:app", "sockets": 0,
 			"source": map[string]interface{}{"tarball_url": "https://example.com/a.tgz"}},
-			[]string{"sockets: must not be 0; leave it out for the default"}},
+			[]string{"sockets: must not be 0; leave it out for the default", "source.sha256: required with tarball_url"}},
 		{"several problems", map[string]interface{}{"wsgi_app": "nope", "framework": "rails", "sockets": 99,
 			"source": map[string]interface{}{"tarball_url": "https://example.com/a.tgz"}},
 			[]string{"sockets: must be between 1 and 16, got 99", "source.sha256: required with tarball_url", "wsgi_app: must be module:callable", "framework: must be one of"}},
