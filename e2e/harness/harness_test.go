@@ -2,10 +2,12 @@ package harness
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -255,5 +257,70 @@ func TestPackerEnv(t *testing.T) {
 	}
 	if _, ok := got["PATH"]; !ok {
 		t.Error("PATH dropped: the environment must be kept apart from Packer's keys")
+	}
+}
+
+// useStateDir points the harness's host-wide state at a folder of the test's.
+func useStateDir(t *testing.T) {
+	old := StateDir
+	StateDir = t.TempDir()
+	t.Cleanup(func() { StateDir = old })
+}
+
+func TestClaimName(t *testing.T) {
+	useStateDir(t)
+	if err := claimName("wsgi-a"); err != nil {
+		t.Fatal(err)
+	}
+	err := claimName("wsgi-a")
+	if want := "name wsgi-a: in use by the machine of process " + strconv.Itoa(os.Getpid()); err == nil || err.Error() != want {
+		t.Errorf("second claim: got %v, want %q", err, want)
+	}
+	if err := claimName("wsgi-b"); err != nil {
+		t.Errorf("another name: %v", err)
+	}
+	removeState("wsgi-a")
+	if err := claimName("wsgi-a"); err != nil {
+		t.Errorf("claim after release: %v", err)
+	}
+}
+
+func TestReapStale(t *testing.T) {
+	useStateDir(t)
+	// A PID that surely belongs to no live process any more.
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	leftDir := filepath.Join(t.TempDir(), "wsgi-e2e-wsgi-dead-123")
+	if err := os.MkdirAll(filepath.Join(leftDir, "root", "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(s machineState) {
+		t.Helper()
+		b, _ := json.Marshal(s)
+		_ = os.MkdirAll(filepath.Join(StateDir, "machines"), 0o755)
+		if err := os.WriteFile(stateFile(s.Name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(machineState{Name: "wsgi-dead", Owner: dead.Process.Pid, OwnerStart: "1", Link: "ve-wsgi-dead", Table: "wsgi_e2e_wsgi_dead", Dir: leftDir})
+	liveDir := filepath.Join(t.TempDir(), "wsgi-e2e-wsgi-live-456")
+	_ = os.MkdirAll(liveDir, 0o755)
+	write(machineState{Name: "wsgi-live", Owner: os.Getpid(), OwnerStart: procStart(os.Getpid()), Dir: liveDir})
+
+	reapStale(nil)
+
+	if _, err := os.Stat(leftDir); !os.IsNotExist(err) {
+		t.Errorf("dead machine's folder: got %v, want removed", err)
+	}
+	if _, err := os.Stat(stateFile("wsgi-dead")); !os.IsNotExist(err) {
+		t.Errorf("dead machine's state file: got %v, want removed", err)
+	}
+	if _, err := os.Stat(liveDir); err != nil {
+		t.Errorf("live machine's folder: %v, want kept", err)
+	}
+	if _, err := os.Stat(stateFile("wsgi-live")); err != nil {
+		t.Errorf("live machine's state file: %v, want kept", err)
 	}
 }

@@ -113,6 +113,9 @@ func Boot(ctx context.Context, opts BootOptions) (m *Machine, err error) {
 	// Before taking a subnet: a dead process's dnsmasq would still hold
 	// port 53 on that subnet's host address.
 	reapStale(opts.Log)
+	if err := claimName(opts.Name); err != nil {
+		return nil, fmt.Errorf("boot: %w", err)
+	}
 	installSignalHandler()
 
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
@@ -125,6 +128,7 @@ func Boot(ctx context.Context, opts BootOptions) (m *Machine, err error) {
 	}
 	dir, err := os.MkdirTemp(parent, "wsgi-e2e-"+opts.Name+"-")
 	if err != nil {
+		removeState(opts.Name)
 		return nil, fmt.Errorf("boot: %w", err)
 	}
 	m = &Machine{

@@ -106,6 +106,31 @@ func saveState(m *Machine) {
 
 func removeState(name string) { _ = os.Remove(stateFile(name)) }
 
+// claimName creates the machine's state file, failing if a live machine,
+// in this process or another, already has the name: the ve-NAME link and
+// the nft table are named after it.
+func claimName(name string) error {
+	if err := os.MkdirAll(filepath.Dir(stateFile(name)), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(stateFile(name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		var s machineState
+		if b, rerr := os.ReadFile(stateFile(name)); rerr == nil && json.Unmarshal(b, &s) == nil {
+			return fmt.Errorf("name %s: in use by the machine of process %d", name, s.Owner)
+		}
+		return fmt.Errorf("name %s: %w", name, err)
+	}
+	defer f.Close()
+	if _, err := net.InterfaceByName(ifName(name)); err == nil {
+		_ = os.Remove(stateFile(name))
+		return fmt.Errorf("name %s: link %s already exists", name, ifName(name))
+	}
+	b, _ := json.Marshal(machineState{Name: name, Owner: os.Getpid(), OwnerStart: procStart(os.Getpid())})
+	_, err = f.Write(b)
+	return err
+}
+
 // procStart is field 22 of /proc/PID/stat, the process's start time.
 func procStart(pid int) string {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
