@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/hashicorp/packer-plugin-sdk/communicator"
@@ -15,8 +14,6 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
 )
-
-type ec2TypeClient = ec2.Client
 
 // Builder is the wsgi-ami builder.
 type Builder struct {
@@ -37,6 +34,23 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 	return generated, warnings, nil
 }
 
+// ec2API is every EC2 call the build makes; it only wires the steps
+// together, each of which takes its own narrow interface.
+type ec2API interface {
+	sourceImageAPI
+	networkAPI
+	keyPairAPI
+	securityGroupAPI
+	instanceAPI
+	stopInstanceAPI
+	imageAPI
+	copyImageAPI
+	imageAttributeAPI
+}
+
+// regionalEC2 returns the EC2 client of a region.
+type regionalEC2 func(ctx context.Context, region string) (ec2API, error)
+
 // Run makes the AMI. Every client, in every region, comes from the access
 // block, so custom endpoints hold for the whole build.
 func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook) (packersdk.Artifact, error) {
@@ -46,33 +60,37 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		return nil, err
 	}
 	region := awsCfg.Region
-	ec2c := c.NewEC2(awsCfg)
-	regional := func(ctx context.Context, r string) (*ec2TypeClient, error) {
+	build := c.NewEC2(awsCfg)
+	regional := func(ctx context.Context, r string) (ec2API, error) {
 		if r == region {
-			return ec2c, nil
+			return build, nil
 		}
 		return c.AccessConfig.EC2(ctx, r)
 	}
-	wait := waitConfig{Delay: c.WaitDelay(), Timeout: c.WaitTimeout()}
-	tags, err := c.renderTags("run_tags", nil, buildInfo{}, c.tempTags())
-	if err != nil {
-		return nil, err
-	}
-
 	state := new(multistep.BasicStateBag)
 	put(state, keyUI, ui)
 	put(state, keyHook, hook)
 	state.Put("communicator_config", &c.Comm)
 
-	steps := []multistep.Step{
-		&stepSourceAMI{EC2: ec2c, SSM: c.NewSSM(awsCfg), Source: c.SourceConfig, Types: c.InstanceTypes(), BootMode: c.BootMode, Region: region},
+	b.runner = commonsteps.NewRunner(b.steps(region, build, regional, c.NewSSM(awsCfg)), c.PackerConfig, ui)
+	b.runner.Run(ctx, state)
+	return b.artifact(state, region, regional)
+}
+
+// steps is the build, in order; each step's Cleanup runs in reverse order.
+func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc parameterAPI) []multistep.Step {
+	c := &b.config
+	wait := waitConfig{Delay: c.WaitDelay(), Timeout: c.WaitTimeout()}
+	tags := tagList(c.tempTags())
+	return []multistep.Step{
+		&stepSourceAMI{EC2: build, SSM: ssmc, Source: c.SourceConfig, Types: c.InstanceTypes(), BootMode: c.BootMode, Region: region},
 		&stepCheckAMIName{EC2: clientAs[describeImagesAPI](regional), Name: c.AMIName, Regions: c.allRegions(region), Force: c.ForceDeregister},
-		&stepNetwork{EC2: ec2c, Net: c.RunConfig, NeedsVPC: c.needTempSecurityGroup()},
-		multistep.If(c.needTempKey(), &stepKeyPair{EC2: ec2c, Comm: &c.Comm, BuildID: c.buildID, Tags: tags}),
+		&stepNetwork{EC2: build, Net: c.RunConfig, NeedsVPC: c.needTempSecurityGroup()},
+		multistep.If(c.needTempKey(), &stepKeyPair{EC2: build, Comm: &c.Comm, BuildID: c.buildID, Tags: tags}),
 		multistep.If(c.needTempSecurityGroup(), &stepSecurityGroup{
-			EC2: ec2c, CIDRs: c.SSHCIDRs, CheckIPURL: c.CheckIPURL, Port: c.Comm.Port(), BuildID: c.buildID, Tags: tags,
+			EC2: build, CIDRs: c.SSHCIDRs, CheckIPURL: c.CheckIPURL, Port: c.Comm.Port(), BuildID: c.buildID, Tags: tags,
 		}),
-		&stepRunInstance{EC2: ec2c, Cfg: c, BuildID: c.buildID, Region: region, Wait: wait},
+		&stepRunInstance{EC2: build, Cfg: c, BuildID: c.buildID, Region: region, Wait: wait},
 		&communicator.StepConnect{
 			Config:    &c.Comm,
 			Host:      sshHost(c),
@@ -81,18 +99,19 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		multistep.If(c.Comm.Type != "none" && !c.SkipCloudInitWait, &stepWaitCloudInit{}),
 		&commonsteps.StepProvision{},
 		&commonsteps.StepCleanupTempKeys{Comm: &c.Comm},
-		&stepStopInstance{EC2: ec2c, ENA: c.ENA(), Wait: wait},
+		&stepStopInstance{EC2: build, ENA: c.ENA(), Wait: wait},
 		multistep.If(c.ForceDeregister, &stepDeregister{EC2: clientAs[deregisterAPI](regional), Name: c.AMIName, Regions: c.allRegions(region)}),
-		&stepCreateImage{EC2: ec2c, Cfg: c, Region: region, Wait: wait},
+		&stepCreateImage{EC2: build, Cfg: c, Region: region, Wait: wait},
 		multistep.If(len(c.AMIRegions) > 0, &stepCopyImage{EC2: clientAs[copyImageAPI](regional), Cfg: c, SourceRegion: region, Wait: wait}),
 		&stepImageAttributes{
 			EC2: clientAs[imageAttributeAPI](regional), IMDSv2: c.IMDSSupport == "v2.0",
 			Users: c.AMIUsers, OrgARNs: c.AMIOrgARNs, OUARNs: c.AMIOUARNs, DeprecateAt: c.DeprecationTime(),
 		},
 	}
-	b.runner = commonsteps.NewRunner(steps, c.PackerConfig, ui)
-	b.runner.Run(ctx, state)
+}
 
+// artifact turns the final state into the build's result.
+func (b *Builder) artifact(state multistep.StateBag, region string, regional regionalEC2) (packersdk.Artifact, error) {
 	if err, ok := state.GetOk("error"); ok {
 		return nil, err.(error)
 	}
@@ -145,15 +164,15 @@ func orDefault(s, d string) string {
 	return s
 }
 
-// clientAs narrows a regional client constructor to one step's interface.
-func clientAs[T any](f func(context.Context, string) (*ec2TypeClient, error)) clientFor[T] {
+// clientAs narrows the regional client constructor to one step's interface.
+func clientAs[T any](f regionalEC2) clientFor[T] {
 	return func(ctx context.Context, region string) (T, error) {
 		var zero T
 		c, err := f(ctx, region)
 		if err != nil {
 			return zero, err
 		}
-		t, ok := any(c).(T)
+		t, ok := c.(T)
 		if !ok {
 			return zero, fmt.Errorf("ec2 client does not implement %T", zero)
 		}

@@ -65,7 +65,8 @@ func halt(state multistep.StateBag, err error) multistep.StepAction {
 func failed(state multistep.StateBag) bool {
 	_, cancelled := state.GetOk(multistep.StateCancelled)
 	_, halted := state.GetOk(multistep.StateHalted)
-	return cancelled || halted
+	_, errored := state.GetOk("error")
+	return cancelled || halted || errored
 }
 
 // cleanupTimeout bounds each Cleanup. Cleanups run after the build context

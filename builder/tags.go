@@ -96,3 +96,12 @@ func (c *Config) runTags(info buildInfo) ([]ec2types.Tag, error) {
 func infoFrom(img ec2types.Image, region string) buildInfo {
 	return buildInfo{SourceAMI: aws.ToString(img.ImageId), SourceAMIName: aws.ToString(img.Name), BuildRegion: region}
 }
+
+// tagList turns a map into EC2 tags in key order.
+func tagList(m map[string]string) []ec2types.Tag {
+	tags := make([]ec2types.Tag, 0, len(m))
+	for _, k := range sortedKeys(m) {
+		tags = append(tags, ec2types.Tag{Key: aws.String(k), Value: aws.String(m[k])})
+	}
+	return tags
+}
