@@ -176,8 +176,9 @@ func (w refreshWaiter) wait(ctx context.Context, ui packersdk.Ui, api refreshAPI
 			}
 			return fmt.Errorf("%w: %s on group %q ended %s (%s); %s", ErrRefreshFailed, id, group, r.Status, reason, look)
 		}
+		// As the SDK's waiters do: no attempt that could not finish in time.
 		remaining := w.Timeout - now().Sub(started)
-		if remaining <= 0 {
+		if remaining <= w.MinDelay {
 			return w.stopped(ctx, id, status, now().Sub(started), look)
 		}
 		delay, err := waiter.ComputeDelay(attempt, w.MinDelay, w.MaxDelay, remaining)
