@@ -345,7 +345,7 @@ func TestMotoNewVersionRefreshAndRetention(t *testing.T) {
 	}
 	p := started[0].Params
 	for k, want := range map[string]string{
-		"AutoScalingGroupName":                                  "web-asg",
+		"AutoScalingGroupName":                                 "web-asg",
 		"DesiredConfiguration.LaunchTemplate.LaunchTemplateId": ltID,
 		"DesiredConfiguration.LaunchTemplate.Version":          "2",
 		"Preferences.MinHealthyPercentage":                     "50",
