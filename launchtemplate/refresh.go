@@ -156,7 +156,7 @@ func (w refreshWaiter) wait(ctx context.Context, ui packersdk.Ui, api refreshAPI
 			line += fmt.Sprintf(", %d%% complete", *r.PercentageComplete)
 		}
 		if r.InstancesToUpdate != nil {
-			line += fmt.Sprintf(", %d instances to update", *r.InstancesToUpdate)
+			line += fmt.Sprintf(", instances to update: %d", *r.InstancesToUpdate)
 		}
 		if reason := aws.ToString(r.StatusReason); reason != "" {
 			line += ": " + reason
