@@ -30,7 +30,11 @@ func (e *CommandError) Error() string {
 		b.WriteString(" (no output)")
 		return b.String()
 	}
-	fmt.Fprintf(&b, "; last %d lines of output:", len(e.Tail))
+	if len(e.Tail) == 1 {
+		b.WriteString("; last line of output:")
+	} else {
+		fmt.Fprintf(&b, "; last %d lines of output:", len(e.Tail))
+	}
 	for _, l := range e.Tail {
 		b.WriteString("\n    ")
 		b.WriteString(l)
