@@ -1,0 +1,717 @@
+//go:build e2e
+
+package builder_test
+
+// End to end: the real packer binary runs the wsgi-ami builder against
+// moto on loopback, through a proxy that counts EC2 calls and injects
+// faults and Ctrl-C. After every run, moto is asked what is left.
+//
+//	go test -tags e2e -count=1 -v -run TestMoto ./builder/
+//
+// Needs python3 with moto (python3 -m moto.server) and a packer binary:
+// $PACKER, bin/packer, /tmp/packer-bin, or one built from the module cache.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
+)
+
+const (
+	buildRegion = "eu-west-1"
+	copyRegion  = "us-east-1"
+	shareWith   = "210987654321"
+	sourceParam = "/wsgi-e2e/source-ami"
+)
+
+// env is what every run shares: moto, the proxy, packer with the plugin.
+type env struct {
+	t       *testing.T
+	repo    string
+	packer  string
+	workDir string
+	moto    string // moto's base URL
+	proxy   *faultProxy
+	direct  *awscfg.AccessConfig // straight to moto, for seeding and checks
+	// baseline holds "region snapshot-id" of moto's own snapshots after a
+	// reset, so that any other snapshot counts as left behind.
+	baseline map[string]bool
+}
+
+func TestMoto(t *testing.T) {
+	e := setup(t)
+
+	t.Run("build", func(t *testing.T) {
+		e.reset()
+		start := time.Now()
+		out, err := e.build(t, runOpts{})
+		wall := time.Since(start)
+		if err != nil {
+			t.Fatalf("packer build failed: %v\n%s", err, out)
+		}
+		calls := e.proxy.ec2Calls()
+		e.assertArtifact(t, out)
+		if left := e.leftovers(t, true); len(left) > 0 {
+			t.Fatalf("left behind after a successful build:\n  %s", strings.Join(left, "\n  "))
+		}
+		t.Logf("one build against moto: %d EC2 API calls (%s), %s wall time (packer start to exit)",
+			len(calls), summarize(calls), wall.Round(10*time.Millisecond))
+	})
+
+	t.Run("faults", func(t *testing.T) {
+		e.reset()
+		if _, err := e.build(t, runOpts{}); err != nil {
+			t.Fatal(err)
+		}
+		actions := distinct(e.proxy.ec2Calls())
+		var rows []row
+		for _, action := range actions {
+			rows = append(rows, e.faultRun(t, fault{action: action, n: 1, code: "RequestLimitExceeded", status: 503}, true))
+			rows = append(rows, e.faultRun(t, fault{action: action, n: 1, code: "InternalError", status: 500}, true))
+			rows = append(rows, e.faultRun(t, fault{action: action, n: 1, code: "UnauthorizedOperation", status: 403}, false))
+			rows = append(rows, e.interruptRun(t, action))
+		}
+		rows = append(rows, e.faultRun(t, fault{action: "RunInstances", n: 1, code: "InsufficientInstanceCapacity", status: 500, times: 1}, true))
+		rows = append(rows, e.faultRun(t, fault{action: "RunInstances", n: 1, code: "InsufficientInstanceCapacity", status: 500, times: 2}, false))
+		printTable(t, rows)
+		for _, r := range rows {
+			if r.bad != "" {
+				t.Errorf("%s / %s: %s", r.point, r.fault, r.bad)
+			}
+		}
+	})
+}
+
+// --- set-up ---------------------------------------------------------------
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	repo, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, repo: repo, workDir: t.TempDir()}
+	e.packer = findPacker(t, repo)
+	e.installPlugin(t)
+	e.moto = startMoto(t)
+	e.proxy = newFaultProxy(t, e.moto)
+	e.direct = &awscfg.AccessConfig{
+		Region: buildRegion, AccessKey: "test", SecretKey: "test",
+		CustomEndpointEC2: e.moto, CustomEndpointSSM: e.moto, CustomEndpointSTS: e.moto, MaxRetries: 2,
+	}
+	if errs := e.direct.Prepare(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	return e
+}
+
+func findPacker(t *testing.T, repo string) string {
+	for _, p := range []string{os.Getenv("PACKER"), filepath.Join(repo, "bin", "packer"), "/tmp/packer-bin"} {
+		if p == "" {
+			continue
+		}
+		if out, err := exec.Command(p, "version").Output(); err == nil && strings.HasPrefix(string(out), "Packer v1.12.0") {
+			return p
+		}
+	}
+	// Build the pinned Packer from the module cache.
+	gomod, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := filepath.Join(strings.TrimSpace(string(gomod)), "github.com/hashicorp/packer@v1.12.0")
+	dir := filepath.Join(t.TempDir(), "packer-src")
+	run(t, "", "cp", "-r", src, dir)
+	run(t, "", "chmod", "-R", "u+w", dir)
+	bin := filepath.Join(t.TempDir(), "packer")
+	run(t, dir, "go", "build", "-o", bin, ".")
+	return bin
+}
+
+func run(t *testing.T, dir string, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// installPlugin builds the repository's plugin binary, or, while main.go
+// does not register the builder yet, testdata/e2eplugin, and installs it
+// with `packer plugins install --path`.
+func (e *env) installPlugin(t *testing.T) {
+	bin := filepath.Join(e.workDir, "packer-plugin-wsgi")
+	run(t, e.repo, "go", "build", "-o", bin, ".")
+	if desc := run(t, "", bin, "describe"); !strings.Contains(desc, `"ami"`) {
+		t.Log("main.go does not register the ami builder yet; using builder/testdata/e2eplugin")
+		run(t, e.repo, "go", "build", "-o", bin, "./builder/testdata/e2eplugin")
+	}
+	out, err := e.packerCmd(context.Background(), "plugins", "install", "--path", bin, "github.com/wsgi-ami/wsgi").CombinedOutput()
+	if err != nil {
+		t.Fatalf("packer plugins install: %v\n%s", err, out)
+	}
+}
+
+func (e *env) packerCmd(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, e.packer, args...)
+	cmd.Dir = e.workDir
+	cmd.Env = append(os.Environ(),
+		"PACKER_CONFIG_DIR="+filepath.Join(e.workDir, "packer"),
+		"PACKER_PLUGIN_PATH="+filepath.Join(e.workDir, "packer", "plugins"),
+		"PACKER_CHECKPOINT_DISABLE=1",
+		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
+	)
+	return cmd
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startMoto(t *testing.T) string {
+	port := freePort(t)
+	cmd := exec.Command("python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", fmt.Sprint(port))
+	logf, err := os.Create(filepath.Join(t.TempDir(), "moto.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("starting moto: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		_ = cmd.Wait()
+		logf.Close()
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(base + "/moto-api/"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("moto did not answer on %s", base)
+	return ""
+}
+
+// reset clears moto and seeds the source AMI alias.
+func (e *env) reset() {
+	t := e.t
+	resp, err := http.Post(e.moto+"/moto-api/reset", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ctx := context.Background()
+	c, err := e.direct.EC2(ctx, buildRegion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"amazon"}, Filters: []ec2types.Filter{
+		{Name: aws.String("name"), Values: []string{"al2023-ami-2023*-x86_64"}},
+	}})
+	if err != nil || len(out.Images) == 0 {
+		t.Fatalf("no Amazon Linux 2023 image in moto: %v", err)
+	}
+	s, err := e.direct.SSM(ctx, buildRegion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutParameter(ctx, &ssm.PutParameterInput{
+		Name: aws.String(sourceParam), Value: out.Images[0].ImageId, Type: ssmtypes.ParameterTypeString, Overwrite: aws.Bool(true),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	e.baseline = map[string]bool{}
+	for _, region := range []string{buildRegion, copyRegion} {
+		rc, err := e.direct.EC2(ctx, region)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, err := e.snapshots(ctx, rc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			e.baseline[region+" "+id] = true
+		}
+	}
+	e.proxy.reset()
+}
+
+// --- one packer build -----------------------------------------------------
+
+type runOpts struct {
+	interruptAfter string // send SIGINT to packer after the first call of this action
+}
+
+const template = `
+source "wsgi-ami" "e2e" {
+  region                  = %q
+  custom_endpoint_ec2     = %q
+  custom_endpoint_ssm     = %q
+  custom_endpoint_sts     = %q
+  source_ami              = "resolve:ssm:%s"
+  instance_type           = "t3.micro"
+  fallback_instance_types = ["t3a.micro"]
+  communicator            = "none"
+  ami_name                = "wsgi-e2e-{{timestamp}}"
+  ami_description         = "wsgi e2e from {{ .SourceAMI }}"
+  ami_family              = "wsgi-e2e"
+  ami_regions             = [%q]
+  ami_users               = [%q]
+  deprecate_at            = "4320h"
+  tags                    = { App = "demo" }
+  snapshot_tags           = { Backup = "none" }
+  run_tags                = { Purpose = "e2e" }
+  aws_polling {
+    delay   = "200ms"
+    timeout = "2m"
+  }
+}
+
+build {
+  sources = ["source.wsgi-ami.e2e"]
+}
+`
+
+func (e *env) build(t *testing.T, o runOpts) (string, error) {
+	t.Helper()
+	path := filepath.Join(e.workDir, "e2e.pkr.hcl")
+	src := fmt.Sprintf(template, buildRegion, e.proxy.URL(), e.proxy.URL(), e.proxy.URL(), sourceParam, copyRegion, shareWith)
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := e.packerCmd(ctx, "build", "-color=false", path)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	// Its own process group, so an interrupt reaches packer and its
+	// plugins as Ctrl-C in a terminal does.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e.proxy.onCall(func(action string, n int) {
+		if o.interruptAfter == action && n == 1 {
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
+		}
+	})
+	err := cmd.Wait()
+	e.proxy.onCall(nil)
+	return out.String(), err
+}
+
+// --- assertions against moto ----------------------------------------------
+
+var amiLine = regexp.MustCompile(`(?m)^([a-z]+-[a-z]+-\d): (ami-[0-9a-f]+)$`)
+
+func (e *env) assertArtifact(t *testing.T, out string) {
+	t.Helper()
+	found := map[string]string{}
+	for _, m := range amiLine.FindAllStringSubmatch(out, -1) {
+		found[m[1]] = m[2]
+	}
+	if len(found) != 2 || found[buildRegion] == "" || found[copyRegion] == "" {
+		t.Fatalf("artifact does not list both regions:\n%s", out)
+	}
+	ctx := context.Background()
+	for region, id := range found {
+		c, err := e.direct.EC2(ctx, region)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imgs, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{id}})
+		if err != nil || len(imgs.Images) != 1 {
+			t.Fatalf("%s: %s not in moto: %v", region, id, err)
+		}
+		img := imgs.Images[0]
+		tags := map[string]string{}
+		for _, tg := range img.Tags {
+			tags[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
+		}
+		if tags["App"] != "demo" || tags[awscfg.TagAMIFamily] != "wsgi-e2e" || tags[awscfg.TagBuilder] != "wsgi-ami" || tags[awscfg.TagBuildID] == "" {
+			t.Errorf("%s: %s tags %v", region, id, tags)
+		}
+		if !strings.HasPrefix(aws.ToString(img.Description), "wsgi e2e from ami-") {
+			t.Errorf("%s: description %q", region, aws.ToString(img.Description))
+		}
+		perm, err := c.DescribeImageAttribute(ctx, &ec2.DescribeImageAttributeInput{ImageId: aws.String(id), Attribute: ec2types.ImageAttributeNameLaunchPermission})
+		if err != nil {
+			t.Fatal(err)
+		}
+		shared := false
+		for _, p := range perm.LaunchPermissions {
+			shared = shared || aws.ToString(p.UserId) == shareWith
+		}
+		if !shared {
+			t.Errorf("%s: %s not shared with %s: %+v", region, id, shareWith, perm.LaunchPermissions)
+		}
+		snaps, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}, Filters: []ec2types.Filter{
+			{Name: aws.String("tag:" + awscfg.TagAMIFamily), Values: []string{"wsgi-e2e"}},
+		}})
+		if err != nil || len(snaps.Snapshots) == 0 {
+			t.Errorf("%s: no snapshot tagged with the family: %v", region, err)
+		}
+	}
+}
+
+// leftovers lists what the build made and left in either region: instances
+// not terminated, key pairs, security groups other than "default", and,
+// unless keepAMIs, the account's AMIs and snapshots.
+func (e *env) leftovers(t *testing.T, keepAMIs bool) []string {
+	t.Helper()
+	ctx := context.Background()
+	var left []string
+	for _, region := range []string{buildRegion, copyRegion} {
+		c, err := e.direct.EC2(ctx, region)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inst, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range inst.Reservations {
+			for _, i := range r.Instances {
+				if i.State.Name != ec2types.InstanceStateNameTerminated {
+					left = append(left, fmt.Sprintf("%s instance %s (%s)", region, aws.ToString(i.InstanceId), i.State.Name))
+				}
+			}
+		}
+		kps, err := c.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range kps.KeyPairs {
+			left = append(left, fmt.Sprintf("%s key pair %s", region, aws.ToString(k.KeyName)))
+		}
+		sgs, err := c.DescribeSecurityGroups(ctx, &ec2.DescribeSecurityGroupsInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range sgs.SecurityGroups {
+			if aws.ToString(g.GroupName) != "default" {
+				left = append(left, fmt.Sprintf("%s security group %s", region, aws.ToString(g.GroupId)))
+			}
+		}
+		if keepAMIs {
+			continue
+		}
+		imgs, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"self"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, i := range imgs.Images {
+			left = append(left, fmt.Sprintf("%s AMI %s", region, aws.ToString(i.ImageId)))
+		}
+		snaps, err := e.snapshots(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range snaps {
+			if !e.baseline[region+" "+id] {
+				left = append(left, fmt.Sprintf("%s snapshot %s", region, id))
+			}
+		}
+	}
+	sort.Strings(left)
+	return dedupe(left)
+}
+
+func dedupe(s []string) []string {
+	var out []string
+	for i, x := range s {
+		if i == 0 || x != s[i-1] {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// snapshots lists the account's snapshots in one region.
+func (e *env) snapshots(ctx context.Context, c *ec2.Client) ([]string, error) {
+	out, err := c.DescribeSnapshots(ctx, &ec2.DescribeSnapshotsInput{OwnerIds: []string{"self"}})
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, s := range out.Snapshots {
+		ids = append(ids, aws.ToString(s.SnapshotId))
+	}
+	return ids, nil
+}
+
+// --- fault runs ------------------------------------------------------------
+
+type fault struct {
+	action string
+	n      int // the n-th call of action fails
+	times  int // how many calls fail from there (default 1)
+	code   string
+	status int
+}
+
+type row struct {
+	point, fault, outcome, leftovers, bad string
+}
+
+// faultRun fails one call (or a few) and checks the outcome: wantOK says the
+// build must still succeed (retried or fallen back); otherwise it must fail
+// and leave nothing.
+func (e *env) faultRun(t *testing.T, f fault, wantOK bool) row {
+	e.reset()
+	e.proxy.setFault(&f)
+	out, err := e.build(t, runOpts{})
+	e.proxy.setFault(nil)
+	r := row{point: f.action, fault: f.code}
+	if f.times > 1 {
+		r.fault = fmt.Sprintf("%s x%d", f.code, f.times)
+	}
+	hit := e.proxy.faultsInjected()
+	if hit == 0 {
+		r.bad = "fault never injected"
+	}
+	ok := err == nil
+	r.outcome = outcome(ok, out)
+	left := e.leftovers(t, ok)
+	r.leftovers = fmt.Sprint(len(left))
+	if len(left) > 0 {
+		r.leftovers += ": " + strings.Join(left, "; ")
+	}
+	switch {
+	case cleanupAction(f.action) && !wantOK && len(left) > 0:
+		// The denied call was the cleanup itself: the build must say what
+		// to remove by hand, and nothing else may be left.
+		if !strings.Contains(out, "by hand") {
+			r.bad = "failed cleanup not reported"
+		}
+		r.outcome += ", cleanup denied (reported)"
+	case wantOK && !ok:
+		r.bad = "build failed but should have recovered:\n" + tail(out, 15)
+	case !wantOK && ok && !cleanupAction(f.action):
+		r.bad = "build succeeded despite a fatal error"
+	case len(left) > 0:
+		r.bad = "left: " + strings.Join(left, "; ")
+	}
+	return r
+}
+
+// cleanupAction: calls made only by cleanups (or after the AMIs are
+// final), where a denied call cannot fail the build.
+func cleanupAction(action string) bool {
+	return action == "TerminateInstances"
+}
+
+func (e *env) interruptRun(t *testing.T, action string) row {
+	e.reset()
+	out, err := e.build(t, runOpts{interruptAfter: action})
+	ok := err == nil
+	left := e.leftovers(t, ok)
+	r := row{point: action, fault: "SIGINT after it", outcome: outcome(ok, out), leftovers: fmt.Sprint(len(left))}
+	if len(left) > 0 {
+		r.leftovers += ": " + strings.Join(left, "; ")
+		r.bad = "left: " + strings.Join(left, "; ")
+	}
+	if !ok && !strings.Contains(out, "ancel") && !strings.Contains(out, "nterrupt") {
+		r.bad = "build failed without noticing the interrupt:\n" + tail(out, 10)
+	}
+	return r
+}
+
+func outcome(ok bool, out string) string {
+	switch {
+	case ok:
+		return "built"
+	case strings.Contains(out, "Cancelling build") || strings.Contains(out, "cancelled"):
+		return "cancelled, cleaned up"
+	default:
+		return "failed, cleaned up"
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func printTable(t *testing.T, rows []row) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n%-32s | %-30s | %-34s | %s\n", "fault point (first call of)", "fault", "outcome", "leftovers")
+	fmt.Fprintf(&b, "%s\n", strings.Repeat("-", 120))
+	for _, r := range rows {
+		fmt.Fprintf(&b, "%-32s | %-30s | %-34s | %s\n", r.point, r.fault, r.outcome, r.leftovers)
+	}
+	t.Log(b.String())
+}
+
+func distinct(calls []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, c := range calls {
+		_, action, _ := strings.Cut(c, " ")
+		if !seen[action] {
+			seen[action] = true
+			out = append(out, action)
+		}
+	}
+	return out
+}
+
+func summarize(calls []string) string {
+	n := map[string]int{}
+	for _, c := range calls {
+		_, action, _ := strings.Cut(c, " ")
+		n[action]++
+	}
+	var parts []string
+	for _, a := range distinct(calls) {
+		parts = append(parts, fmt.Sprintf("%s %d", a, n[a]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// --- the proxy in front of moto -------------------------------------------
+
+// faultProxy forwards to moto, records every EC2 call as "region Action",
+// fails calls on request with a real EC2 error document, and answers
+// EnableImageDeprecation, which moto 5.2.1 does not implement.
+type faultProxy struct {
+	srv *httptest.Server
+
+	mu       sync.Mutex
+	calls    []string
+	counts   map[string]int
+	fault    *fault
+	injected int
+	hook     func(action string, n int)
+}
+
+var scopeRegion = regexp.MustCompile(`Credential=[^/]+/\d+/([a-z0-9-]+)/`)
+
+func newFaultProxy(t *testing.T, target string) *faultProxy {
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &faultProxy{counts: map[string]int{}}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		form, _ := url.ParseQuery(string(body))
+		if form.Get("Version") != "2016-11-15" { // not EC2 (SSM, STS)
+			rp.ServeHTTP(w, r)
+			return
+		}
+		action := form.Get("Action")
+		region := "?"
+		if m := scopeRegion.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
+			region = m[1]
+		}
+		p.mu.Lock()
+		p.calls = append(p.calls, region+" "+action)
+		p.counts[action]++
+		n := p.counts[action]
+		f := p.fault
+		fail := f != nil && f.action == action && n >= f.n && n < f.n+max(f.times, 1)
+		if fail {
+			p.injected++
+		}
+		hook := p.hook
+		p.mu.Unlock()
+
+		switch {
+		case fail:
+			w.Header().Set("Content-Type", "text/xml")
+			w.WriteHeader(f.status)
+			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>%s</Code><Message>injected by the e2e proxy</Message></Error></Errors><RequestID>e2e-%d</RequestID></Response>`, f.code, n)
+			return
+		case action == "EnableImageDeprecation":
+			w.Header().Set("Content-Type", "text/xml")
+			fmt.Fprint(w, `<EnableImageDeprecationResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>e2e</requestId><return>true</return></EnableImageDeprecationResponse>`)
+		default:
+			rp.ServeHTTP(w, r)
+		}
+		if hook != nil {
+			hook(action, n)
+		}
+	}))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+func (p *faultProxy) URL() string { return p.srv.URL }
+
+func (p *faultProxy) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.calls, p.counts, p.injected = nil, map[string]int{}, 0
+}
+
+func (p *faultProxy) setFault(f *fault) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.fault = f
+}
+
+func (p *faultProxy) onCall(h func(action string, n int)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.hook = h
+}
+
+func (p *faultProxy) ec2Calls() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.calls...)
+}
+
+func (p *faultProxy) faultsInjected() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.injected
+}
