@@ -8,7 +8,6 @@ import (
 	"path"
 	"regexp"
 	"strings"
-	"text/template"
 
 	"github.com/hashicorp/packer-plugin-sdk/common"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -178,7 +177,7 @@ func (c *Config) Prepare(raws ...interface{}) error {
 	if !stagingDirRe.MatchString(c.StagingDir) || path.Clean(c.StagingDir) != c.StagingDir {
 		add(fmt.Errorf("staging_dir: must be a clean absolute path without spaces or quotes, such as /tmp, got %q", c.StagingDir))
 	}
-	if err := checkExecuteCommand(c.ExecuteCommand); err != nil {
+	if err := c.checkExecuteCommand(); err != nil {
 		add(err)
 	}
 
@@ -201,13 +200,14 @@ func hclKey(problem string) string {
 	return problem
 }
 
-// checkExecuteCommand makes sure the template parses and runs the command it is given.
-func checkExecuteCommand(s string) error {
-	if !strings.Contains(s, ".Command") {
-		return fmt.Errorf("execute_command: must contain {{.Command}}, got %q", s)
+// checkExecuteCommand makes sure the template renders, with Packer's template functions, and
+// runs the command it is given.
+func (c *Config) checkExecuteCommand() error {
+	if !strings.Contains(c.ExecuteCommand, ".Command") {
+		return fmt.Errorf("execute_command: must contain {{.Command}}, got %q", c.ExecuteCommand)
 	}
-	if _, err := template.New("execute_command").Parse(s); err != nil {
-		return fmt.Errorf("execute_command: %w", err)
+	if _, err := c.rootCommand("true", true); err != nil {
+		return fmt.Errorf("execute_command: %w", errors.Unwrap(err))
 	}
 	return nil
 }

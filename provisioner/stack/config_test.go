@@ -109,6 +109,14 @@ func TestPrepareErrors(t *testing.T) {
 	}
 }
 
+func TestPrepareExecuteCommandDoesNotParse(t *testing.T) {
+	var c Config
+	err := c.Prepare(map[string]any{"execute_command": "sudo {{if .Sudo}} {{.Command}}"})
+	if err == nil || !strings.Contains(err.Error(), "execute_command") || !strings.Contains(err.Error(), "unexpected EOF") {
+		t.Fatalf("got %v, want a template error naming execute_command", err)
+	}
+}
+
 func TestPrepareUnknownKey(t *testing.T) {
 	var c Config
 	err := c.Prepare(map[string]any{"timeout": 30})
