@@ -1,0 +1,152 @@
+package awsproxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
+	astypes "github.com/aws/aws-sdk-go-v2/service/autoscaling/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/smithy-go"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
+)
+
+// upstream stands in for moto: it answers every EC2 DescribeRegions with
+// one region and records what reached it.
+func upstream(t *testing.T) (*httptest.Server, *[]string) {
+	t.Helper()
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		seen = append(seen, string(body))
+		w.Header().Set("Content-Type", "text/xml")
+		_, _ = io.WriteString(w, `<DescribeRegionsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>x</requestId><regionInfo><item><regionName>us-east-1</regionName><regionEndpoint>ec2.us-east-1.amazonaws.com</regionEndpoint></item></regionInfo></DescribeRegionsResponse>`)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &seen
+}
+
+func clients(t *testing.T, url string) (*ec2.Client, *autoscaling.Client) {
+	t.Helper()
+	a := awscfg.AccessConfig{Region: "us-east-1", AccessKey: "k", SecretKey: "s", MaxRetries: 1,
+		CustomEndpointEC2: url, CustomEndpointAutoScaling: url}
+	if errs := a.Prepare(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	cfg, err := a.Config(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.NewEC2(cfg), a.NewAutoScaling(cfg)
+}
+
+func TestForwardInterceptAndRecord(t *testing.T) {
+	up, seen := upstream(t)
+	p, err := Start(up.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ec2c, _ := clients(t, p.URL)
+	ctx := context.Background()
+
+	out, err := ec2c.DescribeRegions(ctx, &ec2.DescribeRegionsInput{})
+	if err != nil || len(out.Regions) != 1 || aws.ToString(out.Regions[0].RegionName) != "us-east-1" {
+		t.Fatalf("forwarded call: %v %+v", err, out)
+	}
+	if len(*seen) != 1 || !strings.Contains((*seen)[0], "Action=DescribeRegions") {
+		t.Fatalf("upstream saw %q", *seen)
+	}
+
+	// A fault for the next DescribeRegions only, in EC2's error format.
+	faults := 1
+	p.Intercept(func(w http.ResponseWriter, c *Call) bool {
+		if c.Action == "DescribeRegions" && faults > 0 {
+			faults--
+			WriteError(w, c, http.StatusForbidden, "UnauthorizedOperation", "not allowed <here>")
+			return true
+		}
+		return false
+	})
+	_, err = ec2c.DescribeRegions(ctx, &ec2.DescribeRegionsInput{})
+	var apiErr smithy.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode() != "UnauthorizedOperation" || apiErr.ErrorMessage() != "not allowed <here>" {
+		t.Fatalf("injected error as the SDK sees it: %v", err)
+	}
+	if len(*seen) != 1 {
+		t.Error("an intercepted call reached the upstream")
+	}
+	if _, err := ec2c.DescribeRegions(ctx, &ec2.DescribeRegionsInput{}); err != nil {
+		t.Fatalf("after the fault: %v", err)
+	}
+	calls := p.Calls()
+	if got := p.Actions(); !slices.Equal(got, []string{"ec2:DescribeRegions", "ec2:DescribeRegions", "ec2:DescribeRegions"}) {
+		t.Errorf("actions = %v", got)
+	}
+	if calls[0].Answered || !calls[1].Answered || calls[1].Region != "us-east-1" {
+		t.Errorf("calls = %+v", calls)
+	}
+}
+
+func TestInstanceRefreshesThroughTheSDK(t *testing.T) {
+	up, seen := upstream(t)
+	p, err := Start(up.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	r := &InstanceRefreshes{Statuses: []string{RefreshPending, RefreshInProgress, RefreshFailed}, StatusReason: "health checks failed"}
+	r.Register(p)
+	_, as := clients(t, p.URL)
+	ctx := context.Background()
+
+	start, err := as.StartInstanceRefresh(ctx, &autoscaling.StartInstanceRefreshInput{
+		AutoScalingGroupName: aws.String("web"),
+		DesiredConfiguration: &astypes.DesiredConfiguration{LaunchTemplate: &astypes.LaunchTemplateSpecification{
+			LaunchTemplateId: aws.String("lt-1"), Version: aws.String("7")}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := aws.ToString(start.InstanceRefreshId)
+	got := r.Started()
+	if len(got) != 1 || got[0].ID != id || got[0].Params.Get("DesiredConfiguration.LaunchTemplate.Version") != "7" {
+		t.Fatalf("started = %+v", got)
+	}
+	// A second start while the first runs is refused, as Auto Scaling does.
+	_, err = as.StartInstanceRefresh(ctx, &autoscaling.StartInstanceRefreshInput{AutoScalingGroupName: aws.String("web")})
+	var apiErr smithy.APIError
+	if !errors.As(err, &apiErr) || apiErr.ErrorCode() != "InstanceRefreshInProgress" {
+		t.Fatalf("second start: %v", err)
+	}
+	var statuses []astypes.InstanceRefreshStatus
+	for i := 0; i < 4; i++ {
+		out, err := as.DescribeInstanceRefreshes(ctx, &autoscaling.DescribeInstanceRefreshesInput{
+			AutoScalingGroupName: aws.String("web"), InstanceRefreshIds: []string{id}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out.InstanceRefreshes) != 1 || aws.ToString(out.InstanceRefreshes[0].InstanceRefreshId) != id {
+			t.Fatalf("describe = %+v", out.InstanceRefreshes)
+		}
+		ir := out.InstanceRefreshes[0]
+		statuses = append(statuses, ir.Status)
+		if ir.Status == astypes.InstanceRefreshStatusFailed && aws.ToString(ir.StatusReason) != "health checks failed" {
+			t.Errorf("reason = %q", aws.ToString(ir.StatusReason))
+		}
+	}
+	if want := []astypes.InstanceRefreshStatus{"Pending", "InProgress", "Failed", "Failed"}; !slices.Equal(statuses, want) {
+		t.Errorf("statuses = %v, want %v", statuses, want)
+	}
+	if len(*seen) != 0 {
+		t.Errorf("answered actions reached the upstream: %q", *seen)
+	}
+}
