@@ -170,6 +170,45 @@ func TestRetryDoesNotAddASecondVersion(t *testing.T) {
 	}
 }
 
+func TestRetryWithAnotherDescriptionReusesAndDestroyKeepsIt(t *testing.T) {
+	h := newHarness(t, map[string]interface{}{"launch_template_name": "web", "version_description": "run 1"}, "us-east-1")
+	f := h.ec2["us-east-1"]
+	lt := f.addTemplate("web", "ami-old")
+	if _, err := h.run("us-east-1:ami-new"); err != nil {
+		t.Fatal(err)
+	}
+	h2 := newHarness(t, map[string]interface{}{"launch_template_name": "web", "version_description": "run 2"})
+	h2.ec2["us-east-1"] = f
+	a, err := h2.run("us-east-1:ami-new")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.count("CreateLaunchTemplateVersion") != 1 || len(lt.versions) != 2 {
+		t.Fatalf("a retry with another description made a version: %v", f.ops())
+	}
+	// The retry made nothing, so its Destroy removes nothing.
+	if err := a.Destroy(); err != nil {
+		t.Fatal(err)
+	}
+	if lt.def != 2 || lt.versions[1].VersionNumber == nil {
+		t.Errorf("Destroy of a run that made nothing changed the template: default %d", lt.def)
+	}
+}
+
+func TestRefreshRegionMustBeUpdated(t *testing.T) {
+	h := newHarness(t, map[string]interface{}{
+		"launch_template_name": "web",
+		"instance_refresh":     map[string]interface{}{"auto_scaling_group_name": "web-asg", "region": "eu-west-1"},
+	}, "us-east-1")
+	_, err := h.run("us-east-1:ami-new")
+	if err == nil || !strings.HasPrefix(err.Error(), `instance_refresh.region: "eu-west-1" is not a region this post-processor updates`) {
+		t.Fatalf("err = %v", err)
+	}
+	if len(h.ec2["us-east-1"].calls) != 0 {
+		t.Error("calls were made before the configuration was found wrong")
+	}
+}
+
 func TestClientToken(t *testing.T) {
 	r := versionRequest{Region: "us-east-1", AMI: "ami-1", Name: "web", Source: "$Default", UserData: "abc"}
 	same := r

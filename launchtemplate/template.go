@@ -169,8 +169,10 @@ func findTemplate(ctx context.Context, api templateAPI, req versionRequest) (*ty
 	return &out.LaunchTemplates[0], nil
 }
 
-// sameLatest returns the latest version's number when it already carries
-// the AMI, the user data (when given) and the description; 0 otherwise.
+// sameLatest returns the latest version's number when it already launches
+// the AMI with the user data (when given); 0 otherwise. The description is
+// not compared: it often holds a per-run value such as the build id, and a
+// version with the same AMI and user data launches the same instances.
 func sameLatest(ctx context.Context, api templateAPI, id string, req versionRequest) (int64, error) {
 	out, err := api.DescribeLaunchTemplateVersions(ctx, &ec2.DescribeLaunchTemplateVersionsInput{
 		LaunchTemplateId: aws.String(id),
@@ -185,9 +187,6 @@ func sameLatest(ctx context.Context, api templateAPI, id string, req versionRequ
 			continue
 		}
 		if req.UserData != "" && aws.ToString(d.UserData) != req.UserData {
-			continue
-		}
-		if aws.ToString(v.VersionDescription) != req.Description {
 			continue
 		}
 		return aws.ToInt64(v.VersionNumber), nil
