@@ -175,6 +175,10 @@ func BaseImage(ctx context.Context, cacheDir string, log io.Writer, opts ...Imag
 	cmd := exec.CommandContext(ctx, "mmdebstrap", args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.Env = append(os.Environ(), "PATH="+machinePath, "LC_ALL=C.UTF-8")
+	// On cancel, SIGTERM lets mmdebstrap unmount /proc, /sys and /dev
+	// from its temporary root; SIGKILL would leave them mounted.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = time.Minute
 	if err := cmd.Run(); err != nil {
 		_ = os.Remove(tmp)
 		return "", fmt.Errorf("base image: mmdebstrap: %w:\n%s", err, tailFile(buildLog, 30))

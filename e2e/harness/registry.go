@@ -185,6 +185,9 @@ func reapStale(log io.Writer) {
 		}
 		cancel()
 		if strings.Contains(filepath.Base(s.Dir), "wsgi-e2e-") {
+			if err := unmountUnder(s.Dir); err != nil {
+				logf(log, "reaping %s: %v", s.Name, err)
+			}
 			if err := removeTree(s.Dir); err != nil {
 				logf(log, "reaping %s: %v", s.Name, err)
 			}
