@@ -12,7 +12,6 @@ import (
 
 	"github.com/hashicorp/packer-plugin-sdk/common"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
-	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
 )
@@ -49,7 +48,7 @@ type Config struct {
 	SourceVersion string `mapstructure:"source_version" required:"false"`
 	// Make the new version the template's default version. Defaults to `true`.
 	SetDefault *bool `mapstructure:"set_default" required:"false"`
-	// Description of the new version (template functions allowed).
+	// Description of the new version, e.g. `"app ${build.ID}"`.
 	VersionDescription string `mapstructure:"version_description" required:"false"`
 	// Tags set on the launch template (at creation, or added to an existing
 	// template). Versions cannot carry tags of their own.
@@ -89,7 +88,6 @@ type Config struct {
 
 	// userData is the base64 text sent to EC2, set by Prepare.
 	userData string
-	ctx      interpolate.Context
 }
 
 // InstanceRefreshConfig starts an instance refresh that moves an Auto

@@ -141,6 +141,8 @@ func TestUserDataEncoding(t *testing.T) {
 		{"raw file", map[string]interface{}{"user_data_file": rawFile, "user_data_encoding": "raw"}, base64.StdEncoding.EncodeToString([]byte(doc))},
 		{"wrapped gzip+base64 file", map[string]interface{}{"user_data_file": gzFile, "user_data_encoding": "gzip+base64"}, gz},
 		{"binary gzip file is raw bytes", map[string]interface{}{"user_data_file": binFile, "user_data_encoding": "raw"}, gz},
+		{"jinja is not packer's", map[string]interface{}{"user_data": "## template: jinja\n#cloud-config\nhostname: {{ v1.instance_id }}\n", "user_data_encoding": "raw"},
+			base64.StdEncoding.EncodeToString([]byte("## template: jinja\n#cloud-config\nhostname: {{ v1.instance_id }}\n"))},
 		{"none", map[string]interface{}{}, ""},
 	}
 	for _, tc := range cases {

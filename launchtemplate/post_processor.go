@@ -13,7 +13,6 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
-	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 )
 
 // ec2API is every EC2 call the post-processor makes in one region.
@@ -43,10 +42,11 @@ func (p *PostProcessor) ConfigSpec() hcldec.ObjectSpec { return p.config.FlatMap
 // Configure decodes and validates the configuration.
 func (p *PostProcessor) Configure(raws ...interface{}) error {
 	err := config.Decode(&p.config, &config.DecodeOpts{
-		PluginType:         "packer.post-processor.wsgi-launch-template",
-		Interpolate:        true,
-		InterpolateContext: &p.config.ctx,
-		InterpolateFilter:  &interpolate.RenderFilter{},
+		PluginType: "packer.post-processor.wsgi-launch-template",
+		// No Go-template interpolation: it parses every string, and user
+		// data may be a cloud-init jinja template whose {{ v1.* }} is not
+		// Packer's. HCL expressions (${build.ID}, timestamp()) still work.
+		Interpolate: false,
 	}, raws...)
 	if err != nil {
 		return err
