@@ -108,7 +108,10 @@ func TestStack(t *testing.T) {
 	// 1. Bake on a fresh machine.
 	build := boot(ctx, t, harness.BootOptions{Image: img, Name: "wsgi-sbuild", UserData: harness.SSHUserData("packer", pub), WorkDir: scratch, Log: log})
 	serveIndex(ctx, t, build, wheel)
-	out, took := pb.build(ctx, "first", build.IP(), stackTemplate(pipBody))
+	out, took, err := pb.build(ctx, "first", build.IP(), stackTemplate(pipBody))
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("CHECK packer build (null + wsgi-stack, pip Gunicorn %s from the local index): %v", pinnedVersion, took.Round(100*time.Millisecond))
 	for _, want := range []string{
 		"Detected Debian GNU/Linux 12 (bookworm): apt family",
@@ -131,16 +134,20 @@ func TestStack(t *testing.T) {
 	// 2. A second build on a machine that already has the stack changes nothing.
 	again := boot(ctx, t, harness.BootOptions{Image: golden, Name: "wsgi-sagain", UserData: harness.SSHUserData("packer", pub), WorkDir: scratch, Log: log})
 	before := fingerprint(ctx, t, again)
-	out, took = pb.build(ctx, "second", again.IP(), stackTemplate(pipBody))
+	out, took, err = pb.build(ctx, "second", again.IP(), stackTemplate(pipBody))
 	after := fingerprint(ctx, t, again)
-	if diff := lineDiff(before, after); diff != "" {
+	diff := lineDiff(before, after)
+	if err != nil {
+		t.Error(err)
+	}
+	if diff != "" {
 		t.Errorf("the second build changed the machine:\n%s", diff)
 	}
 	if strings.Contains(out, "Reading package lists") || strings.Contains(out, "Collecting gunicorn") {
 		t.Errorf("the second build ran apt-get or pip again")
 	}
-	t.Logf("CHECK second packer build on the provisioned machine: %v, passed, %d fingerprint lines (files with sha256, modes, owners, packages, unit states) identical",
-		took.Round(100*time.Millisecond), strings.Count(before, "\n"))
+	t.Logf("CHECK second packer build on the provisioned machine: %v, error %v, %d fingerprint lines (files with sha256, modes, owners, packages, unit states), %d differ",
+		took.Round(100*time.Millisecond), err, strings.Count(before, "\n"), strings.Count(diff, "\n")+min(len(diff), 1))
 	again.Close()
 
 	// 3. A fresh boot of the golden image.
@@ -148,7 +155,10 @@ func TestStack(t *testing.T) {
 
 	// 4. The distribution's Gunicorn instead of pip's.
 	distro := boot(ctx, t, harness.BootOptions{Image: img, Name: "wsgi-sdistro", UserData: harness.SSHUserData("packer", pub), WorkDir: scratch, Log: log})
-	out, took = pb.build(ctx, "distro", distro.IP(), stackTemplate(`    gunicorn_source = "distro"`))
+	out, took, err = pb.build(ctx, "distro", distro.IP(), stackTemplate(`    gunicorn_source = "distro"`))
+	if err != nil {
+		t.Fatal(err)
+	}
 	got := mustExec(ctx, t, distro, "/opt/wsgi/venv/bin/python", "-c", "import gunicorn; print(gunicorn.__version__, gunicorn.__file__)")
 	if !strings.HasPrefix(got, pinnedVersion+" /usr/lib/python3/dist-packages/gunicorn/") {
 		t.Errorf("distro build: the venv's gunicorn is %q, want Debian's %s from /usr/lib/python3/dist-packages", got, pinnedVersion)
@@ -169,23 +179,25 @@ func checkGolden(ctx context.Context, t *testing.T, golden, scratch string, log 
 	base := "http://" + m.IP()
 
 	// Before a release: nothing listens, NGINX answers 503 with the maintenance page.
-	if n := len(listening(ctx, t, m)); n != 0 {
-		t.Errorf("before a release %d wsgi sockets listen, want 0", n)
+	socks := listening(ctx, t, m)
+	if len(socks) != 0 {
+		t.Errorf("before a release %d wsgi sockets listen (%v), want 0", len(socks), socks)
 	}
-	if st := unitState(ctx, m, "is-enabled", "wsgi.target"); st != "disabled" {
-		t.Errorf("wsgi.target is %q in the golden image, want disabled", st)
+	target := unitState(ctx, m, "is-enabled", "wsgi.target")
+	if target != "disabled" {
+		t.Errorf("wsgi.target is %q on the first boot of the golden image, want disabled (a first boot applies systemd's presets when /etc/machine-id is missing)", target)
 	}
 	code, body, hdr := get(ctx, t, base+"/")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "app is not serving yet") || hdr.Get("Retry-After") == "" {
 		t.Errorf("before a release: GET / = %d, Retry-After %q, body %q; want 503 with the maintenance page", code, hdr.Get("Retry-After"), body)
 	}
 	t.Logf("CHECK before a release: %d sockets listening, wsgi.target %s, GET / -> %d, Retry-After %s, maintenance page %d bytes",
-		len(listening(ctx, t, m)), unitState(ctx, m, "is-enabled", "wsgi.target"), code, hdr.Get("Retry-After"), len(body))
+		len(socks), target, code, hdr.Get("Retry-After"), len(body))
 
 	placeRelease(ctx, t, m)
 
 	// N sockets, owned by the app user and NGINX's group, mode 0660.
-	socks := listening(ctx, t, m)
+	socks = listening(ctx, t, m)
 	if len(socks) != stackSockets {
 		t.Errorf("after enabling wsgi.target %d sockets listen (%v), want %d", len(socks), socks, stackSockets)
 	}
@@ -459,7 +471,8 @@ type packerRun struct {
 	env              []string
 }
 
-func (p *packerRun) build(ctx context.Context, name, host, template string) (string, time.Duration) {
+// build runs one build; a failure is returned so the caller decides whether the test can go on.
+func (p *packerRun) build(ctx context.Context, name, host, template string) (string, time.Duration, error) {
 	p.t.Helper()
 	tpl := filepath.Join(p.dir, name+".pkr.hcl")
 	if err := os.WriteFile(tpl, []byte(template), 0o644); err != nil {
@@ -472,9 +485,9 @@ func (p *packerRun) build(ctx context.Context, name, host, template string) (str
 	took := time.Since(start)
 	p.t.Logf("packer build (%s) output:\n%s", name, out)
 	if err != nil {
-		p.t.Fatalf("packer build (%s): %v", name, err)
+		return string(out), took, fmt.Errorf("packer build (%s): %w", name, err)
 	}
-	return string(out), took
+	return string(out), took, nil
 }
 
 // installPlugin builds the plugin from this repository and installs it into the test's own
