@@ -488,6 +488,28 @@ func TestInstanceRefreshOtherTemplate(t *testing.T) {
 	}
 }
 
+func TestInstanceRefreshLaunchConfiguration(t *testing.T) {
+	h := newHarness(t, map[string]interface{}{
+		"launch_template_name": "web",
+		"instance_refresh":     map[string]interface{}{"auto_scaling_group_name": "web-asg"},
+	}, "us-east-1")
+	h.ec2["us-east-1"].addTemplate("web", "ami-old")
+	h.as.groups["web-asg"] = astypes.AutoScalingGroup{LaunchConfigurationName: aws.String("old-lc")}
+	_, err := h.run("us-east-1:ami-new")
+	if err == nil || !strings.Contains(err.Error(), `group "web-asg" uses no launch template`) {
+		t.Fatalf("err = %v", err)
+	}
+	h = newHarness(t, map[string]interface{}{
+		"launch_template_name": "web",
+		"instance_refresh":     map[string]interface{}{"auto_scaling_group_name": "web-asg"},
+	}, "us-east-1")
+	h.ec2["us-east-1"].addTemplate("web", "ami-old")
+	_, err = h.run("us-east-1:ami-new")
+	if err == nil || !strings.Contains(err.Error(), `instance_refresh.auto_scaling_group_name: no Auto Scaling group "web-asg" in us-east-1`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
 func TestRefreshWaiterTimeout(t *testing.T) {
 	as := &fakeAutoScaling{states: refreshStates(astypes.InstanceRefreshStatusInProgress)}
 	clock := time.Unix(0, 0)

@@ -244,3 +244,24 @@ func escape(s string) string {
 	_ = xml.EscapeText(&b, []byte(s))
 	return b.String()
 }
+
+// FailNth returns an interceptor that answers the nth call (1-based) of
+// service's action, and the times-1 calls after it, with an AWS error;
+// every other call goes on. An empty service matches any.
+func FailNth(service, action string, n, times, status int, code string) Interceptor {
+	var mu sync.Mutex
+	seen := 0
+	return func(w http.ResponseWriter, c *Call) bool {
+		if c.Action != action || (service != "" && c.Service != service) {
+			return false
+		}
+		mu.Lock()
+		seen++
+		hit := seen >= n && seen < n+times
+		mu.Unlock()
+		if hit {
+			WriteError(w, c, status, code, fmt.Sprintf("injected by awsproxy (call %d of %s)", seen, action))
+		}
+		return hit
+	}
+}

@@ -150,3 +150,33 @@ func TestInstanceRefreshesThroughTheSDK(t *testing.T) {
 		t.Errorf("answered actions reached the upstream: %q", *seen)
 	}
 }
+
+func TestFailNth(t *testing.T) {
+	up, seen := upstream(t)
+	p, err := Start(up.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.Intercept(FailNth("ec2", "DescribeRegions", 2, 2, http.StatusServiceUnavailable, "RequestLimitExceeded"))
+	ec2c, _ := clients(t, p.URL)
+	var codes []string
+	for i := 0; i < 4; i++ {
+		_, err := ec2c.DescribeRegions(context.Background(), &ec2.DescribeRegionsInput{})
+		var apiErr smithy.APIError
+		switch {
+		case err == nil:
+			codes = append(codes, "ok")
+		case errors.As(err, &apiErr):
+			codes = append(codes, apiErr.ErrorCode())
+		default:
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"ok", "RequestLimitExceeded", "RequestLimitExceeded", "ok"}; !slices.Equal(codes, want) {
+		t.Errorf("answers = %v, want %v", codes, want)
+	}
+	if len(*seen) != 2 {
+		t.Errorf("upstream saw %d calls, want 2", len(*seen))
+	}
+}
