@@ -509,6 +509,41 @@ func TestMotoCreateInTwoRegionsAndDestroy(t *testing.T) {
 	t.Log("CHECK Destroy removed both templates")
 }
 
+// TestMotoThrottlingIsRetried: EC2 throttles CreateLaunchTemplateVersion
+// twice and the StartInstanceRefresh once; the SDK retries with the same
+// client token and the run ends with exactly one new version.
+func TestMotoThrottlingIsRetried(t *testing.T) {
+	refreshes := fresh(t, nil, "")
+	proxy.Intercept(awsproxy.FailNth("ec2", "CreateLaunchTemplateVersion", 1, 2, 503, "RequestLimitExceeded"))
+	proxy.Intercept(awsproxy.FailNth("autoscaling", "StartInstanceRefresh", 1, 1, 400, "Throttling"))
+	c := newClients(t, "us-east-1")
+	rel := makeReleases(t, c, "app", 2)
+	ltID := createTemplate(t, c, "web", rel[0].AMI)
+	createGroup(t, c, "web-asg", ltID)
+	if _, _, err := postProcess(t, map[string]interface{}{
+		"launch_template_name": "web",
+		"instance_refresh":     map[string]interface{}{"auto_scaling_group_name": "web-asg"},
+	}, "us-east-1:"+rel[1].AMI); err != nil {
+		t.Fatal(err)
+	}
+	var tokens []string
+	for _, call := range proxy.Calls() {
+		if call.Action == "CreateLaunchTemplateVersion" {
+			tokens = append(tokens, call.Form.Get("ClientToken"))
+		}
+	}
+	if len(tokens) != 3 || tokens[0] == "" || tokens[0] != tokens[1] || tokens[1] != tokens[2] {
+		t.Errorf("CreateLaunchTemplateVersion attempts carried tokens %q, want 3 attempts with one token", tokens)
+	}
+	if _, versions := template(t, c, ltID); len(versions) != 2 {
+		t.Errorf("%d versions, want 2", len(versions))
+	}
+	if len(refreshes.Started()) != 1 {
+		t.Errorf("%d refreshes started, want 1", len(refreshes.Started()))
+	}
+	t.Logf("CHECK throttling: CreateLaunchTemplateVersion tried 3 times with one ClientToken, StartInstanceRefresh retried, one version, one refresh")
+}
+
 func sayings(ui *packersdk.MockUi) []string {
 	var out []string
 	for _, m := range ui.SayMessages {
