@@ -115,10 +115,11 @@ func (b *Builder) artifact(state multistep.StateBag, region string, regional reg
 	if err, ok := state.GetOk("error"); ok {
 		return nil, err.(error)
 	}
-	if _, ok := state.GetOk(multistep.StateCancelled); ok {
+	complete := get[bool](state, keyComplete)
+	if _, ok := state.GetOk(multistep.StateCancelled); ok && !complete {
 		return nil, errors.New("build was cancelled")
 	}
-	if _, ok := state.GetOk(multistep.StateHalted); ok {
+	if _, ok := state.GetOk(multistep.StateHalted); ok && !complete {
 		return nil, errors.New("build was halted")
 	}
 	images := get[map[string]string](state, keyImages)

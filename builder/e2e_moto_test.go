@@ -14,6 +14,9 @@ package builder_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +40,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+	"golang.org/x/crypto/ssh"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
 )
@@ -56,6 +60,7 @@ type env struct {
 	workDir string
 	moto    string // moto's base URL
 	proxy   *faultProxy
+	sshd    *instanceSSH
 	direct  *awscfg.AccessConfig // straight to moto, for seeding and checks
 	// baseline holds "region snapshot-id" of moto's own snapshots after a
 	// reset, so that any other snapshot counts as left behind.
@@ -65,26 +70,36 @@ type env struct {
 func TestMoto(t *testing.T) {
 	e := setup(t)
 
-	t.Run("build", func(t *testing.T) {
-		e.reset()
-		start := time.Now()
-		out, err := e.build(t, runOpts{})
-		wall := time.Since(start)
-		if err != nil {
-			t.Fatalf("packer build failed: %v\n%s", err, out)
-		}
-		calls := e.proxy.ec2Calls()
-		e.assertArtifact(t, out)
-		if left := e.leftovers(t, true); len(left) > 0 {
-			t.Fatalf("left behind after a successful build:\n  %s", strings.Join(left, "\n  "))
-		}
-		t.Logf("one build against moto: %d EC2 API calls (%s), %s wall time (packer start to exit)",
-			len(calls), summarize(calls), wall.Round(10*time.Millisecond))
-	})
+	for _, variant := range []struct {
+		name string
+		ssh  bool
+	}{{"none", false}, {"ssh", true}} {
+		t.Run("build/communicator="+variant.name, func(t *testing.T) {
+			e.reset()
+			start := time.Now()
+			out, err := e.build(t, runOpts{ssh: variant.ssh})
+			wall := time.Since(start)
+			if err != nil {
+				t.Fatalf("packer build failed: %v\n%s", err, out)
+			}
+			calls := e.proxy.ec2Calls()
+			e.assertArtifact(t, out)
+			if left := e.leftovers(t, true); len(left) > 0 {
+				t.Fatalf("left behind after a successful build:\n  %s", strings.Join(left, "\n  "))
+			}
+			if variant.ssh {
+				if cmds := e.sshd.commands(); len(cmds) == 0 || cmds[0] != "cloud-init status --wait" {
+					t.Fatalf("commands run over SSH with the imported key: %q", cmds)
+				}
+			}
+			t.Logf("one build against moto (communicator %s): %d EC2 API calls (%s), %s wall time (packer start to exit)",
+				variant.name, len(calls), summarize(calls), wall.Round(10*time.Millisecond))
+		})
+	}
 
 	t.Run("faults", func(t *testing.T) {
 		e.reset()
-		if _, err := e.build(t, runOpts{}); err != nil {
+		if _, err := e.build(t, runOpts{ssh: true}); err != nil {
 			t.Fatal(err)
 		}
 		actions := distinct(e.proxy.ec2Calls())
@@ -118,7 +133,8 @@ func setup(t *testing.T) *env {
 	e.packer = findPacker(t, repo)
 	e.installPlugin(t)
 	e.moto = startMoto(t)
-	e.proxy = newFaultProxy(t, e.moto)
+	e.sshd = newInstanceSSH(t)
+	e.proxy = newFaultProxy(t, e.moto, e.sshd)
 	e.direct = &awscfg.AccessConfig{
 		Region: buildRegion, AccessKey: "test", SecretKey: "test",
 		CustomEndpointEC2: e.moto, CustomEndpointSSM: e.moto, CustomEndpointSTS: e.moto, MaxRetries: 2,
@@ -282,6 +298,7 @@ func (e *env) reset() {
 
 type runOpts struct {
 	interruptAfter string // send SIGINT to packer after the first call of this action
+	ssh            bool   // use the SSH communicator against the test's SSH endpoint
 }
 
 const template = `
@@ -293,7 +310,7 @@ source "wsgi-ami" "e2e" {
   source_ami              = "resolve:ssm:%s"
   instance_type           = "t3.micro"
   fallback_instance_types = ["t3a.micro"]
-  communicator            = "none"
+%s
   ami_name                = "wsgi-e2e-{{timestamp}}"
   ami_description         = "wsgi e2e from {{ .SourceAMI }}"
   ami_family              = "wsgi-e2e"
@@ -317,7 +334,16 @@ build {
 func (e *env) build(t *testing.T, o runOpts) (string, error) {
 	t.Helper()
 	path := filepath.Join(e.workDir, "e2e.pkr.hcl")
-	src := fmt.Sprintf(template, buildRegion, e.proxy.URL(), e.proxy.URL(), e.proxy.URL(), sourceParam, copyRegion, shareWith)
+	comm := `  communicator            = "none"`
+	if o.ssh {
+		comm = fmt.Sprintf(`  communicator            = "ssh"
+  ssh_username            = "admin"
+  ssh_host                = "127.0.0.1"
+  ssh_port                = %d
+  ssh_timeout             = "30s"
+  ssh_cidrs               = ["127.0.0.1/32"]`, e.sshd.port)
+	}
+	src := fmt.Sprintf(template, buildRegion, e.proxy.URL(), e.proxy.URL(), e.proxy.URL(), sourceParam, comm, copyRegion, shareWith)
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -502,7 +528,7 @@ type row struct {
 func (e *env) faultRun(t *testing.T, f fault, wantOK bool) row {
 	e.reset()
 	e.proxy.setFault(&f)
-	out, err := e.build(t, runOpts{})
+	out, err := e.build(t, runOpts{ssh: true})
 	e.proxy.setFault(nil)
 	r := row{point: f.action, fault: f.code}
 	if f.times > 1 {
@@ -545,8 +571,10 @@ func cleanupAction(action string) bool {
 
 func (e *env) interruptRun(t *testing.T, action string) row {
 	e.reset()
-	out, err := e.build(t, runOpts{interruptAfter: action})
-	ok := err == nil
+	out, err := e.build(t, runOpts{interruptAfter: action, ssh: true})
+	// An interrupt after the AMIs are final (during the last cleanups)
+	// keeps them as the artifact.
+	ok := err == nil || strings.Contains(out, "AMIs were created")
 	left := e.leftovers(t, ok)
 	r := row{point: action, fault: "SIGINT after it", outcome: outcome(ok, out), leftovers: fmt.Sprint(len(left))}
 	if len(left) > 0 {
@@ -632,7 +660,7 @@ type faultProxy struct {
 
 var scopeRegion = regexp.MustCompile(`Credential=[^/]+/\d+/([a-z0-9-]+)/`)
 
-func newFaultProxy(t *testing.T, target string) *faultProxy {
+func newFaultProxy(t *testing.T, target string, sshd *instanceSSH) *faultProxy {
 	u, err := url.Parse(target)
 	if err != nil {
 		t.Fatal(err)
@@ -648,6 +676,11 @@ func newFaultProxy(t *testing.T, target string) *faultProxy {
 			return
 		}
 		action := form.Get("Action")
+		if action == "ImportKeyPair" {
+			// The build instance's sshd learns the key as cloud-init on EC2
+			// would from the instance metadata.
+			sshd.authorize(form.Get("PublicKeyMaterial"))
+		}
 		region := "?"
 		if m := scopeRegion.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
 			region = m[1]
@@ -714,4 +747,122 @@ func (p *faultProxy) faultsInjected() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.injected
+}
+
+// --- the build instance's SSH endpoint -------------------------------------
+
+// instanceSSH stands in for sshd on the build instance (moto runs no
+// machines): it accepts only public keys imported through EC2's
+// ImportKeyPair, as an EC2 image does through its metadata, and answers the
+// builder's `cloud-init status --wait`. Commands are recorded, not run.
+type instanceSSH struct {
+	port int
+
+	mu   sync.Mutex
+	keys map[string]bool // authorized keys, wire format
+	cmds []string
+}
+
+func newInstanceSSH(t *testing.T) *instanceSSH {
+	_, hostPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostKey, err := ssh.NewSignerFromKey(hostPriv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &instanceSSH{keys: map[string]bool{}}
+	cfg := &ssh.ServerConfig{
+		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.keys[string(key.Marshal())] {
+				return nil, nil
+			}
+			return nil, fmt.Errorf("key not imported through EC2")
+		},
+	}
+	cfg.AddHostKey(hostKey)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	s.port = l.Addr().(*net.TCPAddr).Port
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go s.serve(conn, cfg)
+		}
+	}()
+	return s
+}
+
+// authorize takes ImportKeyPair's PublicKeyMaterial (base64 of an
+// authorized_keys line).
+func (s *instanceSSH) authorize(material string) {
+	raw, err := base64.StdEncoding.DecodeString(material)
+	if err != nil {
+		raw = []byte(material)
+	}
+	key, _, _, _, err := ssh.ParseAuthorizedKey(raw)
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.keys[string(key.Marshal())] = true
+	s.mu.Unlock()
+}
+
+func (s *instanceSSH) commands() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.cmds...)
+}
+
+func (s *instanceSSH) serve(conn net.Conn, cfg *ssh.ServerConfig) {
+	defer conn.Close()
+	_, chans, reqs, err := ssh.NewServerConn(conn, cfg)
+	if err != nil {
+		return
+	}
+	go ssh.DiscardRequests(reqs)
+	for nc := range chans {
+		if nc.ChannelType() != "session" {
+			_ = nc.Reject(ssh.UnknownChannelType, "only sessions")
+			continue
+		}
+		ch, chReqs, err := nc.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer ch.Close()
+			for req := range chReqs {
+				if req.Type != "exec" {
+					_ = req.Reply(req.WantReply, nil)
+					continue
+				}
+				var payload struct{ Command string }
+				_ = ssh.Unmarshal(req.Payload, &payload)
+				// The SDK communicator ends the command with a newline.
+				payload.Command = strings.TrimSpace(payload.Command)
+				s.mu.Lock()
+				s.cmds = append(s.cmds, payload.Command)
+				s.mu.Unlock()
+				_ = req.Reply(true, nil)
+				status := uint32(127)
+				if payload.Command == "cloud-init status --wait" {
+					_, _ = io.WriteString(ch, "status: done\n")
+					status = 0
+				}
+				_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
+				return
+			}
+		}()
+	}
 }

@@ -31,6 +31,7 @@ const (
 	keySnapshots     stateKey = "wsgi_snapshots"      // map[string][]string region -> snapshot ids
 	keyImageDetails  stateKey = "wsgi_image_details"  // map[string]ec2types.Image region -> AMI
 	keyGenerated     stateKey = "generated_data"      // map[string]interface{}
+	keyComplete      stateKey = "wsgi_complete"       // bool, set by the last step
 )
 
 // uiSayer is what progress reporting needs from the UI.

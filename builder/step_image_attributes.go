@@ -78,6 +78,9 @@ func (s *stepImageAttributes) Run(ctx context.Context, state multistep.StateBag)
 			}
 		}
 	}
+	// From here on the AMIs are final: an interrupt during the remaining
+	// cleanups (terminating the instance) must not lose the artifact.
+	put(state, keyComplete, true)
 	return multistep.ActionContinue
 }
 
