@@ -49,9 +49,11 @@ const (
 	// DefaultPollTimeout bounds every wait (instance running, image
 	// available, region copy).
 	DefaultPollTimeout = 60 * time.Minute
-	// maxBackoff caps the delay between two retries of one call.
-	maxBackoff = 20 * time.Second
 )
+
+// maxBackoff caps the delay between two retries of one call (a variable so
+// tests need not wait).
+var maxBackoff = 20 * time.Second
 
 // AssumeRoleConfig makes every call with the credentials of another role.
 type AssumeRoleConfig struct {

@@ -212,6 +212,9 @@ func TestSSMCustomEndpoint(t *testing.T) {
 }
 
 func TestRetries(t *testing.T) {
+	old := maxBackoff
+	maxBackoff = 10 * time.Millisecond
+	defer func() { maxBackoff = old }()
 	tests := []struct {
 		name      string
 		fail      string // error code of the first answers
