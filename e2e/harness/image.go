@@ -162,7 +162,24 @@ func BaseImage(ctx context.Context, cacheDir string, log io.Writer, opts ...Imag
 		return "", fmt.Errorf("base image: %w (apt-get install mmdebstrap zstd)", err)
 	}
 
-	tmp := filepath.Join(cacheDir, fmt.Sprintf(".build-%s-%d.tar.zst", key, os.Getpid()))
+	// Holding the key's lock, any build folder of this key is a dead
+	// build's: clear it (it may still have /proc and /sys mounted).
+	stale, _ := filepath.Glob(filepath.Join(cacheDir, ".build-"+key+"-*"))
+	for _, p := range stale {
+		_ = unmountUnder(p)
+		if err := removeTree(p); err != nil {
+			return "", fmt.Errorf("base image: stale build: %w", err)
+		}
+	}
+	work := filepath.Join(cacheDir, fmt.Sprintf(".build-%s-%d", key, os.Getpid()))
+	if err := os.Mkdir(work, 0o700); err != nil {
+		return "", fmt.Errorf("base image: %w", err)
+	}
+	defer func() {
+		_ = unmountUnder(work)
+		_ = removeTree(work)
+	}()
+	tmp := filepath.Join(work, "image.tar.zst")
 	buildLog := strings.TrimSuffix(out, ".tar.zst") + ".build.log"
 	lf, err := os.Create(buildLog)
 	if err != nil {
@@ -174,13 +191,17 @@ func BaseImage(ctx context.Context, cacheDir string, log io.Writer, opts ...Imag
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "mmdebstrap", args...)
 	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.Env = append(os.Environ(), "PATH="+machinePath, "LC_ALL=C.UTF-8")
-	// On cancel, SIGTERM lets mmdebstrap unmount /proc, /sys and /dev
-	// from its temporary root; SIGKILL would leave them mounted.
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = time.Minute
+	// mmdebstrap makes its chroot under TMPDIR, so the chroot is inside
+	// work and the deferred cleanup finds whatever it left mounted. On
+	// cancel the whole process group goes at once: mmdebstrap's own
+	// SIGTERM handling waits for the package installation to finish.
+	cmd.Env = append(os.Environ(), "PATH="+machinePath, "LC_ALL=C.UTF-8", "TMPDIR="+work)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Run(); err != nil {
-		_ = os.Remove(tmp)
+		// Children (dpkg in the chroot) may outlive a failed mmdebstrap.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		return "", fmt.Errorf("base image: mmdebstrap: %w:\n%s", err, tailFile(buildLog, 30))
 	}
 	if err := os.Rename(tmp, out); err != nil {

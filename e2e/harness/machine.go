@@ -595,7 +595,10 @@ func unmountUnder(dir string) error {
 	var errs []error
 	for _, p := range points {
 		if _, err := run(context.Background(), "umount", p); err != nil {
-			errs = append(errs, err)
+			// Busy: detach it now, the kernel frees it when unused.
+			if _, lerr := run(context.Background(), "umount", "-l", p); lerr != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	return errors.Join(errs...)
