@@ -12,7 +12,7 @@ E2E_TIMEOUT     ?= 75m
 
 export PACKER_CHECKPOINT_DISABLE := 1
 
-.PHONY: help build dev generate test unit validate vet plugin-check packer deps e2e clean
+.PHONY: help build dev generate test unit validate vet plugin-check packer deps e2e bench-stack clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -71,3 +71,6 @@ e2e: build packer ## end to end: real packer, nspawn machine, moto (root; see e2
 
 clean:
 	rm -rf $(BINARY) $(BIN) dist
+
+bench-stack: build packer ## serving benchmark on the golden image vs an EB-style setup (root; prints Markdown)
+	go run ./bench/stackbench

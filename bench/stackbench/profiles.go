@@ -1,0 +1,68 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+)
+
+// profile is one Gunicorn configuration of the stack, rendered by the same templates the
+// provisioner bakes, so the benchmark measures exactly what a user gets.
+type profile struct {
+	name  string
+	stack templates.Stack
+	conf  []byte
+}
+
+// gunicornProfiles are the default and the documented CPU-bound profile.
+func gunicornProfiles() ([]profile, error) {
+	ps := []profile{
+		{name: "default", stack: templates.Default()},
+		{name: "cpu", stack: templates.Stack{WorkerClass: "sync", WorkersPerUnit: 2, Threads: 1}.WithDefaults()},
+	}
+	for i := range ps {
+		b, err := templates.Render(ps[i].stack)
+		if err != nil {
+			return nil, fmt.Errorf("profile %s: %w", ps[i].name, err)
+		}
+		for _, f := range b.Files {
+			if f.Path == ps[i].stack.GunicornConfig() {
+				ps[i].conf = f.Content
+			}
+		}
+	}
+	return ps, nil
+}
+
+func profileNames(ps []profile) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.name)
+	}
+	return out
+}
+
+func setupTitle(setup string) string {
+	if setup == "eb" {
+		return "EB-style: 1 Gunicorn on TCP, gthread 3 workers x 2 threads"
+	}
+	for _, p := range must(gunicornProfiles()) {
+		if p.name == setup {
+			s := p.stack
+			desc := fmt.Sprintf("%d sockets x %d %s worker", s.Sockets, s.WorkersPerUnit, s.WorkerClass)
+			if s.WorkerClass == "gthread" {
+				desc += fmt.Sprintf(" x %d threads", s.Threads)
+			}
+			return "wsgi-stack " + setup + ": " + strings.TrimSpace(desc)
+		}
+	}
+	return setup
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}

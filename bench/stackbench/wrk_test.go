@@ -1,0 +1,39 @@
+package main
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseWrk(t *testing.T) {
+	out := `Running 10s test @ http://10.0.0.2/
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    12.01ms    3.10ms  80.22ms   91.00%
+    Req/Sec     2.67k   210.11     3.01k    70.00%
+  Latency Distribution
+     50%   11.50ms
+     75%   12.80ms
+     90%   14.00ms
+     99%    1.20s
+  53210 requests in 10.01s, 8.12MB read
+  Socket errors: connect 0, read 3, write 1, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec:   5315.68
+Transfer/sec:    830.20KB
+`
+	r, err := parseWrk(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := wrkResult{Requests: 53210, RPS: 5315.68, P50: 11500 * time.Microsecond, P99: 1200 * time.Millisecond, Non2xx: 7, SocketErrors: 6}
+	if r != want {
+		t.Errorf("got %+v\nwant %+v", r, want)
+	}
+	if _, err := parseWrk("Requests/sec: 10\n"); err == nil {
+		t.Error("a report without a latency distribution was accepted")
+	}
+	if _, err := parseWrk("garbage"); err == nil {
+		t.Error("garbage was accepted")
+	}
+}
