@@ -146,8 +146,12 @@ func TestStack(t *testing.T) {
 	if strings.Contains(out, "Reading package lists") || strings.Contains(out, "Collecting gunicorn") {
 		t.Errorf("the second build ran apt-get or pip again")
 	}
-	t.Logf("CHECK second packer build on the provisioned machine: %v, error %v, %d fingerprint lines (files with sha256, modes, owners, packages, unit states), %d differ",
-		took.Round(100*time.Millisecond), err, strings.Count(before, "\n"), strings.Count(diff, "\n")+min(len(diff), 1))
+	result := "passed"
+	if err != nil {
+		result = "FAILED"
+	}
+	t.Logf("CHECK second packer build on the provisioned machine: %v, %s; %d fingerprint lines (files with sha256, modes, owners, packages, unit states), %d differ",
+		took.Round(100*time.Millisecond), result, strings.Count(before, "\n"), strings.Count(diff, "\n")+min(len(diff), 1))
 	again.Close()
 
 	// 3. A fresh boot of the golden image.
