@@ -1,6 +1,7 @@
 package stack
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -158,5 +159,26 @@ func TestValidationKeysAreHCLKeys(t *testing.T) {
 	}
 	if n < 30 {
 		t.Errorf("only %d problems reported for 32 bad keys:\n%v", n, err)
+	}
+}
+
+// Every HCL key is documented on the provisioner's page.
+func TestEveryKeyIsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/provisioners/stack.mdx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for key := range (&Provisioner{}).ConfigSpec() {
+		if strings.HasPrefix(key, "packer_") {
+			continue // set by Packer itself
+		}
+		n++
+		if !strings.Contains(string(doc), "- `"+key+"` (") {
+			t.Errorf("docs/provisioners/stack.mdx does not document %s", key)
+		}
+	}
+	if n < 35 {
+		t.Errorf("only %d keys in the spec", n)
 	}
 }
