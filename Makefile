@@ -12,7 +12,7 @@ E2E_TIMEOUT     ?= 75m
 
 export PACKER_CHECKPOINT_DISABLE := 1
 
-.PHONY: help build dev generate test unit validate vet plugin-check packer deps e2e bench-stack clean
+.PHONY: help build dev generate test unit validate vet plugin-check packer deps validate-example e2e bench-stack clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -65,6 +65,14 @@ deps: ## install the host packages the validators and the e2e harness need (Debi
 	@[ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; }
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(HOST_PACKAGES) >/dev/null
+
+validate-example: build packer ## packer validate example.pkr.hcl with the plugin installed in a scratch Packer config
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	export PACKER_CONFIG_DIR="$$tmp" PACKER_PLUGIN_PATH="$$tmp/plugins"; \
+	$(PACKER) plugins install --path $(CURDIR)/$(BINARY) $(PLUGIN_SOURCE) >/dev/null; \
+	$(PACKER) fmt -check example.pkr.hcl; \
+	$(PACKER) validate example.pkr.hcl; \
+	$(PACKER) validate -evaluate-datasources example.pkr.hcl
 
 e2e: build packer ## end to end: real packer, nspawn machine, moto (root; see e2e/README.md)
 	go test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./e2e/...

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/packer-plugin-sdk/hcl2helper"
 )
 
 func prepare(t *testing.T, raw map[string]interface{}) (*PostProcessor, error) {
@@ -187,5 +189,20 @@ func TestParseAMIs(t *testing.T) {
 		if err != nil || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("parseAMIs(%q) = %v, %v; want %v", tc.id, got, err, tc.want)
 		}
+	}
+}
+
+// TestPrepareBeforeDataSources is `packer validate`: a data source's output is still the SDK's
+// unknown sentinel, which must pass here and be checked when the build prepares again.
+func TestPrepareBeforeDataSources(t *testing.T) {
+	for _, unknown := range []string{"<unknown>", hcl2helper.UnknownVariableValue} {
+		raw := map[string]interface{}{"launch_template_name": "web", "user_data": unknown, "user_data_encoding": "gzip+base64"}
+		if _, err := prepare(t, raw); err != nil {
+			t.Fatalf("an unknown user_data (%q) failed validation: %v", unknown, err)
+		}
+	}
+	raw := map[string]interface{}{"launch_template_name": "web", "user_data": "not base64 at all", "user_data_encoding": "gzip+base64"}
+	if _, err := prepare(t, raw); err == nil {
+		t.Fatal("a known, wrong user_data passed")
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/hashicorp/packer-plugin-sdk/hcl2helper"
 )
 
 // User data encodings accepted by user_data_encoding.
@@ -39,6 +41,12 @@ func (c *Config) prepareUserData() error {
 			return fmt.Errorf("user_data_file: %s is empty", c.UserDataFile)
 		}
 		key, content = "user_data_file", b
+	}
+	// `packer validate` runs Prepare before data sources are evaluated: their outputs arrive as
+	// a placeholder (Packer 1.12 sends "<unknown>"; the SDK defines its own sentinel too). The
+	// real value is checked when the build prepares again.
+	if c.UserData == "<unknown>" || c.UserData == hcl2helper.UnknownVariableValue {
+		return nil
 	}
 	if len(content) == 0 {
 		if c.UserDataEncoding != "" {
