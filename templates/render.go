@@ -90,6 +90,7 @@ func Render(s Stack) (*Bundle, error) {
 		{"wsgi@.socket.tmpl", s.UnitDir() + "/wsgi@.socket", "", 0o644},
 		{"wsgi@.service.tmpl", s.UnitDir() + "/wsgi@.service", "", 0o644},
 		{"wsgi.target.tmpl", s.UnitDir() + "/" + s.TargetUnit(), "", 0o644},
+		{"wsgi.preset.tmpl", "/etc/systemd/system-preset/50-wsgi.preset", "", 0o644},
 		{"gunicorn.conf.py.tmpl", s.GunicornConfig(), s.Group, 0o640},
 		{"nginx-site.conf.tmpl", s.NginxSite(), "", 0o644},
 		{"wsgi_proxy_params.tmpl", "/etc/nginx/wsgi_proxy_params", "", 0o644},

@@ -230,7 +230,7 @@ func (s Stack) Validate() error {
 	if s.WorkerClass != "gthread" && s.Threads != 1 {
 		add("threads: only the gthread worker class uses threads; set threads = 1 or worker_class = \"gthread\", got %d", s.Threads)
 	}
-	between("timeout", s.TimeoutSeconds, 1, 3600)
+	between("worker_timeout", s.TimeoutSeconds, 1, 3600)
 	between("graceful_timeout", s.GracefulTimeoutSeconds, 1, 3600)
 	between("keepalive", s.KeepAliveSeconds, 1, 3600)
 	between("max_requests", s.MaxRequests, 0, 10_000_000)

@@ -167,7 +167,7 @@ func (c *Config) Prepare(raws ...interface{}) error {
 		var verr *templates.ValidationError
 		if errors.As(err, &verr) {
 			for _, p := range verr.Problems {
-				add(errors.New(hclKey(p)))
+				add(errors.New(p))
 			}
 		} else {
 			add(err)
@@ -185,19 +185,6 @@ func (c *Config) Prepare(raws ...interface{}) error {
 		return errs
 	}
 	return nil
-}
-
-// renamedKeys maps a Stack field name as templates.Stack.Validate reports it to the HCL key of
-// this provisioner, where the two differ.
-var renamedKeys = map[string]string{"timeout": "worker_timeout"}
-
-// hclKey rewrites the key at the start of a validation problem to its HCL name.
-func hclKey(problem string) string {
-	key, rest, ok := strings.Cut(problem, ":")
-	if to, renamed := renamedKeys[key]; ok && renamed {
-		return to + ":" + rest
-	}
-	return problem
 }
 
 // checkExecuteCommand makes sure the template renders, with Packer's template functions, and

@@ -14,7 +14,7 @@ import (
 
 const (
 	stage      = "/tmp/wsgi-stack.Ab12Cd34"
-	mkStage    = `umask 077 && d=$(mktemp -d /tmp/wsgi-stack.XXXXXXXX) && cd "$d" && mkdir -p files/etc/nginx files/etc/nginx/conf.d files/etc/systemd/system files/etc/wsgi files/usr/share/wsgi && echo "$d"`
+	mkStage    = `umask 077 && d=$(mktemp -d /tmp/wsgi-stack.XXXXXXXX) && cd "$d" && mkdir -p files/etc/nginx files/etc/nginx/conf.d files/etc/systemd/system files/etc/systemd/system-preset files/etc/wsgi files/usr/share/wsgi && echo "$d"`
 	debian12   = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n"
 	amazon2023 = "NAME=\"Amazon Linux\"\nVERSION=\"2023\"\nID=\"amzn\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"2023\"\nPRETTY_NAME=\"Amazon Linux 2023.6.20241121\"\n"
 )
@@ -25,6 +25,7 @@ var uploads = []string{
 	"upload: " + stage + "/files/etc/systemd/system/wsgi@.socket",
 	"upload: " + stage + "/files/etc/systemd/system/wsgi@.service",
 	"upload: " + stage + "/files/etc/systemd/system/wsgi.target",
+	"upload: " + stage + "/files/etc/systemd/system-preset/50-wsgi.preset",
 	"upload: " + stage + "/files/etc/wsgi/gunicorn.conf.py",
 	"upload: " + stage + "/files/etc/nginx/conf.d/wsgi.conf",
 	"upload: " + stage + "/files/etc/nginx/wsgi_proxy_params",

@@ -8,8 +8,10 @@ rm -rf /var/lib/apt/lists/*
 rm -f /etc/ssh/ssh_host_*
 rm -f /root/.bash_history /home/*/.bash_history
 if command -v cloud-init >/dev/null 2>&1; then
-	cloud-init clean --logs --machine-id
-else
-	truncate -s 0 /etc/machine-id
+	cloud-init clean --logs
 fi
+# An empty machine-id, not a missing one: systemd gives the next boot a fresh id either way, but a
+# missing file makes it a "first boot" that applies unit presets (see 50-wsgi.preset).
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
 echo "==> wsgi-stack: image hygiene done"
