@@ -21,10 +21,6 @@ import (
 	"time"
 )
 
-// ErrCloudInit is wrapped by the error of WaitCloudInit (and Boot) when
-// cloud-init finished but reported errors in /run/cloud-init/result.json.
-var ErrCloudInit = errors.New("cloud-init reported errors")
-
 // BootOptions says what to boot. Exactly one of Image and RootDir is set.
 type BootOptions struct {
 	// Image is a root file system tarball (.tar.zst) from BaseImage or
