@@ -74,7 +74,7 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 
 	b.runner = commonsteps.NewRunner(b.steps(region, build, regional, c.NewSSM(awsCfg)), c.PackerConfig, ui)
 	b.runner.Run(ctx, state)
-	return b.artifact(state, region, regional)
+	return b.artifact(ctx, state, region, regional)
 }
 
 // steps is the build, in order; each step's Cleanup runs in reverse order.
@@ -111,18 +111,35 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 }
 
 // artifact turns the final state into the build's result.
-func (b *Builder) artifact(state multistep.StateBag, region string, regional regionalEC2) (packersdk.Artifact, error) {
+// A build whose context was cancelled returns no artifact even if every step
+// ran: Packer drops the artifacts of an interrupted run.
+func (b *Builder) artifact(ctx context.Context, state multistep.StateBag, region string, regional regionalEC2) (packersdk.Artifact, error) {
 	if err, ok := state.GetOk("error"); ok {
 		return nil, err.(error)
 	}
-	complete := get[bool](state, keyComplete)
-	if _, ok := state.GetOk(multistep.StateCancelled); ok && !complete {
+	images := get[map[string]string](state, keyImages)
+	if _, ok := state.GetOk(multistep.StateCancelled); ok || ctx.Err() != nil {
+		if get[bool](state, keyComplete) {
+			// Interrupted during the last cleanups, after the AMI steps had
+			// nothing left to undo. Packer drops the artifact of an
+			// interrupted run, so nothing may be left behind.
+			ctx, cancel := cleanupContext()
+			defer cancel()
+			remove := clientAs[deleteImageAPI](regional)
+			for _, r := range sortedKeys(images) {
+				c, err := remove(ctx, r)
+				if err != nil {
+					sayErr(ui(state), fmt.Sprintf("removing %s in %s after the interrupt: %v; deregister it by hand", images[r], r, err))
+					continue
+				}
+				removeImage(ctx, ui(state), c, r, images[r], "", "")
+			}
+		}
 		return nil, errors.New("build was cancelled")
 	}
-	if _, ok := state.GetOk(multistep.StateHalted); ok && !complete {
+	if _, ok := state.GetOk(multistep.StateHalted); ok {
 		return nil, errors.New("build was halted")
 	}
-	images := get[map[string]string](state, keyImages)
 	if len(images) == 0 {
 		return nil, errors.New("build made no AMI")
 	}

@@ -2,11 +2,14 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
@@ -141,6 +144,11 @@ func removeImage(ctx context.Context, u uiSayer, c deleteImageAPI, region, id, n
 	}
 	snaps := map[string]bool{}
 	out, err := c.DescribeImages(ctx, in)
+	var apiErr smithy.APIError
+	if errors.As(err, &apiErr) && strings.HasPrefix(apiErr.ErrorCode(), "InvalidAMIID.") {
+		// Already gone (an earlier cleanup removed it).
+		out, err = &ec2.DescribeImagesOutput{}, nil
+	}
 	if err != nil {
 		sayErr(u, fmt.Sprintf("describing AMI %s in %s for cleanup: %v; check for it by hand", id, region, err))
 	} else {

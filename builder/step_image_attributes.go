@@ -78,8 +78,8 @@ func (s *stepImageAttributes) Run(ctx context.Context, state multistep.StateBag)
 			}
 		}
 	}
-	// From here on the AMIs are final: an interrupt during the remaining
-	// cleanups (terminating the instance) must not lose the artifact.
+	// From here on no cleanup removes the AMIs: an interrupt during the
+	// remaining cleanups (the instance, group, key) is handled by Run.
 	put(state, keyComplete, true)
 	return multistep.ActionContinue
 }
