@@ -150,7 +150,7 @@ func TestBuildStructure(t *testing.T) {
 				t.Errorf("Files = %v, want %v", p.Files, wantFiles)
 			}
 			env := string(cfg.WriteFiles[0].Content)
-			if !strings.Contains(env, "WSGI_APP="+templates.ShellQuote(c.app.WSGIApp)+"\n") {
+			if !strings.Contains(env, "WSGI_APP="+templates.EnvQuote(c.app.WSGIApp)+"\n") {
 				t.Errorf("app.env lacks WSGI_APP:\n%s", env)
 			}
 			for k := range c.app.Secrets {

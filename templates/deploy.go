@@ -78,24 +78,32 @@ func (s Stack) DeployLog() string { return "/var/log/wsgi-deploy.log" }
 // also the app user's HOME while hooks run.
 func (s Stack) AppStateDir() string { return "/var/lib/wsgi-app" }
 
-// ShellQuote quotes v for POSIX sh and for systemd's EnvironmentFile parser alike: single
-// quotes, each embedded quote closed, escaped and reopened. Both read that back byte for byte.
+// ShellQuote quotes v for POSIX sh: single quotes, each embedded quote closed, escaped and
+// reopened.
 func ShellQuote(v string) string {
 	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
 }
 
+// envEscaper escapes the four characters that stay special inside double quotes.
+var envEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "$", `\$`, "`", "\\`")
+
+// EnvQuote quotes v so that systemd's EnvironmentFile= parser and `set -a; . FILE` in sh read
+// back the same bytes: double quotes with \, \", \$ and \` escaped. Single quotes will not do:
+// systemd honours a quote only at the start of a value, so sh's '\'' idiom reaches the app
+// with stray quotes.
+func EnvQuote(v string) string { return `"` + envEscaper.Replace(v) + `"` }
+
 // EnvVar is one line of an environment file.
 type EnvVar struct{ Name, Value string }
 
-// RenderEnvFile renders variables as KEY='value' lines, sorted by name, readable by systemd's
-// EnvironmentFile= and by `set -a; . FILE` in sh.
+// RenderEnvFile renders variables as KEY="value" lines (EnvQuote), sorted by name.
 func RenderEnvFile(vars []EnvVar) []byte {
 	sorted := append([]EnvVar(nil), vars...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	var b strings.Builder
 	b.WriteString("# Managed by packer-plugin-wsgi: the app's non-secret environment.\n")
 	for _, v := range sorted {
-		fmt.Fprintf(&b, "%s=%s\n", v.Name, ShellQuote(v.Value))
+		fmt.Fprintf(&b, "%s=%s\n", v.Name, EnvQuote(v.Value))
 	}
 	return []byte(b.String())
 }

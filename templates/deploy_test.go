@@ -139,19 +139,21 @@ func TestRenderDeployRejects(t *testing.T) {
 	}
 }
 
-func TestShellQuoteRoundTrip(t *testing.T) {
+func TestQuoteRoundTrip(t *testing.T) {
 	sh := requireTool(t, "sh")
-	for _, v := range []string{"", "plain", "it's", "''", `a"b$c\d`, "two\nlines", "$(id) `id`"} {
-		out, err := exec.Command(sh, "-c", "printf '%s' "+ShellQuote(v)).Output()
-		if err != nil {
-			t.Fatalf("sh: %v", err)
-		}
-		if string(out) != v {
-			t.Errorf("ShellQuote(%q) reads back as %q", v, out)
+	for _, v := range []string{"", "plain", "it's", "''", `a"b$c\d`, "two\nlines", "$(id) `id`", `trailing\`, `$HOME "x" 'y'`} {
+		for name, q := range map[string]func(string) string{"ShellQuote": ShellQuote, "EnvQuote": EnvQuote} {
+			out, err := exec.Command(sh, "-c", "printf '%s' "+q(v)).Output()
+			if err != nil {
+				t.Fatalf("sh: %v", err)
+			}
+			if string(out) != v {
+				t.Errorf("%s(%q) reads back in sh as %q", name, v, out)
+			}
 		}
 	}
-	env := RenderEnvFile([]EnvVar{{"B", "it's"}, {"A", "x y"}})
-	if want := "A='x y'\nB='it'\\''s'\n"; !strings.HasSuffix(string(env), want) {
+	env := RenderEnvFile([]EnvVar{{"B", `it's "$x"`}, {"A", "x y"}})
+	if want := "A=\"x y\"\nB=\"it's \\\"\\$x\\\"\"\n"; !strings.HasSuffix(string(env), want) {
 		t.Errorf("RenderEnvFile:\n%s\nwant it to end with\n%s", env, want)
 	}
 }
