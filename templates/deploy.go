@@ -89,8 +89,8 @@ var envEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "$", `\$`, "`", "\\`"
 
 // EnvQuote quotes v so that systemd's EnvironmentFile= parser and `set -a; . FILE` in sh read
 // back the same bytes: double quotes with \, \", \$ and \` escaped. Single quotes will not do:
-// systemd honours a quote only at the start of a value, so sh's '\'' idiom reaches the app
-// with stray quotes.
+// systemd honours a quote only at the start of a value, so the close-escape-reopen idiom of sh
+// reaches the app with stray quotes.
 func EnvQuote(v string) string { return `"` + envEscaper.Replace(v) + `"` }
 
 // EnvVar is one line of an environment file.
