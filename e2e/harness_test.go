@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -192,6 +193,22 @@ func TestHarness(t *testing.T) {
 	}
 	for i, m := range machines {
 		checkInstance(ctx, t, m, ids[i])
+	}
+
+	// A boot whose cloud-init fails is an error that says why, and
+	// leaves nothing behind (the Leftovers check at the end covers it).
+	bad, err := harness.Boot(ctx, harness.BootOptions{
+		Image:    golden,
+		Name:     "wsgi-bad",
+		UserData: []byte("#cloud-config\nwrite_files:\n  - path: /proc/no-such-dir/file\n    content: x\n"),
+		WorkDir:  scratch,
+		Log:      log,
+	})
+	if bad != nil {
+		bad.Close()
+	}
+	if !errors.Is(err, harness.ErrCloudInit) || !strings.Contains(err.Error(), "write-files") {
+		t.Errorf("boot with a failing write_files: got %v, want an error wrapping ErrCloudInit naming write-files", err)
 	}
 
 	t.Logf("base image:                 %v (%s)", imageTime.Round(100*time.Millisecond), img)

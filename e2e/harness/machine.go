@@ -149,9 +149,12 @@ func Boot(ctx context.Context, opts BootOptions) (m *Machine, err error) {
 		m.root, m.ownRoot = filepath.Join(dir, "root"), true
 	}
 	register(m)
+	// A failed boot returns a nil machine, so the deferred Close must
+	// hold on to it here.
+	made := m
 	defer func() {
 		if err != nil {
-			m.Close()
+			made.Close()
 		}
 	}()
 
