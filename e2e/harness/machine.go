@@ -395,7 +395,9 @@ type cloudInitResult struct {
 // WaitCloudInit waits until cloud-init has finished this boot. It returns
 // an error wrapping ErrCloudInit when cloud-init reported errors. Note that
 // cloud-init does not count a failing runcmd entry as an error: check what
-// the commands did, not only this.
+// the commands did, not only this. cloud-init writes its result just
+// before cloud-final.service ends, so systemd may say "starting" for a
+// moment more: `systemctl is-system-running --wait` waits that out.
 func (m *Machine) WaitCloudInit(ctx context.Context) error {
 	m.mu.Lock()
 	leader := m.leader
