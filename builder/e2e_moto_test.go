@@ -573,8 +573,16 @@ func (e *env) interruptRun(t *testing.T, action string) row {
 	e.reset()
 	out, err := e.build(t, runOpts{interruptAfter: action, ssh: true})
 	ok := err == nil
-	left := e.leftovers(t, ok)
+	// After the very last call the builder may return before the
+	// interrupt reaches it: Packer then reports the build finished (and
+	// drops its artifact as the run was interrupted); the AMIs are its
+	// product, not leftovers.
+	finished := strings.Contains(out, "Build 'wsgi-ami.e2e' finished after")
+	left := e.leftovers(t, ok || finished)
 	r := row{point: action, fault: "SIGINT after it", outcome: outcome(ok, out), leftovers: fmt.Sprint(len(left))}
+	if finished && !ok {
+		r.outcome = "finished before the interrupt"
+	}
 	if len(left) > 0 {
 		r.leftovers += ": " + strings.Join(left, "; ")
 		r.bad = "left: " + strings.Join(left, "; ")
