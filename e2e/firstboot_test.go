@@ -1,0 +1,439 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
+	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
+	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+)
+
+// Fixture servers baked into the test's golden image, on the instance's loopback: release
+// archives over HTTP and a git daemon. The payload fetches from them at first boot.
+const (
+	fixtureDir     = "/srv/e2e-fixtures"
+	fixtureHTTP    = "http://127.0.0.1:8081"
+	fixtureGit     = "git://127.0.0.1:9418"
+	fixtureUnitDir = "etc/systemd/system"
+)
+
+var fixtureUnits = map[string]string{
+	"e2e-http.service": `[Unit]
+Description=e2e fixture: release archives over HTTP on loopback
+Before=cloud-final.service
+[Service]
+ExecStart=/usr/bin/python3 -m http.server 8081 --bind 127.0.0.1 --directory ` + fixtureDir + `/http
+[Install]
+WantedBy=multi-user.target
+`,
+	"e2e-git.service": `[Unit]
+Description=e2e fixture: git daemon on loopback
+Before=cloud-final.service
+[Service]
+ExecStart=/usr/bin/git daemon --reuseaddr --export-all --base-path=` + fixtureDir + `/git --listen=127.0.0.1 --port=9418
+[Install]
+WantedBy=multi-user.target
+`,
+}
+
+var flaskFiles = map[string]string{
+	"hello/app.py": `import os
+from flask import Flask
+
+app = Flask(__name__)
+
+
+@app.get("/healthz")
+def health():
+    return "ok\n"
+
+
+@app.get("/")
+def index():
+    return "unit=%s greeting=%s quoted=%s\n" % (os.environ.get("WSGI_UNIT"), os.environ.get("GREETING"), os.environ.get("QUOTED"))
+`,
+	"hello/static/hello.txt": "static from nginx\n",
+}
+
+var djangoFiles = map[string]string{
+	"manage.py": `import os
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+    from django.core.management import execute_from_command_line
+    execute_from_command_line(sys.argv)
+`,
+	"mysite/__init__.py": "",
+	"mysite/settings.py": `import os
+
+SECRET_KEY = "e2e-only"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django.contrib.sessions",
+                  "django.contrib.messages", "django.contrib.staticfiles", "django.contrib.admin"]
+MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware",
+              "django.contrib.auth.middleware.AuthenticationMiddleware",
+              "django.contrib.messages.middleware.MessageMiddleware"]
+ROOT_URLCONF = "mysite.urls"
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True,
+              "OPTIONS": {"context_processors": ["django.template.context_processors.request",
+                                                 "django.contrib.auth.context_processors.auth",
+                                                 "django.contrib.messages.context_processors.messages"]}}]
+DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["DATABASE_PATH"]}}
+STATIC_URL = "/static/"
+STATIC_ROOT = os.environ["STATIC_ROOT"]
+USE_TZ = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+`,
+	"mysite/urls.py": `import os
+
+from django.contrib.auth.models import User
+from django.http import HttpResponse
+from django.urls import path
+
+
+def health(request):
+    return HttpResponse("ok\n")
+
+
+def index(request):
+    return HttpResponse("unit=%s users=%d\n" % (os.environ.get("WSGI_UNIT"), User.objects.count()))
+
+
+urlpatterns = [path("healthz", health), path("", index)]
+`,
+	"mysite/wsgi.py": `import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
+application = get_wsgi_application()
+`,
+}
+
+// TestFirstBoot bakes a golden image with the real packer and wsgi-stack (the distribution's
+// Gunicorn, Flask and Django, so no package index is needed), then boots it as new instances
+// with payloads from package cloudinit: a Flask app from a tarball and a Django app from git
+// must answer through NGINX from every unit; a missing archive, a wrong sha256, a requirement
+// pip cannot install and a failing migration must each end in cloud-init status error with the
+// sockets off, NGINX's 503 page and the cause in the journal; a relaunch with the same
+// instance-id must not deploy again.
+func TestFirstBoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("the e2e tests need root (systemd-nspawn, ip, nft)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	log := testLog{t}
+	repoRoot, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if left := harness.Leftovers(); len(left) > 0 {
+			t.Errorf("left behind after Close:\n%s", strings.Join(left, "\n"))
+		}
+	})
+	scratch := t.TempDir()
+
+	// The golden image. Flask and Django come with the base image: installing python3-django
+	// inside the machine fails, because tzdata's postinst cannot replace the /etc/localtime
+	// that nspawn bind-mounts.
+	img, err := harness.BaseImage(ctx, "", log, harness.WithPackages("python3-flask", "python3-django"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	packer, err := harness.Packer(ctx, repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := harness.PackerEnv(filepath.Join(scratch, "packer"))
+	installPlugin(ctx, t, packer, env, repoRoot, scratch)
+	key, pub, err := harness.NewSSHKey(scratch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb := &packerRun{t: t, packer: packer, env: env, dir: scratch, key: key}
+	build := boot(ctx, t, harness.BootOptions{Image: img, Name: "fb-bake", UserData: harness.SSHUserData("packer", pub), WorkDir: scratch, Log: log})
+	if _, took, err := pb.build(ctx, "firstboot-bake", build.IP(), stackTemplate(`    gunicorn_source = "distro"
+    extra_packages  = ["python3-flask", "python3-django"]`)); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("CHECK packer build of the golden image (distro Gunicorn, Flask, Django): %v", took.Round(100*time.Millisecond))
+	}
+	fx := installFixtures(t, build.Root())
+	golden := filepath.Join(scratch, "golden-firstboot.tar.zst")
+	if err := build.Snapshot(ctx, golden); err != nil {
+		t.Fatal(err)
+	}
+	build.Close()
+
+	stack := templates.Stack{GunicornSource: templates.GunicornFromDistro, Sockets: stackSockets}.WithDefaults()
+	payload := func(t *testing.T, app cloudinit.App) []byte {
+		t.Helper()
+		p, err := cloudinit.Build(stack, app)
+		if err != nil {
+			t.Fatalf("cloudinit.Build: %v", err)
+		}
+		t.Logf("payload: %d bytes raw, %d gzip", p.SizeBytes(), len(p.Gzip))
+		return p.UserData
+	}
+	flask := cloudinit.App{
+		Source:    cloudinit.Source{TarballURL: fixtureHTTP + "/flask.tar.gz", SHA256: fx.flaskSHA},
+		WSGIApp:   "app:app",
+		Framework: cloudinit.FrameworkFlask,
+		Env:       map[string]string{"GREETING": "hello there", "QUOTED": `it's "q" $HOME \d`},
+	}
+
+	t.Run("flask from a tarball, then a relaunch", func(t *testing.T) {
+		// Booted from a root of our own, so the same disk can be booted again.
+		root := filepath.Join(scratch, "flask-root")
+		unpackImage(ctx, t, golden, root)
+		m := boot(ctx, t, harness.BootOptions{RootDir: root, Name: "fb-flask", InstanceID: "i-flask0000000001", UserData: payload(t, flask), WorkDir: scratch, Log: log})
+		checkServing(ctx, t, m, "greeting=hello there quoted=it's \"q\" $HOME \\d\n")
+		if code, body, _ := get(ctx, t, "http://"+m.IP()+"/static/hello.txt"); code != http.StatusOK || body != "static from nginx\n" {
+			t.Errorf("GET /static/hello.txt = %d %q, want the release's static file", code, body)
+		}
+		releases := mustExec(ctx, t, m, "ls", "/srv/wsgi/releases")
+		m.Close()
+
+		again := boot(ctx, t, harness.BootOptions{RootDir: root, Name: "fb-again", InstanceID: "i-flask0000000001", UserData: payload(t, flask), WorkDir: scratch, Log: log})
+		starts := mustExec(ctx, t, again, "grep", "-c", "deploy of app starts", "/var/log/wsgi-deploy.log")
+		after := mustExec(ctx, t, again, "ls", "/srv/wsgi/releases")
+		if starts != "1" || after != releases {
+			t.Errorf("relaunch with the same instance-id: %s deploy starts in the log, releases %q (before %q); want 1 and unchanged", starts, after, releases)
+		}
+		t.Logf("CHECK relaunch with the same instance-id: deploy ran %s time(s), releases %s", starts, after)
+		checkServing(ctx, t, again, "greeting=hello there")
+	})
+
+	t.Run("django from git", func(t *testing.T) {
+		app := cloudinit.App{
+			Source:               cloudinit.Source{GitURL: fixtureGit + "/shop.git", GitRef: "v1.0.0"},
+			WSGIApp:              "mysite.wsgi:application",
+			Framework:            cloudinit.FrameworkDjango,
+			DjangoSettingsModule: "mysite.settings",
+			Env:                  map[string]string{"DATABASE_PATH": "/var/lib/wsgi-app/db.sqlite3"},
+			HooksAfterSwitch:     []string{`python manage.py shell -c 'from django.contrib.auth.models import User; User.objects.create(username="first")'`},
+		}
+		m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "fb-django", UserData: payload(t, app), WorkDir: scratch, Log: log})
+		checkServing(ctx, t, m, "users=1")
+		code, body, _ := get(ctx, t, "http://"+m.IP()+"/static/admin/css/base.css")
+		if code != http.StatusOK || !strings.Contains(body, "DJANGO Admin styles") {
+			t.Errorf("GET /static/admin/css/base.css = %d (%d bytes), want Django's collected admin CSS served by NGINX", code, len(body))
+		}
+		tables := mustExec(ctx, t, m, "python3", "-c", `import sqlite3; print(sqlite3.connect("/var/lib/wsgi-app/db.sqlite3").execute("select count(*) from django_migrations").fetchone()[0])`)
+		t.Logf("CHECK django: GET /static/admin/css/base.css %d, %s migrations applied, release %s", code, tables,
+			mustExec(ctx, t, m, "git", "ls-remote", fixtureGit+"/shop.git", "v1.0.0"))
+	})
+
+	failures := []struct {
+		name, phase, reason string
+		app                 cloudinit.App
+	}{
+		{"fb-404", "fetch", "download of " + fixtureHTTP + "/missing.tar.gz failed", cloudinit.App{
+			Source:  cloudinit.Source{TarballURL: fixtureHTTP + "/missing.tar.gz", SHA256: fx.flaskSHA, Retries: 1},
+			WSGIApp: "app:app"}},
+		{"fb-sha", "verify", "expected " + strings.Repeat("0", 64), cloudinit.App{
+			Source:  cloudinit.Source{TarballURL: fixtureHTTP + "/flask.tar.gz", SHA256: strings.Repeat("0", 64)},
+			WSGIApp: "app:app"}},
+		{"fb-pip", "requirements", "pip could not install requirements.txt", cloudinit.App{
+			Source:  cloudinit.Source{TarballURL: fixtureHTTP + "/broken-reqs.tar.gz", SHA256: fx.brokenReqsSHA},
+			WSGIApp: "app:app", PipNoIndex: true, PipFindLinks: []string{fixtureDir + "/wheels"}}},
+		{"fb-migrate", "django migrate", "django migrate failed", cloudinit.App{
+			Source:  cloudinit.Source{GitURL: fixtureGit + "/shop.git", GitRef: "v1.0.0"},
+			WSGIApp: "mysite.wsgi:application", Framework: cloudinit.FrameworkDjango, DjangoSettingsModule: "mysite.settings",
+			Env: map[string]string{"DATABASE_PATH": "/nonexistent/db.sqlite3"}}},
+	}
+	for _, f := range failures {
+		t.Run("failure "+f.name, func(t *testing.T) {
+			m := boot(ctx, t, harness.BootOptions{Image: golden, Name: f.name, UserData: payload(t, f.app), WorkDir: scratch, Log: log, AllowCloudInitErrors: true})
+			checkFailed(ctx, t, m, f.phase, f.reason)
+		})
+	}
+}
+
+// checkServing asserts cloud-init done, the deploy marker, the units, and HTTP through NGINX
+// from the host reaching every unit with a body containing want.
+func checkServing(ctx context.Context, t *testing.T, m *harness.Machine, want string) {
+	t.Helper()
+	status, _, err := m.Exec(ctx, "cloud-init", "status")
+	if err != nil || !strings.Contains(status, "status: done") {
+		t.Errorf("cloud-init status: %q, %v; want done", strings.TrimSpace(status), err)
+		j, _, _ := m.Exec(ctx, "cat", "/var/log/wsgi-deploy.log")
+		t.Logf("/var/log/wsgi-deploy.log:\n%s", j)
+	}
+	if st := unitState(ctx, m, "is-enabled", "wsgi.target"); st != "enabled" {
+		t.Errorf("wsgi.target is %s after first boot, want enabled", st)
+	}
+	marker, _, err := m.Exec(ctx, "cat", "/var/lib/wsgi/deployed")
+	if err != nil {
+		t.Errorf("no deploy marker: %v", err)
+	}
+	served := map[string]int{}
+	for i := 0; i < 10*stackSockets; i++ {
+		code, body, _ := get(ctx, t, "http://"+m.IP()+"/")
+		unit, _, _ := strings.Cut(strings.TrimSpace(body), " ")
+		if code != http.StatusOK || !strings.Contains(body, want) {
+			t.Errorf("GET / = %d %q, want 200 with %q", code, body, want)
+			break
+		}
+		served[unit]++
+	}
+	for i := 1; i <= stackSockets; i++ {
+		if served[fmt.Sprintf("unit=%d", i)] == 0 {
+			t.Errorf("no request through NGINX reached unit %d: %v", i, served)
+		}
+	}
+	t.Logf("CHECK %s: cloud-init %s, marker %q, %d requests through NGINX served by %v", m.Name(),
+		strings.TrimSpace(status), strings.TrimSpace(marker), 10*stackSockets, served)
+}
+
+// checkFailed asserts what a failed deploy must leave: cloud-init status error (exit 1), no
+// sockets enabled or listening, NGINX answering 503 with the maintenance page, and the phase
+// and reason in the journal and the log file.
+func checkFailed(ctx context.Context, t *testing.T, m *harness.Machine, phase, reason string) {
+	t.Helper()
+	status, _, err := m.Exec(ctx, "cloud-init", "status")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(status, "status: error") {
+		t.Errorf("cloud-init status: %q, %v; want status: error with exit code 1", strings.TrimSpace(status), err)
+	}
+	if st := unitState(ctx, m, "is-enabled", "wsgi.target"); st != "disabled" {
+		t.Errorf("wsgi.target is %s after a failed deploy, want disabled", st)
+	}
+	if socks := listening(ctx, t, m); len(socks) != 0 {
+		t.Errorf("sockets listen after a failed deploy: %v", socks)
+	}
+	code, body, hdr := get(ctx, t, "http://"+m.IP()+"/")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "not serving yet") || hdr.Get("Retry-After") == "" {
+		t.Errorf("GET / after a failed deploy = %d %q, want 503 with the maintenance page", code, body)
+	}
+	journal := mustExec(ctx, t, m, "journalctl", "-t", "wsgi-deploy", "-o", "cat", "--no-pager")
+	want := "deploy failed in phase " + phase + ": "
+	line := ""
+	for _, l := range strings.Split(journal, "\n") {
+		if strings.Contains(l, want) {
+			line = l
+		}
+	}
+	if line == "" || !strings.Contains(line, reason) {
+		t.Errorf("journal -t wsgi-deploy has no line %q...%q:\n%s", want, reason, journal)
+	}
+	if _, _, err := m.Exec(ctx, "grep", "-qF", line, "/var/log/wsgi-deploy.log"); line != "" && err != nil {
+		t.Errorf("/var/log/wsgi-deploy.log lacks %q", line)
+	}
+	t.Logf("CHECK %s: cloud-init %q, wsgi.target %s, GET / -> %d, journal: %s", m.Name(),
+		strings.TrimSpace(strings.Split(status, "\n")[0]), unitState(ctx, m, "is-enabled", "wsgi.target"), code, line)
+}
+
+type fixtures struct{ flaskSHA, brokenReqsSHA string }
+
+// installFixtures writes the release archives, a git repository of the Django app and the two
+// fixture units into the build machine's root, before it becomes the golden image.
+func installFixtures(t *testing.T, root string) fixtures {
+	t.Helper()
+	dir := filepath.Join(root, fixtureDir)
+	var fx fixtures
+	fx.flaskSHA = writeTarball(t, filepath.Join(dir, "http/flask.tar.gz"), flaskFiles)
+	broken := map[string]string{"hello/requirements.txt": "no-such-package-e2e==1.0\n"}
+	for k, v := range flaskFiles {
+		broken[k] = v
+	}
+	fx.brokenReqsSHA = writeTarball(t, filepath.Join(dir, "http/broken-reqs.tar.gz"), broken)
+	if err := os.MkdirAll(filepath.Join(dir, "wheels"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	work := t.TempDir()
+	for name, content := range djangoFiles {
+		writeFixture(t, filepath.Join(work, name), content)
+	}
+	git := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-c", "user.name=e2e", "-c", "user.email=e2e@example.com", "-c", "init.defaultBranch=main"}, args...)...)
+		cmd.Dir = work
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	git("init", "-q")
+	git("add", ".")
+	git("commit", "-q", "-m", "shop 1.0.0")
+	git("tag", "v1.0.0")
+	git("clone", "-q", "--bare", work, filepath.Join(dir, "git/shop.git"))
+
+	wants := filepath.Join(root, fixtureUnitDir, "multi-user.target.wants")
+	for name, unit := range fixtureUnits {
+		writeFixture(t, filepath.Join(root, fixtureUnitDir, name), unit)
+		if err := os.Symlink("/"+fixtureUnitDir+"/"+name, filepath.Join(wants, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fx
+}
+
+// writeTarball writes files as a gzip tar archive and returns its sha256.
+func writeTarball(t *testing.T, path string, files map[string]string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(zw)
+	for name, content := range files {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), ModTime: time.Unix(0, 0)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write([]byte(content)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	writeFixture(t, path, buf.String())
+	sum := sha256.Sum256(buf.Bytes())
+	return hex.EncodeToString(sum[:])
+}
+
+func writeFixture(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// unpackImage unpacks a golden tarball into root, as the harness does for a machine.
+func unpackImage(ctx context.Context, t *testing.T, image, root string) {
+	t.Helper()
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, "tar", "-C", root, "--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls",
+		"-I", "zstd", "-xpf", image).CombinedOutput()
+	if err != nil {
+		t.Fatalf("unpack %s: %v\n%s", image, err, out)
+	}
+}
