@@ -437,3 +437,117 @@ func unpackImage(ctx context.Context, t *testing.T, image, root string) {
 		t.Fatalf("unpack %s: %v\n%s", image, err, out)
 	}
 }
+
+// datasourceTemplate renders a payload with `data "wsgi-cloudinit"` and writes the gzip+base64
+// output, decoded, to the file var.out: the bytes Packer hands to a builder or post-processor.
+const datasourceTemplate = `
+variable "out" { type = string }
+
+data "wsgi-cloudinit" "shop" {
+  sockets   = 3
+  wsgi_app  = "mysite.wsgi:application"
+  framework = "django"
+  django_settings_module = "mysite.settings"
+  source {
+    git_url = "git://127.0.0.1:9418/shop.git"
+    git_ref = "v1.0.0"
+  }
+  env     = { DATABASE_PATH = "/var/lib/wsgi-app/db.sqlite3", QUOTED = "it's \"q\"" }
+  secrets = { DJANGO_SECRET_KEY = "ssm:/shop/secret-key" }
+  extra_part {
+    content_type = "text/x-shellscript"
+    content      = "#!/bin/sh\necho extra\n"
+  }
+}
+
+source "null" "local" { communicator = "none" }
+
+build {
+  sources = ["source.null.local"]
+  provisioner "shell-local" {
+    inline = ["echo ${data.wsgi-cloudinit.shop.user_data_gzip_base64} | base64 -d | gunzip > ${var.out}",
+              "echo size_bytes=${data.wsgi-cloudinit.shop.size_bytes} files=${join(",", data.wsgi-cloudinit.shop.files)}"]
+  }
+}
+`
+
+// TestCloudInitDatasource renders a payload through the real packer and the installed plugin
+// and checks it is byte for byte what package cloudinit renders for the same settings.
+func TestCloudInitDatasource(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	repoRoot, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scratch := t.TempDir()
+	bin := filepath.Join(scratch, "packer-plugin-wsgi")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build the plugin: %v\n%s", err, out)
+	}
+	desc, err := exec.CommandContext(ctx, bin, "describe").Output()
+	if err != nil {
+		t.Fatalf("%s describe: %v", bin, err)
+	}
+	if !strings.Contains(string(desc), `"cloudinit"`) {
+		t.Fatalf("the plugin does not register the data source (describe: %s); main.go needs "+
+			`pps.RegisterDatasource("cloudinit", new(datasource.Datasource))`, desc)
+	}
+	packer, err := harness.Packer(ctx, repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := harness.PackerEnv(filepath.Join(scratch, "packer"))
+	if out, err := runIn(ctx, scratch, env, packer, "plugins", "install", "--path", bin, pluginSource); err != nil {
+		t.Fatalf("packer plugins install: %v\n%s", err, out)
+	}
+	tpl := filepath.Join(scratch, "datasource.pkr.hcl")
+	writeFixture(t, tpl, datasourceTemplate)
+	got := filepath.Join(scratch, "user-data")
+	out, err := runIn(ctx, scratch, env, packer, "build", "-color=false", "-var", "out="+got, tpl)
+	if err != nil {
+		t.Fatalf("packer build: %v\n%s", err, out)
+	}
+	rendered, err := os.ReadFile(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := cloudinit.Build(templates.Stack{Sockets: 3}, cloudinit.App{
+		Source:               cloudinit.Source{GitURL: "git://127.0.0.1:9418/shop.git", GitRef: "v1.0.0"},
+		WSGIApp:              "mysite.wsgi:application",
+		Framework:            cloudinit.FrameworkDjango,
+		DjangoSettingsModule: "mysite.settings",
+		Env:                  map[string]string{"DATABASE_PATH": "/var/lib/wsgi-app/db.sqlite3", "QUOTED": `it's "q"`},
+		Secrets:              map[string]string{"DJANGO_SECRET_KEY": "ssm:/shop/secret-key"},
+		ExtraParts:           []cloudinit.Part{{ContentType: "text/x-shellscript", Content: "#!/bin/sh\necho extra\n"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(rendered, want.UserData) {
+		t.Errorf("packer's user_data_gzip_base64 decodes to %d bytes that differ from cloudinit.Build's %d", len(rendered), len(want.UserData))
+	}
+	if line := fmt.Sprintf("size_bytes=%d files=/etc/wsgi/app.env,/usr/local/sbin/wsgi-deploy", want.SizeBytes()); !strings.Contains(out, line) {
+		t.Errorf("packer output lacks %q:\n%s", line, out)
+	}
+	t.Logf("CHECK packer build with data \"wsgi-cloudinit\": %d bytes of user data, identical to cloudinit.Build", len(rendered))
+
+	// A bad block fails at validate, naming every key.
+	bad := strings.NewReplacer(`sockets   = 3`, `sockets   = 0`, `git_ref = "v1.0.0"`, `sha256 = "abc"`).Replace(datasourceTemplate)
+	writeFixture(t, tpl, bad)
+	out, err = runIn(ctx, scratch, env, packer, "validate", "-var", "out="+got, tpl)
+	for _, w := range []string{"sockets: must not be 0", "source.git_ref: required with git_url", "source.sha256: not used with git_url"} {
+		if err == nil || !strings.Contains(out, w) {
+			t.Errorf("packer validate of a bad block: %v, output lacks %q:\n%s", err, w, out)
+		}
+	}
+}
+
+func runIn(ctx context.Context, dir string, env []string, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir, cmd.Env = dir, env
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
