@@ -279,7 +279,7 @@ func schemaCheck(t *testing.T, ci string, doc []byte) ([]byte, error) {
 	return exec.Command(ci, "schema", "--config-file", f).CombinedOutput()
 }
 
-func TestValidatorCloudInitSchema(t *testing.T) {
+func TestValidatorsCloudInitSchema(t *testing.T) {
 	ci := requireTool(t, "cloud-init")
 	for name, c := range goldenCases() {
 		t.Run(name, func(t *testing.T) {
@@ -299,7 +299,7 @@ func TestValidatorCloudInitSchema(t *testing.T) {
 	}
 }
 
-func TestValidatorDeployScriptSyntax(t *testing.T) {
+func TestValidatorsDeployScriptSyntax(t *testing.T) {
 	bash := requireTool(t, "bash")
 	for name, c := range goldenCases() {
 		t.Run(name, func(t *testing.T) {
@@ -370,7 +370,7 @@ func cloudInitPython(t *testing.T) string {
 	return strings.Fields(py)[0]
 }
 
-func TestValidatorCloudInitReadsUserData(t *testing.T) {
+func TestValidatorsCloudInitReadsUserData(t *testing.T) {
 	py := cloudInitPython(t)
 	for name, c := range goldenCases() {
 		t.Run(name, func(t *testing.T) {

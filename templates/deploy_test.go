@@ -158,8 +158,8 @@ func TestQuoteRoundTrip(t *testing.T) {
 	}
 }
 
-// TestDeployScriptSyntax runs bash -n and, when present, shellcheck on every golden case.
-func TestDeployScriptSyntax(t *testing.T) {
+// TestValidatorsDeployScript runs bash -n and, when present, shellcheck on every golden case.
+func TestValidatorsDeployScript(t *testing.T) {
 	bash := requireTool(t, "bash")
 	for name, c := range deployCases() {
 		t.Run(name, func(t *testing.T) {
@@ -183,8 +183,8 @@ func TestDeployScriptSyntax(t *testing.T) {
 	}
 }
 
-// TestDeployScriptSyntaxCatchesErrors proves bash -n can fail here.
-func TestDeployScriptSyntaxCatchesErrors(t *testing.T) {
+// TestValidatorsDeployScriptCatchesErrors proves bash -n can fail here.
+func TestValidatorsDeployScriptCatchesErrors(t *testing.T) {
 	bash := requireTool(t, "bash")
 	f := filepath.Join(t.TempDir(), "broken")
 	writeFile(t, f, []byte("#!/bin/bash\nif true; then\n"), 0o755)
