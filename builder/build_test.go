@@ -240,10 +240,8 @@ func TestBuildCancelAtEveryCall(t *testing.T) {
 			cloud := newFakeCloud()
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			counts := map[string]int{}
-			cloud.after = func(region, action string) {
-				counts[region+" "+action]++
-				if region == fp.region && action == fp.action && counts[region+" "+action] == fp.n {
+			cloud.after = func(region, action string, n int) {
+				if region == fp.region && action == fp.action && n == fp.n {
 					cancel()
 				}
 			}

@@ -25,8 +25,9 @@ type fakeCloud struct {
 	// fail, when set, may return an error for the n-th (1-based) call of
 	// action in region; the call then changes nothing.
 	fail func(region, action string, n int) error
-	// after, when set, runs after a call succeeded (e.g. to cancel a build).
-	after  func(region, action string)
+	// after, when set, runs after the n-th call of action in region
+	// succeeded (e.g. to cancel a build).
+	after  func(region, action string, n int)
 	counts map[string]int
 
 	regions map[string]*fakeRegion
@@ -86,8 +87,9 @@ func (c *fakeCloud) call(region, action string) (unlock func(), err error) {
 	c.mu.Lock()
 	c.calls = append(c.calls, region+" "+action)
 	c.counts[region+" "+action]++
+	n := c.counts[region+" "+action]
 	if c.fail != nil {
-		if err := c.fail(region, action, c.counts[region+" "+action]); err != nil {
+		if err := c.fail(region, action, n); err != nil {
 			c.mu.Unlock()
 			return nil, err
 		}
@@ -95,7 +97,7 @@ func (c *fakeCloud) call(region, action string) (unlock func(), err error) {
 	return func() {
 		c.mu.Unlock()
 		if c.after != nil {
-			c.after(region, action)
+			c.after(region, action, n)
 		}
 	}, nil
 }

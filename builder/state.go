@@ -87,9 +87,11 @@ var progressEvery = 15 * time.Second
 func waitFor(ctx context.Context, u uiSayer, what string, fn func(context.Context) error) error {
 	start := time.Now()
 	say(u, fmt.Sprintf("Waiting for %s...", what))
-	done := make(chan struct{})
+	every := progressEvery
+	done, exited := make(chan struct{}), make(chan struct{})
 	go func() {
-		t := time.NewTicker(progressEvery)
+		defer close(exited)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
@@ -102,6 +104,7 @@ func waitFor(ctx context.Context, u uiSayer, what string, fn func(context.Contex
 	}()
 	err := fn(ctx)
 	close(done)
+	<-exited
 	if err != nil {
 		return fmt.Errorf("waiting for %s after %s: %w", what, time.Since(start).Round(time.Second), err)
 	}
