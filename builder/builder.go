@@ -149,7 +149,7 @@ func (b *Builder) artifact(ctx context.Context, state multistep.StateBag, region
 		Snapshots:   get[map[string][]string](state, keySnapshots),
 		SourceAMI:   aws.ToString(src.ImageId),
 		BuildRegion: region,
-		StateData:   map[string]interface{}{"generated_data": state.Get("generated_data")},
+		StateData:   map[string]interface{}{string(keyGenerated): state.Get(string(keyGenerated))},
 		remover:     clientAs[deleteImageAPI](regional),
 	}, nil
 }
