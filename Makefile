@@ -9,10 +9,11 @@ PACKER          := $(BIN)/packer
 PACKER_SDC      := $(BIN)/packer-sdc
 HOST_PACKAGES   := systemd systemd-container nginx-light cloud-init mmdebstrap zstd dnsmasq-base nftables iproute2 wrk git curl ca-certificates
 E2E_TIMEOUT     ?= 75m
+E2E_RUN         ?= .
 
 export PACKER_CHECKPOINT_DISABLE := 1
 
-.PHONY: help build dev generate test unit validate vet plugin-check packer deps validate-example e2e bench-stack clean
+.PHONY: help build dev generate test unit validate vet plugin-check packer deps validate-example e2e e2e-builder demo bench-stack clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -74,11 +75,21 @@ validate-example: build packer ## packer validate example.pkr.hcl with the plugi
 	$(PACKER) validate example.pkr.hcl; \
 	$(PACKER) validate -evaluate-datasources example.pkr.hcl
 
-e2e: build packer ## end to end: real packer, nspawn machine, moto (root; see e2e/README.md)
-	go test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./e2e/...
+# The packages with e2e tests: the harness, wsgi-stack, first boot and the demo (e2e), the
+# launch-template chain (e2e/launchtemplate) and the builder's fault table against moto (builder).
+E2E_PACKAGES := ./e2e/... ./builder/
+
+e2e: build packer ## end to end: real packer, nspawn machines, moto (root)
+	go test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' $(E2E_PACKAGES)
+
+e2e-builder: build packer ## the builder against moto: full builds, the fault table, SIGINT in every step
+	go test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) -run TestMoto ./builder/
 
 clean:
 	rm -rf $(BINARY) $(BIN) dist
+
+demo: build packer ## the whole path on this machine: moto, a local machine as the instance, the real packer (root; KEEP=1 keeps the instance)
+	go run ./e2e/demo/cmd/demo $(if $(KEEP),-keep)
 
 bench-stack: build packer ## serving benchmark on the golden image vs an EB-style setup (root; prints Markdown)
 	go run ./bench/stackbench

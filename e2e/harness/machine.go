@@ -353,6 +353,13 @@ func (m *Machine) Gateway() string {
 	return m.net.gateway.String()
 }
 
+// Leader is the PID, as the host sees it, of systemd inside the machine: what `nsenter -t` takes.
+func (m *Machine) Leader() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.leader
+}
+
 // Root is the host path of the machine's root file system. Files written
 // there are seen inside (except under tmpfs mounts such as /run and /tmp).
 func (m *Machine) Root() string { return m.root }
