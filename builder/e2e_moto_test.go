@@ -191,15 +191,13 @@ func run(t *testing.T, dir string, name string, args ...string) string {
 	return string(out)
 }
 
-// installPlugin builds the repository's plugin binary, or, while main.go
-// does not register the builder yet, testdata/e2eplugin, and installs it
-// with `packer plugins install --path`.
+// installPlugin builds the repository's plugin binary and installs it with
+// `packer plugins install --path`.
 func (e *env) installPlugin(t *testing.T) {
 	bin := filepath.Join(e.workDir, "packer-plugin-wsgi")
 	run(t, e.repo, "go", "build", "-o", bin, ".")
 	if desc := run(t, "", bin, "describe"); !strings.Contains(desc, `"ami"`) {
-		t.Log("main.go does not register the ami builder yet; using builder/testdata/e2eplugin")
-		run(t, e.repo, "go", "build", "-o", bin, "./builder/testdata/e2eplugin")
+		t.Fatalf("the plugin does not register the ami builder: %s", desc)
 	}
 	out, err := e.packerCmd(context.Background(), "plugins", "install", "--path", bin, "github.com/wsgi-ami/wsgi").CombinedOutput()
 	if err != nil {

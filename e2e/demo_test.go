@@ -3,14 +3,11 @@
 package e2e
 
 import (
-	"context"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/demo"
-	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
 )
 
 // TestDemo runs `make demo`'s path: wsgi-ami against moto with its SSH session on the local
@@ -20,17 +17,8 @@ import (
 // with the user data read back from the launch template's new default version, must answer
 // from every unit.
 func TestDemo(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the e2e tests need root (systemd-nspawn, ip, nft)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	t.Cleanup(func() {
-		if left := harness.Leftovers(); len(left) > 0 {
-			t.Errorf("left behind:\n%s", strings.Join(left, "\n"))
-		}
-	})
-	res, err := demo.Run(ctx, demo.Options{Log: testLog{t}, WorkDir: t.TempDir()})
+	ctx, log, _ := begin(t, 20*time.Minute)
+	res, err := demo.Run(ctx, demo.Options{Log: log, WorkDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -136,21 +136,7 @@ application = get_wsgi_application()
 // sockets off, NGINX's 503 page and the cause in the journal; a relaunch with the same
 // instance-id must not deploy again.
 func TestFirstBoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the e2e tests need root (systemd-nspawn, ip, nft)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	log := testLog{t}
-	repoRoot, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if left := harness.Leftovers(); len(left) > 0 {
-			t.Errorf("left behind after Close:\n%s", strings.Join(left, "\n"))
-		}
-	})
+	ctx, log, repoRoot := begin(t, 30*time.Minute)
 	scratch := t.TempDir()
 
 	// The golden image. Flask and Django come with the base image: installing python3-django

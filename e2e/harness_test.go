@@ -55,22 +55,7 @@ build {
 // mirror through the host's NAT, a snapshot, and two new instances of the
 // snapshot booted side by side.
 func TestHarness(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the e2e harness needs root (systemd-nspawn, ip, nft)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
-	defer cancel()
-	log := testLog{t}
-	repoRoot, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Registered first so it runs last, after every machine's Close.
-	t.Cleanup(func() {
-		if left := harness.Leftovers(); len(left) > 0 {
-			t.Errorf("left behind after Close:\n%s", strings.Join(left, "\n"))
-		}
-	})
+	ctx, log, repoRoot := begin(t, 25*time.Minute)
 
 	start := time.Now()
 	img, err := harness.BaseImage(ctx, "", log)
@@ -256,4 +241,27 @@ func checkInstance(ctx context.Context, t *testing.T, m *harness.Machine, id str
 		"http://deb.debian.org/debian/dists/bookworm/Release"); got != "200" {
 		t.Errorf("%s: mirror answered %q, want 200", m.Name(), got)
 	}
+}
+
+// begin is the start of every end-to-end test: root is required, the test gets a context with
+// its time limit, a log into the test's output and the repository root, and at its very end
+// (registered first, so it runs after every machine's Close) it fails if anything the harness
+// started is left behind.
+func begin(t *testing.T, timeout time.Duration) (context.Context, testLog, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the e2e tests need root (systemd-nspawn, ip, nft)")
+	}
+	t.Cleanup(func() {
+		if left := harness.Leftovers(); len(left) > 0 {
+			t.Errorf("left behind after Close:\n%s", strings.Join(left, "\n"))
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	repoRoot, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, testLog{t}, repoRoot
 }

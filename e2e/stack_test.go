@@ -71,21 +71,7 @@ var pipBody = fmt.Sprintf(`    sockets          = %d
 // boot of the golden image before and after a release is placed. It also bakes once with the
 // distribution's Gunicorn.
 func TestStack(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("the e2e tests need root (systemd-nspawn, ip, nft)")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 35*time.Minute)
-	defer cancel()
-	log := testLog{t}
-	repoRoot, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if left := harness.Leftovers(); len(left) > 0 {
-			t.Errorf("left behind after Close:\n%s", strings.Join(left, "\n"))
-		}
-	})
+	ctx, log, repoRoot := begin(t, 35*time.Minute)
 	scratch := t.TempDir()
 
 	img, err := harness.BaseImage(ctx, "", log)

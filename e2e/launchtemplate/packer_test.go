@@ -227,9 +227,9 @@ func packerBuild(ctx context.Context, packer string, env []string, dir, tpl stri
 	return out.String(), err
 }
 
-// installChainPlugin builds the repository's plugin, or, while main.go does
-// not yet register the builder, the data source and the post-processor,
-// testdata/plugin, and installs it with `packer plugins install --path`.
+// installChainPlugin builds the repository's plugin, checks that it registers
+// the builder, the data source and the post-processor, and installs it with
+// `packer plugins install --path`.
 func installChainPlugin(ctx context.Context, t *testing.T, packer string, env []string, repo, dir string) {
 	t.Helper()
 	bin := filepath.Join(dir, "packer-plugin-wsgi")
@@ -254,8 +254,7 @@ func installChainPlugin(ctx context.Context, t *testing.T, packer string, env []
 		t.Fatalf("describe: %v: %s", err, out)
 	}
 	if !slices.Contains(desc.Builders, "ami") || !slices.Contains(desc.PostProcessors, "launch-template") || !slices.Contains(desc.Datasources, "cloudinit") {
-		t.Logf("main.go does not register ami, cloudinit and launch-template yet (describe: %s); using e2e/launchtemplate/testdata/plugin", out)
-		build("./e2e/launchtemplate/testdata/plugin")
+		t.Fatalf("the plugin does not register ami, cloudinit and launch-template: %s", out)
 	}
 	cmd := exec.CommandContext(ctx, packer, "plugins", "install", "--path", bin, pluginSource)
 	cmd.Env = env
