@@ -1,0 +1,319 @@
+// Command firstboot measures first boot: the time from machine start to the first HTTP 200 of
+// the app through NGINX, as seen from the host, for the golden image with the payload of
+// package cloudinit, next to the same image with no payload (the floor: start to cloud-init
+// done and to multi-user) and a stock image whose cloud-init installs NGINX and Gunicorn from
+// Debian's mirror and starts the same app (what people do without a golden image). Variants
+// alternate run by run; medians and ratios are printed as Markdown for docs/BENCHMARKS.md, with
+// the payload sizes of the default Flask and Django configurations.
+//
+// It needs root and the e2e host tools (make deps). Run it with `go run ./bench/firstboot`.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
+	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
+	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+)
+
+type options struct {
+	runs   int
+	images string
+}
+
+// variant is one way to reach a serving (or, for the floor, a booted) machine.
+type variant struct {
+	key, title string
+	image      func(imgs) string
+	userData   []byte
+	http       bool // wait for the app's first 200 through NGINX
+}
+
+type imgs struct{ golden, stock string }
+
+// sample is one run's figures, each from just before harness.Boot.
+type sample struct {
+	first200  time.Duration // first 200 of the app through NGINX (zero without HTTP)
+	cloudInit time.Duration // Boot returned: result.json seen
+	running   time.Duration // systemctl is-system-running --wait returned
+	state     string        // what it returned
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.runs, "n", 3, "runs per variant, alternating (the median counts)")
+	flag.StringVar(&o.images, "images", "", "folder for the golden and stock images; reused when they are there (default: a temporary folder, removed)")
+	flag.Parse()
+	if err := run(context.Background(), o); err != nil {
+		fmt.Fprintln(os.Stderr, "firstboot:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o options) (err error) {
+	if o.runs < 1 {
+		return fmt.Errorf("-n: must be at least 1, got %d", o.runs)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (systemd-nspawn, ip, nft)")
+	}
+	defer func() {
+		harness.CloseAll()
+		if left := harness.Leftovers(); len(left) > 0 {
+			err = errors.Join(err, fmt.Errorf("left behind after Close:\n%s", strings.Join(left, "\n")))
+		}
+	}()
+	log := os.Stderr
+	repo, err := harness.RepoRoot()
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "firstboot-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	dir := o.images
+	if dir == "" {
+		dir = filepath.Join(work, "images")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+
+	tgz, sha, err := flaskTarball()
+	if err != nil {
+		return err
+	}
+	if err := sizes(sha); err != nil {
+		return err
+	}
+
+	// Flask and Django in the base image, as in the e2e tests, so the image cache is shared.
+	base, err := harness.BaseImage(ctx, "", log, harness.WithPackages("python3-flask", "python3-django"))
+	if err != nil {
+		return err
+	}
+	im := imgs{golden: filepath.Join(dir, "golden.tar.zst"), stock: filepath.Join(dir, "stock.tar.zst")}
+	if !exists(im.golden) {
+		start := time.Now()
+		if err := buildGolden(ctx, repo, base, work, im.golden, log); err != nil {
+			return fmt.Errorf("golden image: %w", err)
+		}
+		fmt.Printf("Golden image: packer build with wsgi-stack (gunicorn_source = \"distro\") and snapshot: %s\n\n", secs(time.Since(start)))
+	}
+	if !exists(im.stock) {
+		if err := buildStock(ctx, base, work, im.stock, log); err != nil {
+			return fmt.Errorf("stock image: %w", err)
+		}
+	}
+
+	payload, err := cloudinit.Build(bootStack(), flaskApp(sha))
+	if err != nil {
+		return err
+	}
+	stock, err := stockUserData(sha)
+	if err != nil {
+		return err
+	}
+	variants := []variant{
+		{"pay", "golden image + generated payload", func(i imgs) string { return i.golden }, payload.UserData, true},
+		{"flr", "golden image, empty #cloud-config (floor)", func(i imgs) string { return i.golden }, []byte("#cloud-config\n{}\n"), false},
+		{"stk", "stock image, cloud-init installs nginx-light + python3-gunicorn from the mirror", func(i imgs) string { return i.stock }, stock, true},
+	}
+
+	// One unmeasured boot per image: the first boot of an image unpacks it into the shared
+	// lower layer of the machines' overlays, which later boots skip.
+	for _, img := range []string{im.golden, im.stock} {
+		m, err := harness.Boot(ctx, harness.BootOptions{Image: img, Name: "fbb-warm", WorkDir: work, Log: log})
+		if err != nil {
+			return fmt.Errorf("warm-up boot: %w", err)
+		}
+		m.Close()
+	}
+
+	samples := map[string][]sample{}
+	for r := 1; r <= o.runs; r++ {
+		for _, v := range variants {
+			s, err := measure(ctx, v, v.image(im), fmt.Sprintf("fbb-%s%d", v.key, r), work, log)
+			if err != nil {
+				return fmt.Errorf("%s, run %d: %w", v.title, r, err)
+			}
+			fmt.Fprintf(log, "firstboot: %s, run %d: first 200 %v, cloud-init done %v, %s %v\n", v.key, r, s.first200, s.cloudInit, s.state, s.running)
+			samples[v.key] = append(samples[v.key], s)
+		}
+	}
+	report(o, variants, samples, len(tgz), len(payload.UserData), len(stock))
+	return nil
+}
+
+// measure boots one fresh instance and times it from just before harness.Boot: the app's
+// first 200 through NGINX from the host (GET / every 100 ms from the moment the machine has an
+// address), cloud-init done (Boot returns when result.json is there) and multi-user
+// (`systemctl is-system-running --wait`).
+func measure(ctx context.Context, v variant, image, name, work string, log io.Writer) (sample, error) {
+	w := newIPWatcher(name, log)
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var s sample
+	start := time.Now()
+	first := make(chan time.Duration, 1)
+	if v.http {
+		go poll(pctx, w.ip, start, first)
+	}
+	m, err := harness.Boot(ctx, harness.BootOptions{Image: image, Name: name, InstanceID: instanceID(), UserData: v.userData, WorkDir: work, Log: w, Timeout: 10 * time.Minute})
+	if err != nil {
+		return s, err
+	}
+	defer m.Close()
+	s.cloudInit = time.Since(start)
+	out, _, err := m.Exec(ctx, "systemctl", "is-system-running", "--wait")
+	s.running, s.state = time.Since(start), strings.TrimSpace(out)
+	// "degraded" exits 1 and is still the end of startup; report it as it is.
+	if s.state == "" {
+		return s, fmt.Errorf("systemctl is-system-running --wait: %w", err)
+	}
+	if !v.http {
+		return s, nil
+	}
+	select {
+	case s.first200 = <-first:
+	case <-time.After(3 * time.Minute):
+		body, _, _ := m.Exec(ctx, "sh", "-c", "curl -sS -m 5 http://127.0.0.1/; tail -n 30 /var/log/cloud-init-output.log")
+		return s, fmt.Errorf("no 200 with the app's answer through NGINX at %s 3 min after cloud-init done:\n%s", m.IP(), body)
+	}
+	return s, nil
+}
+
+// poll sends the time of the first 200 whose body is the app's. Every probe is a new
+// connection, as a load balancer's health check is.
+func poll(ctx context.Context, ipc <-chan string, start time.Time, first chan<- time.Duration) {
+	var ip string
+	select {
+	case ip = <-ipc:
+	case <-ctx.Done():
+		return
+	}
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if ok := get200(ctx, client, "http://"+ip+"/"); ok {
+			first <- time.Since(start)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func get200(ctx context.Context, client *http.Client, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode == http.StatusOK && strings.Contains(string(b), appMarker)
+}
+
+func report(o options, variants []variant, samples map[string][]sample, tarball, payload, stock int) {
+	pick := func(key string, f func(sample) time.Duration) []time.Duration {
+		var ds []time.Duration
+		for _, s := range samples[key] {
+			ds = append(ds, f(s))
+		}
+		return ds
+	}
+	first := func(s sample) time.Duration { return s.first200 }
+	ci := func(s sample) time.Duration { return s.cloudInit }
+	mu := func(s sample) time.Duration { return s.running }
+	gold := median(pick("pay", first))
+	floor := median(pick("flr", ci))
+
+	fmt.Printf("From just before harness.Boot, %d runs per variant alternating, median (every run in brackets, seconds). "+
+		"First 200: GET / from the host every 100 ms, a 200 carrying the app's answer.\n\n", o.runs)
+	fmt.Println("| variant | first 200 through NGINX | cloud-init done | multi-user (is-system-running) | first 200 vs golden + payload |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: |")
+	for _, v := range variants {
+		f, c, m := pick(v.key, first), pick(v.key, ci), pick(v.key, mu)
+		fs, rs := "-", "-"
+		if v.http {
+			fs = fmt.Sprintf("%s (%s)", secs(median(f)), runsList(f))
+			rs = ratio(median(f), gold)
+		}
+		fmt.Printf("| %s | %s | %s (%s) | %s (%s) | %s |\n", v.title, fs, secs(median(c)), runsList(c), secs(median(m)), runsList(m), rs)
+	}
+	states := map[string]int{}
+	for _, v := range variants {
+		for _, s := range samples[v.key] {
+			states[s.state]++
+		}
+	}
+	fmt.Printf("\nGolden image + payload vs the floor (its cloud-init done): %s, %s more for the deploy. "+
+		"Stock image vs golden image + payload: %s. is-system-running said %v.\n\n",
+		ratio(gold, floor), secs(gold-floor), ratio(median(pick("stk", first)), gold), states)
+	fmt.Printf("User data of these runs: the generated payload %d bytes (%d gzip), the stock image's cloud-config %d bytes (%d gzip); release archive %d bytes.\n\n",
+		payload, gzipLenOf("pay", variants), stock, gzipLenOf("stk", variants), tarball)
+}
+
+func gzipLenOf(key string, variants []variant) int {
+	for _, v := range variants {
+		if v.key == key {
+			return gzipLen(v.userData)
+		}
+	}
+	return 0
+}
+
+// sizes prints the payload sizes of the default Flask and Django configurations: the default
+// stack (templates.Default) and the apps with nothing but what they need.
+func sizes(sha string) error {
+	fmt.Println("| payload (templates.Default() stack) | raw bytes | gzip bytes | of EC2's 16,384-byte limit |")
+	fmt.Println("| --- | ---: | ---: | ---: |")
+	for _, c := range []struct {
+		name string
+		app  cloudinit.App
+	}{
+		{"Flask: tarball + sha256, app:app", flaskApp(sha)},
+		{"Django: git tag, migrate + collectstatic, one env var", djangoApp()},
+	} {
+		p, err := cloudinit.Build(templates.Default(), c.app)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.name, err)
+		}
+		fmt.Printf("| %s | %d | %d | %.0f %% |\n", c.name, p.SizeBytes(), len(p.Gzip), 100*float64(p.SizeBytes())/cloudinit.MaxUserDataBytes)
+	}
+	fmt.Println()
+	return nil
+}
+
+func instanceID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return "i-" + hex.EncodeToString(b)
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
