@@ -80,6 +80,16 @@ func buildGolden(ctx context.Context, repo, base, work, out string, log io.Write
 	return m.Snapshot(ctx, out)
 }
 
+// stockHygiene is what wsgi-stack's last step does to the golden image (templates/files/
+// hygiene.sh.tmpl), so both images boot as equally fresh instances: new SSH host keys, a new
+// machine-id, no cloud-init logs or apt lists.
+const stockHygiene = `apt-get clean
+rm -rf /var/lib/apt/lists/*
+rm -f /etc/ssh/ssh_host_*
+cloud-init clean --logs
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id`
+
 // buildStock boots the base image once with no user data, adds the same fixture server and
 // snapshots it like the golden image, without the bake: the image people start from.
 func buildStock(ctx context.Context, base, work, out string, log io.Writer) error {
@@ -90,6 +100,9 @@ func buildStock(ctx context.Context, base, work, out string, log io.Writer) erro
 	defer m.Close()
 	if err := installFixtures(m.Root()); err != nil {
 		return err
+	}
+	if _, stderr, err := m.Exec(ctx, "sh", "-eu", "-c", stockHygiene); err != nil {
+		return fmt.Errorf("stock image hygiene: %w: %s", err, stderr)
 	}
 	return m.Snapshot(ctx, out)
 }

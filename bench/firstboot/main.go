@@ -49,7 +49,13 @@ type sample struct {
 	cloudInit time.Duration // Boot returned: result.json seen
 	running   time.Duration // systemctl is-system-running --wait returned
 	state     string        // what it returned
+	blame     map[string]time.Duration
+	deploy    []time.Duration // the deploy script's steps, see deploySteps
 }
+
+// blamed are the cloud-init modules where the variants differ: the stock image's apt, and
+// runcmd (the deploy script on the golden image, the stock image's setup script).
+var blamed = []string{"modules-final/config-package-update-upgrade-install", "modules-final/config-scripts-user"}
 
 func main() {
 	var o options
@@ -185,8 +191,20 @@ func measure(ctx context.Context, v variant, image, name, work string, log io.Wr
 	if s.state == "" {
 		return s, fmt.Errorf("systemctl is-system-running --wait: %w", err)
 	}
+	if out, _, err := m.Exec(ctx, "cloud-init", "analyze", "blame"); err == nil {
+		s.blame = parseBlame(out)
+	}
 	if !v.http {
 		return s, nil
+	}
+	if v.key == "pay" {
+		out, _, err := m.Exec(ctx, "journalctl", "-t", "wsgi-deploy", "-o", "short-unix", "--no-pager")
+		if err != nil {
+			return s, err
+		}
+		if s.deploy, err = parseDeploySteps(out); err != nil {
+			return s, err
+		}
 	}
 	select {
 	case s.first200 = <-first:
@@ -272,6 +290,33 @@ func report(o options, variants []variant, samples map[string][]sample, tarball,
 	fmt.Printf("\nGolden image + payload vs the floor (its cloud-init done): %s, %s more for the deploy. "+
 		"Stock image vs golden image + payload: %s. is-system-running said %v.\n\n",
 		ratio(gold, floor), secs(gold-floor), ratio(median(pick("stk", first)), gold), states)
+	fmt.Println("Where the variants differ, from `cloud-init analyze blame` in each machine (median, seconds):")
+	fmt.Println()
+	fmt.Print("| cloud-init module |")
+	for _, v := range variants {
+		fmt.Printf(" %s |", v.title)
+	}
+	fmt.Print("\n| --- |")
+	for range variants {
+		fmt.Print(" ---: |")
+	}
+	fmt.Println()
+	for _, b := range blamed {
+		fmt.Printf("| %s |", b)
+		for _, v := range variants {
+			fmt.Printf(" %s |", secs(median(pick(v.key, func(s sample) time.Duration { return s.blame[b] }))))
+		}
+		fmt.Println()
+	}
+	fmt.Println()
+	fmt.Println("The deploy script on the golden image, from its journal lines (median, seconds):")
+	fmt.Println()
+	fmt.Println("| step of wsgi-deploy | time |")
+	fmt.Println("| --- | ---: |")
+	for i, st := range deploySteps {
+		fmt.Printf("| %s | %s |\n", st.title, secs(median(pick("pay", func(s sample) time.Duration { return s.deploy[i] }))))
+	}
+	fmt.Println()
 	fmt.Printf("User data of these runs: the generated payload %d bytes (%d gzip), the stock image's cloud-config %d bytes (%d gzip); release archive %d bytes.\n\n",
 		payload, gzipLenOf("pay", variants), stock, gzipLenOf("stk", variants), tarball)
 }

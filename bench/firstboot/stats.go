@@ -6,6 +6,8 @@ import (
 	"io"
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -89,4 +91,69 @@ func (w *ipWatcher) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return w.out.Write(p)
+}
+
+// blameRE matches a line of `cloud-init analyze blame`: "     02.51300s (modules-final/config-scripts-user)".
+var blameRE = regexp.MustCompile(`(?m)^\s*([0-9]+\.[0-9]+)s \(([^)]+)\)\s*$`)
+
+// parseBlame reads the last boot record of `cloud-init analyze blame` (records are in boot
+// order): module -> time.
+func parseBlame(out string) map[string]time.Duration {
+	if i := strings.LastIndex(out, "-- Boot Record "); i >= 0 {
+		out = out[i:]
+	}
+	r := map[string]time.Duration{}
+	for _, m := range blameRE.FindAllStringSubmatch(out, -1) {
+		f, err := strconv.ParseFloat(m[1], 64)
+		if err != nil {
+			continue
+		}
+		r[m[2]] = time.Duration(f * float64(time.Second))
+	}
+	return r
+}
+
+// deploySteps are the spans between the deploy script's journal lines (templates/files/
+// deploy.sh.tmpl): each step ends at the line whose text starts with its marker.
+var deploySteps = []struct{ title, from, to string }{
+	{"preflight, environment, fetch, verify, unpack the release", "deploy of ", "release "},
+	{"python -m venv for the release (no requirements.txt in the app)", "release ", "no requirements.txt"},
+	{"enable the sockets, start the units, reload NGINX, health checks", "no requirements.txt", "deployed "},
+}
+
+// parseDeploySteps reads `journalctl -t wsgi-deploy -o short-unix` ("1795829044.123456 host
+// wsgi-deploy[12]: text") and returns the length of each of deploySteps.
+func parseDeploySteps(out string) ([]time.Duration, error) {
+	at := map[string]float64{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		ts, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		_, text, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		for _, st := range deploySteps {
+			for _, mark := range []string{st.from, st.to} {
+				if _, seen := at[mark]; !seen && strings.HasPrefix(text, mark) {
+					at[mark] = ts
+				}
+			}
+		}
+	}
+	var ds []time.Duration
+	for _, st := range deploySteps {
+		a, okA := at[st.from]
+		b, okB := at[st.to]
+		if !okA || !okB {
+			return nil, fmt.Errorf("the deploy journal lacks %q or %q:\n%s", st.from, st.to, out)
+		}
+		ds = append(ds, time.Duration((b-a)*float64(time.Second)))
+	}
+	return ds, nil
 }

@@ -74,3 +74,54 @@ func TestIPWatcher(t *testing.T) {
 		t.Errorf("log not passed through: %q", out.String())
 	}
 }
+
+func TestParseBlame(t *testing.T) {
+	out := `-- Boot Record 01 --
+     09.00000s (modules-final/config-scripts-user)
+
+-- Boot Record 02 --
+     07.12300s (modules-final/config-package-update-upgrade-install)
+     02.51300s (modules-final/config-scripts-user)
+     00.00100s (init-network/config-ssh)
+
+2 boot records analyzed
+`
+	got := parseBlame(out)
+	want := map[string]time.Duration{
+		"modules-final/config-package-update-upgrade-install": 7123 * time.Millisecond,
+		"modules-final/config-scripts-user":                   2513 * time.Millisecond,
+		"init-network/config-ssh":                             time.Millisecond,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, w := range want {
+		if d := got[k] - w; d < -time.Microsecond || d > time.Microsecond {
+			t.Errorf("%s = %v, want %v", k, got[k], w)
+		}
+	}
+}
+
+func TestParseDeploySteps(t *testing.T) {
+	out := `1795829044.100000 fbb-pay1 wsgi-deploy[301]: deploy of app starts
+1795829044.600000 fbb-pay1 wsgi-deploy[301]: release /srv/wsgi/releases/20261128T012800Z-abc
+1795829047.600000 fbb-pay1 wsgi-deploy[301]: no requirements.txt in the release: nothing to install
+1795829052.100000 fbb-pay1 wsgi-deploy[301]: deployed /srv/wsgi/releases/20261128T012800Z-abc: 3 units healthy behind NGINX
+`
+	got, err := parseDeploySteps(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []time.Duration{500 * time.Millisecond, 3 * time.Second, 4500 * time.Millisecond}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if d := got[i] - want[i]; d < -time.Millisecond || d > time.Millisecond {
+			t.Errorf("step %d = %v, want %v", i, got[i], want[i])
+		}
+	}
+	if _, err := parseDeploySteps("1795829044.1 h wsgi-deploy[1]: deploy of app starts\n"); err == nil {
+		t.Error("a journal without the later lines was accepted")
+	}
+}
