@@ -50,7 +50,15 @@ type sample struct {
 	running   time.Duration // systemctl is-system-running --wait returned
 	state     string        // what it returned
 	blame     map[string]time.Duration
-	deploy    []time.Duration // the deploy script's steps, see deploySteps
+	deploy    []time.Duration  // the deploy script's steps, see deploySteps
+	venv      [2]time.Duration // floor only: the deploy's venv command, with pip and without
+}
+
+// venvCmds are the deploy's `python -m venv` on the baked interpreter as it runs it, and the
+// same without pip: timed in the floor machine, where nothing else runs.
+var venvCmds = [2]string{
+	"/opt/wsgi/venv/bin/python -m venv --system-site-packages /var/tmp/bench-venv-pip",
+	"/opt/wsgi/venv/bin/python -m venv --system-site-packages --without-pip /var/tmp/bench-venv-nopip",
 }
 
 // blamed are the cloud-init modules where the variants differ: the stock image's apt, and
@@ -195,6 +203,13 @@ func measure(ctx context.Context, v variant, image, name, work string, log io.Wr
 		s.blame = parseBlame(out)
 	}
 	if !v.http {
+		for i, c := range venvCmds {
+			t0 := time.Now()
+			if _, stderr, err := m.Exec(ctx, "sh", "-c", c); err != nil {
+				return s, fmt.Errorf("%s: %w: %s", c, err, stderr)
+			}
+			s.venv[i] = time.Since(t0)
+		}
 		return s, nil
 	}
 	if v.key == "pay" {
@@ -315,6 +330,14 @@ func report(o options, variants []variant, samples map[string][]sample, tarball,
 	fmt.Println("| --- | ---: |")
 	for i, st := range deploySteps {
 		fmt.Printf("| %s | %s |\n", st.title, secs(median(pick("pay", func(s sample) time.Duration { return s.deploy[i] }))))
+	}
+	fmt.Println()
+	fmt.Println("The venv step alone, run again in the floor machine after boot (median, seconds):")
+	fmt.Println()
+	fmt.Println("| command | time |")
+	fmt.Println("| --- | ---: |")
+	for i, c := range venvCmds {
+		fmt.Printf("| `%s` | %s |\n", c, secs(median(pick("flr", func(s sample) time.Duration { return s.venv[i] }))))
 	}
 	fmt.Println()
 	fmt.Printf("User data of these runs: the generated payload %d bytes (%d gzip), the stock image's cloud-config %d bytes (%d gzip); release archive %d bytes.\n\n",
