@@ -25,6 +25,9 @@ func TestDemo(t *testing.T) {
 	if !strings.HasPrefix(res.AMI, "ami-") || res.Version != 2 || res.RefreshID == "" {
 		t.Errorf("AMI %q, launch-template version %d, refresh %q: want the built AMI in version 2 and a started refresh", res.AMI, res.Version, res.RefreshID)
 	}
+	if !strings.HasPrefix(res.CopyAMI, "ami-") {
+		t.Errorf("no region copy of the AMI: %q", res.CopyAMI)
+	}
 	if len(res.Units) != 3 {
 		t.Errorf("units that answered: %v, want all 3", res.Units)
 	}
@@ -34,6 +37,6 @@ func TestDemo(t *testing.T) {
 	for _, p := range res.Phases {
 		t.Logf("CHECK demo phase %-75s %s", p.Name, p.Took.Round(100*time.Millisecond))
 	}
-	t.Logf("CHECK demo: %s in %s version %d (%d bytes of gzip user data), refresh %s, served by %v",
-		res.AMI, res.LaunchTemplate, res.Version, res.UserDataBytes, res.RefreshID, res.Units)
+	t.Logf("CHECK demo: %s in %s version %d (%d bytes of gzip user data), refresh %s, served by %v; eu-west-1 copy %s, shared",
+		res.AMI, res.LaunchTemplate, res.Version, res.UserDataBytes, res.RefreshID, res.Units, res.CopyAMI)
 }

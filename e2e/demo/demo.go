@@ -47,6 +47,9 @@ var shopApp embed.FS
 
 const (
 	region = "us-east-1"
+	// copyRegion receives a copy of the AMI, shared with shareAccount.
+	copyRegion   = "eu-west-1"
+	shareAccount = "123456789012"
 	// debianAlias is the public SSM parameter a real build resolves; the emulator has no
 	// Debian images, so the demo puts one of its own images behind the same name.
 	debianAlias = "/aws/service/debian/release/12/latest/amd64"
@@ -69,6 +72,7 @@ type Options struct {
 // Result is what a run proved.
 type Result struct {
 	AMI             string
+	CopyAMI         string
 	LaunchTemplate  string
 	Version         int64
 	RefreshID       string
@@ -239,6 +243,13 @@ func (r *run) all(ctx context.Context) error {
 				return errors.New("no AMI in packer's artifact output")
 			}
 			r.res.AMI = m[1]
+			if m = regexp.MustCompile(`(?m)^` + copyRegion + `: (ami-[0-9a-f]+)`).FindStringSubmatch(out); m == nil {
+				return errors.New("no " + copyRegion + " copy in packer's artifact output")
+			}
+			r.res.CopyAMI = m[1]
+			if err := checkCopy(ctx, proxy.URL, r.res.CopyAMI); err != nil {
+				return err
+			}
 			if started := refreshes.Started(); len(started) == 1 {
 				r.res.RefreshID = started[0].ID
 			}
@@ -258,7 +269,8 @@ func (r *run) all(ctx context.Context) error {
 				return fmt.Errorf("default version %d launches %s, want the built %s", r.res.Version, ami, r.res.AMI)
 			}
 			r.res.UserDataBytes = len(userData)
-			r.say("%s version %d: %s, %d bytes of user data (gzip), instance refresh %s", r.res.LaunchTemplate, r.res.Version, ami, len(userData), r.res.RefreshID)
+			r.say("%s version %d: %s, %d bytes of user data (gzip), instance refresh %s; %s copy %s shared with %s",
+				r.res.LaunchTemplate, r.res.Version, ami, len(userData), r.res.RefreshID, copyRegion, r.res.CopyAMI, shareAccount)
 			return nil
 		}},
 		{"launch an instance of the golden image with that user data", func() error {
@@ -437,6 +449,39 @@ func authorizeImportedKey(ctx context.Context, m *harness.Machine, user string) 
 		_, _, _ = m.Exec(ctx, "sh", "-c", `umask 077; mkdir -p ~`+user+`/.ssh && printf '%s' "$1" >> ~`+user+`/.ssh/authorized_keys && chown -R `+user+`: ~`+user+`/.ssh`, "sh", line)
 		return false
 	}
+}
+
+// checkCopy asks the emulator, in the copy's region, that the copy is available, tagged for
+// retention and shared with the account the template names.
+func checkCopy(ctx context.Context, endpoint, ami string) error {
+	cfg := aws.Config{Region: copyRegion, Credentials: credentials.NewStaticCredentialsProvider("demo", "demo", "")}
+	c := ec2.NewFromConfig(cfg, func(o *ec2.Options) { o.BaseEndpoint = aws.String(endpoint) })
+	imgs, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{ImageIds: []string{ami}})
+	if err != nil {
+		return fmt.Errorf("%s copy %s: %w", copyRegion, ami, err)
+	}
+	if len(imgs.Images) != 1 || imgs.Images[0].State != ec2types.ImageStateAvailable {
+		return fmt.Errorf("%s copy %s is not available", copyRegion, ami)
+	}
+	family := ""
+	for _, tag := range imgs.Images[0].Tags {
+		if aws.ToString(tag.Key) == "wsgi:ami-family" {
+			family = aws.ToString(tag.Value)
+		}
+	}
+	if family != "shop" {
+		return fmt.Errorf("%s copy %s has wsgi:ami-family %q, want shop", copyRegion, ami, family)
+	}
+	attr, err := c.DescribeImageAttribute(ctx, &ec2.DescribeImageAttributeInput{ImageId: aws.String(ami), Attribute: ec2types.ImageAttributeNameLaunchPermission})
+	if err != nil {
+		return fmt.Errorf("%s copy %s launch permissions: %w", copyRegion, ami, err)
+	}
+	for _, p := range attr.LaunchPermissions {
+		if aws.ToString(p.UserId) == shareAccount {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s copy %s is not shared with %s", copyRegion, ami, shareAccount)
 }
 
 type awsClients struct {

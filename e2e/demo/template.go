@@ -48,6 +48,8 @@ source "wsgi-ami" "shop" {
   ssh_timeout                 = "2m"
   ami_name                    = "shop-{{timestamp}}"
   ami_family                  = "shop"
+  ami_regions                 = ["eu-west-1"]
+  ami_users                   = ["123456789012"]
   tags                        = { App = "shop" }
   aws_polling {
     delay   = "200ms"
@@ -71,6 +73,7 @@ build {
     custom_endpoint_ec2         = var.endpoint
     custom_endpoint_autoscaling = var.endpoint
     launch_template_name        = "shop"
+    regions                     = ["us-east-1"]
     version_description         = "demo build ${build.ID}"
     user_data                   = data.wsgi-cloudinit.shop.user_data_gzip_base64
     user_data_encoding          = "gzip+base64"
