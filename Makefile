@@ -13,7 +13,7 @@ E2E_RUN         ?= .
 
 export PACKER_CHECKPOINT_DISABLE := 1
 
-.PHONY: help build dev generate test unit validate vet plugin-check packer deps validate-example e2e e2e-builder demo bench-stack clean
+.PHONY: help build dev generate test unit validate vet plugin-check packer deps validate-example e2e e2e-builder demo bench-firstboot bench-stack clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -93,6 +93,9 @@ clean:
 
 demo: build packer ## the whole path on this machine: moto, a local machine as the instance, the real packer (root; KEEP=1 keeps the instance)
 	go run ./e2e/demo/cmd/demo $(if $(KEEP),-keep)
+
+bench-firstboot: build packer ## first boot: golden image + payload vs the floor vs installing at boot (root; prints Markdown)
+	go run ./bench/firstboot
 
 bench-stack: build packer ## serving benchmark on the golden image vs an EB-style setup (root; prints Markdown)
 	go run ./bench/stackbench
