@@ -74,11 +74,40 @@ func TestCrossBuild(t *testing.T) {
 		t.Errorf("describe api_version: want %q (the name says %s), got %q", apiVersion, apiVersion, d.APIVersion)
 	}
 
-	// packer-sdc plugin-check loads the binary the way Packer does, from its release name.
-	chk := exec.CommandContext(ctx, "go", "tool", "packer-sdc", "plugin-check", bin)
-	chk.Dir = ".."
+	// packer-sdc plugin-check wants the binary's own name (packer-plugin-*), not a path.
+	sdc := filepath.Join(t.TempDir(), "packer-sdc")
+	build := exec.CommandContext(ctx, "go", "build", "-o", sdc, "github.com/hashicorp/packer-plugin-sdk/cmd/packer-sdc")
+	build.Dir = ".."
+	if msg, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build packer-sdc: %v\n%s", err, msg)
+	}
+	chk := exec.CommandContext(ctx, sdc, "plugin-check", filepath.Base(bin))
+	chk.Dir = filepath.Dir(bin)
 	if msg, err := chk.CombinedOutput(); err != nil {
 		t.Errorf("packer-sdc plugin-check %s: %v\n%s", filepath.Base(bin), err, msg)
+	}
+
+	// The pinned Packer installs the binary under the name `packer init` would download, when
+	// the release name, the version and the API version agree.
+	packer, err := filepath.Abs(filepath.Join("..", "bin", "packer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(packer); err != nil {
+		t.Logf("%s not built (make packer): install check skipped", packer)
+		return
+	}
+	cfg := t.TempDir()
+	install := exec.CommandContext(ctx, packer, "plugins", "install", "--path", bin, "github.com/wsgi-ami/wsgi")
+	install.Env = append(os.Environ(), "PACKER_CONFIG_DIR="+cfg, "PACKER_PLUGIN_PATH="+filepath.Join(cfg, "plugins"), "PACKER_CHECKPOINT_DISABLE=1")
+	if msg, err := install.CombinedOutput(); err != nil {
+		t.Fatalf("packer plugins install --path %s: %v\n%s", filepath.Base(bin), err, msg)
+	}
+	want := filepath.Join(cfg, "plugins", "github.com", "wsgi-ami", "wsgi", filepath.Base(bin))
+	for _, p := range []string{want, want + "_SHA256SUM"} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("after packer plugins install: %v", err)
+		}
 	}
 }
 
