@@ -330,7 +330,8 @@ func waitForUnits(ctx context.Context, url string, timeout, every time.Duration)
 			default:
 				return nil, fmt.Errorf("GET %s: %s: %s", url, resp.Status, body)
 			}
-		} else {
+		} else if ctx.Err() == nil {
+			// A request cut by the deadline says nothing about the instance; keep the last answer.
 			last = err.Error()
 		}
 		select {
