@@ -22,7 +22,7 @@ func TestWaitForUnits(t *testing.T) {
 		wantErr   string
 	}{
 		{name: "maintenance page, then the units in turn", responses: []string{"503:", "503:", "200:1", "200:2", "200:1", "200:3"}, wantUnits: []string{"1", "2", "3"}},
-		{name: "one unit only", responses: []string{"200:2"}, wantErr: "no 200 from all 3 units within 200ms (units seen [2]"},
+		{name: "one unit only", responses: []string{"200:2"}, wantErr: "no 200 from all 3 units within 500ms (units seen [2]"},
 		{name: "never past the maintenance page", responses: []string{"503:"}, wantErr: "last: 503 (first boot not finished)"},
 		{name: "a 502 is a failure at once", responses: []string{"200:1", "502:"}, wantErr: "502 Bad Gateway"},
 		{name: "200 without a unit", responses: []string{"200:"}, wantErr: "200 without a unit"},
@@ -46,7 +46,7 @@ func TestWaitForUnits(t *testing.T) {
 			}))
 			defer srv.Close()
 
-			got, err := waitForUnits(context.Background(), srv.URL+"/", 200*time.Millisecond, 10*time.Millisecond)
+			got, err := waitForUnits(context.Background(), srv.URL+"/", 500*time.Millisecond, 10*time.Millisecond)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("want error containing %q, got %v", tt.wantErr, err)
