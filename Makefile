@@ -13,7 +13,7 @@ E2E_RUN         ?= .
 
 export PACKER_CHECKPOINT_DISABLE := 1
 
-.PHONY: help build dev generate test unit validate vet plugin-check packer deps validate-example e2e e2e-builder demo bench-firstboot bench-stack clean
+.PHONY: help build dev generate docs testacc release-check test unit validate vet plugin-check packer deps validate-example e2e e2e-builder demo bench-firstboot bench-stack clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -28,8 +28,18 @@ dev: build packer ## build, then install the plugin into the local Packer (packe
 $(PACKER_SDC): go.mod go.sum
 	go build -o $@ github.com/hashicorp/packer-plugin-sdk/cmd/packer-sdc
 
-generate: $(PACKER_SDC) ## regenerate *.hcl2spec.go (checked in; CI fails when stale)
+generate: $(PACKER_SDC) ## regenerate *.hcl2spec.go and the docs (checked in; CI fails when stale)
 	PATH="$(BIN):$$PATH" go generate ./...
+	$(MAKE) docs
+
+docs: $(PACKER_SDC) ## regenerate docs-partials/ (from the config structs' comments) and .web-docs/ (from docs/)
+	PACKER_SDC=$(PACKER_SDC) .web-docs/scripts/generate.sh
+
+testacc: dev ## real-AWS acceptance tests: PACKER_ACC=1, AWS credentials, WSGI_ACC_APP_URL (docs/ACCEPTANCE.md)
+	PATH="$(BIN):$$PATH" PACKER_ACC=1 go test -count=1 -v -timeout 120m -run TestAcc ./acceptance/
+
+release-check: ## cross-build the six release targets with .goreleaser.yml's flags; describe, plugin-check, packer install
+	go test -tags release -count=1 -v -timeout 60m ./release/
 
 test: unit validate ## unit tests, then the real validators with their figures
 
@@ -79,8 +89,9 @@ validate-example: build packer ## packer validate example.pkr.hcl with the plugi
 	$(PACKER) validate -evaluate-datasources example.pkr.hcl
 
 # The packages with e2e tests: the harness, wsgi-stack, first boot and the demo (e2e), the
-# launch-template chain (e2e/launchtemplate) and the builder's fault table against moto (builder).
-E2E_PACKAGES := ./e2e/... ./builder/
+# launch-template chain (e2e/launchtemplate), the builder's fault table against moto (builder) and
+# the acceptance suite's clean-up sweep against moto (acceptance).
+E2E_PACKAGES := ./e2e/... ./builder/ ./acceptance/
 
 e2e: build packer ## end to end: real packer, nspawn machines, moto (root)
 	go test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' $(E2E_PACKAGES)
