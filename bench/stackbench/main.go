@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	goldenimg "github.com/wsgi-ami/packer-plugin-wsgi/bench/internal/golden"
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
 )
 
@@ -95,7 +96,12 @@ func run(ctx context.Context, o options) error {
 	golden := o.golden
 	if golden == "" {
 		start := time.Now()
-		if golden, err = buildGolden(ctx, repo, work, log); err != nil {
+		base, err := harness.BaseImage(ctx, "", log)
+		if err != nil {
+			return err
+		}
+		golden = filepath.Join(work, "golden.tar.zst")
+		if err := goldenimg.Bake(ctx, goldenimg.Options{Repo: repo, Base: base, Work: work, Out: golden, Name: "bench-bake", Log: log}); err != nil {
 			return err
 		}
 		fmt.Printf("packer build with wsgi-stack on the local machine: %s\n\n", time.Since(start).Round(100*time.Millisecond))
