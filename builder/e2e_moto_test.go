@@ -21,9 +21,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +39,7 @@ import (
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"golang.org/x/crypto/ssh"
 
+	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/awsproxy"
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
 )
 
@@ -218,45 +216,13 @@ func (e *env) packerCmd(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func startMoto(t *testing.T) string {
-	port := freePort(t)
-	cmd := exec.Command("python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", fmt.Sprint(port))
-	logf, err := os.Create(filepath.Join(t.TempDir(), "moto.log"))
+	m, err := awsproxy.StartMoto(context.Background(), filepath.Join(t.TempDir(), "moto.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting moto: %v", err)
-	}
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		_ = cmd.Wait()
-		logf.Close()
-	})
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		if resp, err := http.Get(base + "/moto-api/"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return base
-			}
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("moto did not answer on %s", base)
-	return ""
+	t.Cleanup(m.Close)
+	return m.URL
 }
 
 // reset clears moto and seeds the source AMI alias.
@@ -353,7 +319,7 @@ func (e *env) build(t *testing.T, o runOpts) (string, error) {
   ssh_timeout             = "30s"
   ssh_cidrs               = ["127.0.0.1/32"]`, e.sshd.port)
 	}
-	src := fmt.Sprintf(template, buildRegion, e.proxy.URL(), e.proxy.URL(), e.proxy.URL(), sourceParam, comm, copyRegion, shareWith)
+	src := fmt.Sprintf(template, buildRegion, e.proxy.URL, e.proxy.URL, e.proxy.URL, sourceParam, comm, copyRegion, shareWith)
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -661,85 +627,77 @@ func summarize(calls []string) string {
 
 // --- the proxy in front of moto -------------------------------------------
 
-// faultProxy forwards to moto, records every EC2 call as "region Action",
-// fails calls on request with a real EC2 error document, and answers
-// EnableImageDeprecation, which moto 5.2.1 does not implement.
+// faultProxy is awsproxy in front of moto with what the fault table needs: it
+// records every EC2 call as "region Action", fails calls on request with a
+// real EC2 error document, hands imported keys to the build instance's sshd,
+// answers EnableImageDeprecation (which moto 5.2.1 does not implement), and
+// calls a hook right after each call has been answered.
 type faultProxy struct {
-	srv *httptest.Server
+	*awsproxy.Proxy
 
 	mu       sync.Mutex
 	calls    []string
-	counts   map[string]int
+	counts   map[string]int // calls seen, by action
+	answered map[string]int // calls answered, by action
 	fault    *fault
 	injected int
 	hook     func(action string, n int)
 }
 
-var scopeRegion = regexp.MustCompile(`Credential=[^/]+/\d+/([a-z0-9-]+)/`)
-
 func newFaultProxy(t *testing.T, target string, sshd *instanceSSH) *faultProxy {
-	u, err := url.Parse(target)
+	ap, err := awsproxy.Start(target)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &faultProxy{counts: map[string]int{}}
-	rp := httputil.NewSingleHostReverseProxy(u)
-	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		form, _ := url.ParseQuery(string(body))
-		if form.Get("Version") != "2016-11-15" { // not EC2 (SSM, STS)
-			rp.ServeHTTP(w, r)
-			return
+	t.Cleanup(func() { _ = ap.Close() })
+	p := &faultProxy{Proxy: ap, counts: map[string]int{}, answered: map[string]int{}}
+	ap.Intercept(func(w http.ResponseWriter, c *awsproxy.Call) bool {
+		if c.Service != "ec2" {
+			return false
 		}
-		action := form.Get("Action")
-		if action == "ImportKeyPair" {
+		if c.Action == "ImportKeyPair" {
 			// The build instance's sshd learns the key as cloud-init on EC2
 			// would from the instance metadata.
-			sshd.authorize(form.Get("PublicKeyMaterial"))
-		}
-		region := "?"
-		if m := scopeRegion.FindStringSubmatch(r.Header.Get("Authorization")); m != nil {
-			region = m[1]
+			sshd.authorize(c.Form.Get("PublicKeyMaterial"))
 		}
 		p.mu.Lock()
-		p.calls = append(p.calls, region+" "+action)
-		p.counts[action]++
-		n := p.counts[action]
+		p.calls = append(p.calls, c.Region+" "+c.Action)
+		p.counts[c.Action]++
+		n := p.counts[c.Action]
 		f := p.fault
-		fail := f != nil && f.action == action && n >= f.n && n < f.n+max(f.times, 1)
+		fail := f != nil && f.action == c.Action && n >= f.n && n < f.n+max(f.times, 1)
 		if fail {
 			p.injected++
 		}
-		hook := p.hook
 		p.mu.Unlock()
-
-		switch {
-		case fail:
-			w.Header().Set("Content-Type", "text/xml")
-			w.WriteHeader(f.status)
-			fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>%s</Code><Message>injected by the e2e proxy</Message></Error></Errors><RequestID>e2e-%d</RequestID></Response>`, f.code, n)
+		if fail {
+			awsproxy.WriteError(w, c, f.status, f.code, fmt.Sprintf("injected by the e2e proxy (call %d)", n))
+		}
+		return fail
+	})
+	ap.Handle("ec2", "EnableImageDeprecation", func(w http.ResponseWriter, c *awsproxy.Call) {
+		w.Header().Set("Content-Type", "text/xml")
+		fmt.Fprint(w, `<EnableImageDeprecationResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>e2e</requestId><return>true</return></EnableImageDeprecationResponse>`)
+	})
+	ap.Observe(func(c *awsproxy.Call) {
+		if c.Service != "ec2" {
 			return
-		case action == "EnableImageDeprecation":
-			w.Header().Set("Content-Type", "text/xml")
-			fmt.Fprint(w, `<EnableImageDeprecationResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>e2e</requestId><return>true</return></EnableImageDeprecationResponse>`)
-		default:
-			rp.ServeHTTP(w, r)
 		}
+		p.mu.Lock()
+		p.answered[c.Action]++
+		n, hook := p.answered[c.Action], p.hook
+		p.mu.Unlock()
 		if hook != nil {
-			hook(action, n)
+			hook(c.Action, n)
 		}
-	}))
-	t.Cleanup(p.srv.Close)
+	})
 	return p
 }
-
-func (p *faultProxy) URL() string { return p.srv.URL }
 
 func (p *faultProxy) reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.calls, p.counts, p.injected = nil, map[string]int{}, 0
+	p.calls, p.counts, p.answered, p.injected = nil, map[string]int{}, map[string]int{}, 0
 }
 
 func (p *faultProxy) setFault(f *fault) {
@@ -748,6 +706,7 @@ func (p *faultProxy) setFault(f *fault) {
 	p.fault = f
 }
 
+// onCall sets the hook called right after the nth answered call of an action.
 func (p *faultProxy) onCall(h func(action string, n int)) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

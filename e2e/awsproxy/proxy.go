@@ -63,8 +63,13 @@ type Proxy struct {
 	mu           sync.Mutex
 	handlers     map[string]HandlerFunc
 	interceptors []Interceptor
+	observers    []Observer
 	calls        []Call
 }
+
+// Observer sees every call after it has been answered, by the emulator or
+// by the proxy: a test acts on "right after action X" there.
+type Observer func(c *Call)
 
 // Start listens on a free loopback port and forwards to upstream.
 func Start(upstream string) (*Proxy, error) {
@@ -106,13 +111,21 @@ func (p *Proxy) Intercept(fn Interceptor) {
 	p.interceptors = append(p.interceptors, fn)
 }
 
-// Reset drops the recorded calls, handlers and interceptors.
+// Observe adds an observer; observers run in order once a call is answered.
+func (p *Proxy) Observe(fn Observer) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.observers = append(p.observers, fn)
+}
+
+// Reset drops the recorded calls, handlers, interceptors and observers.
 func (p *Proxy) Reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.calls = nil
 	p.handlers = map[string]HandlerFunc{}
 	p.interceptors = nil
+	p.observers = nil
 }
 
 // Calls returns a copy of the calls seen so far.
@@ -143,6 +156,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	p.mu.Lock()
 	interceptors := append([]Interceptor(nil), p.interceptors...)
+	observers := append([]Observer(nil), p.observers...)
 	h := p.handlers[c.Service+"/"+c.Action]
 	if h == nil {
 		h = p.handlers["/"+c.Action]
@@ -166,6 +180,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Unlock()
 	if !answered {
 		p.rp.ServeHTTP(w, r)
+	}
+	for _, o := range observers {
+		o(&c)
 	}
 }
 

@@ -3,6 +3,7 @@ package awsproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -178,5 +179,45 @@ func TestFailNth(t *testing.T) {
 	}
 	if len(*seen) != 2 {
 		t.Errorf("upstream saw %d calls, want 2", len(*seen))
+	}
+}
+
+// TestObserveAfterTheAnswer: an observer runs once the emulator has answered, so a test can act
+// right after an action, and sees answered and forwarded calls alike.
+func TestObserveAfterTheAnswer(t *testing.T) {
+	upstreamDone := make(chan struct{}, 4)
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "<ok/>")
+		upstreamDone <- struct{}{}
+	}))
+	defer upstream.Close()
+	p, err := Start(upstream.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	var seen []string
+	p.Handle("ec2", "EnableImageDeprecation", func(w http.ResponseWriter, c *Call) { fmt.Fprint(w, "<answered/>") })
+	p.Observe(func(c *Call) {
+		select {
+		case <-upstreamDone:
+			seen = append(seen, c.Action+" after the emulator")
+		default:
+			seen = append(seen, fmt.Sprintf("%s answered=%v", c.Action, c.Answered))
+		}
+	})
+	for _, action := range []string{"DescribeImages", "EnableImageDeprecation"} {
+		req, _ := http.NewRequest(http.MethodPost, p.URL, strings.NewReader("Action="+action+"&Version=2016-11-15"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=x")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	want := []string{"DescribeImages after the emulator", "EnableImageDeprecation answered=true"}
+	if strings.Join(seen, "|") != strings.Join(want, "|") {
+		t.Errorf("observed %q, want %q", seen, want)
 	}
 }
