@@ -38,18 +38,11 @@ func (s *stepCopyImage) Run(ctx context.Context, state multistep.StateBag) multi
 	u := ui(state)
 	srcID := get[map[string]string](state, keyImages)[s.SourceRegion]
 	info := infoFrom(get[ec2types.Image](state, keySourceImage), s.SourceRegion)
-	desc, err := s.Cfg.render("ami_description", s.Cfg.AMIDescription, info)
+	text, err := s.Cfg.imageText(info)
 	if err != nil {
 		return halt(state, err)
 	}
-	imgTags, err := s.Cfg.imageTags(info)
-	if err != nil {
-		return halt(state, err)
-	}
-	snapTags, err := s.Cfg.snapshotTags(info)
-	if err != nil {
-		return halt(state, err)
-	}
+	desc, imgTags, snapTags := text.description, text.imageTags, text.snapTags
 	s.started = map[string]string{}
 	results := map[string]ec2types.Image{}
 	g, gctx := errgroup.WithContext(ctx)

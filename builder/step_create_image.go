@@ -43,18 +43,11 @@ func (s *stepCreateImage) Run(ctx context.Context, state multistep.StateBag) mul
 	u := ui(state)
 	inst := get[ec2types.Instance](state, keyInstance)
 	info := infoFrom(get[ec2types.Image](state, keySourceImage), s.Region)
-	desc, err := s.Cfg.render("ami_description", s.Cfg.AMIDescription, info)
+	text, err := s.Cfg.imageText(info)
 	if err != nil {
 		return halt(state, err)
 	}
-	imgTags, err := s.Cfg.imageTags(info)
-	if err != nil {
-		return halt(state, err)
-	}
-	snapTags, err := s.Cfg.snapshotTags(info)
-	if err != nil {
-		return halt(state, err)
-	}
+	desc, imgTags, snapTags := text.description, text.imageTags, text.snapTags
 	in := &ec2.CreateImageInput{
 		InstanceId: inst.InstanceId,
 		Name:       aws.String(s.Cfg.AMIName),

@@ -105,3 +105,24 @@ func tagList(m map[string]string) []ec2types.Tag {
 	}
 	return tags
 }
+
+// imageText is what every AMI of a build carries, the original and each region's copy alike:
+// the rendered description and the image and snapshot tags.
+type imageText struct {
+	description string
+	imageTags   []ec2types.Tag
+	snapTags    []ec2types.Tag
+}
+
+func (c *Config) imageText(info buildInfo) (imageText, error) {
+	var t imageText
+	var err error
+	if t.description, err = c.render("ami_description", c.AMIDescription, info); err != nil {
+		return t, err
+	}
+	if t.imageTags, err = c.imageTags(info); err != nil {
+		return t, err
+	}
+	t.snapTags, err = c.snapshotTags(info)
+	return t, err
+}

@@ -27,7 +27,10 @@ func (w testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-const nullTemplate = `
+// nullTemplate is a build with the null builder over SSH into a harness machine (user packer,
+// the key and address as variables) and one provisioner block.
+func nullTemplate(provisioner string) string {
+	return `
 variable "host" { type = string }
 variable "key"  { type = string }
 
@@ -41,14 +44,18 @@ source "null" "machine" {
 
 build {
   sources = ["source.null.machine"]
-  provisioner "shell" {
+` + provisioner + `
+}
+`
+}
+
+// shellTemplate proves SSH, systemd and the route to Debian's mirror.
+var shellTemplate = nullTemplate(`  provisioner "shell" {
     inline = [
       "uname -a && systemctl is-system-running --wait || true",
       "sudo apt-get update",
     ]
-  }
-}
-`
+  }`)
 
 // TestHarness drives the whole harness once: base image, a build machine
 // with an SSH seed, the real packer over SSH with apt reaching Debian's
@@ -100,7 +107,7 @@ func TestHarness(t *testing.T) {
 		t.Fatal(err)
 	}
 	tpl := filepath.Join(scratch, "null.pkr.hcl")
-	if err := os.WriteFile(tpl, []byte(nullTemplate), 0o644); err != nil {
+	if err := os.WriteFile(tpl, []byte(shellTemplate), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	start = time.Now()

@@ -39,25 +39,7 @@ const (
 // stackTemplate is a null-builder build over SSH with the provisioner; body is the
 // provisioner's own settings.
 func stackTemplate(body string) string {
-	return `
-variable "host" { type = string }
-variable "key"  { type = string }
-
-source "null" "machine" {
-  communicator         = "ssh"
-  ssh_host             = var.host
-  ssh_username         = "packer"
-  ssh_private_key_file = var.key
-  ssh_timeout          = "2m"
-}
-
-build {
-  sources = ["source.null.machine"]
-  provisioner "wsgi-stack" {
-` + body + `
-  }
-}
-`
+	return nullTemplate("  provisioner \"wsgi-stack\" {\n" + body + "\n  }")
 }
 
 // pipBody installs the pinned Gunicorn with pip from the index on the machine's loopback.
