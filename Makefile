@@ -49,7 +49,7 @@ unit: ## go test ./... (fast, no root tools needed)
 validate: ## systemd-analyze verify/security, nginx -t, cloud-init schema on every rendered file (verbose)
 	@# Verbose for the figures (exposure scores, files checked), without the RUN lines; the
 	@# exit status is go test's, not the filter's.
-	@out=$$(mktemp); go test -count=1 -v -run 'Validators' ./templates/ ./cloudinit/... >"$$out" 2>&1; rc=$$?; \
+	@out=$$(mktemp); go test -count=1 -v -run 'Validators' ./internal/image/ ./cloudinit/... >"$$out" 2>&1; rc=$$?; \
 	grep -Ev '^=== (RUN|PAUSE|CONT)' "$$out"; rm -f "$$out"; exit $$rc
 
 vet: ## go vet, with and without the e2e build tag

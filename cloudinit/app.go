@@ -10,7 +10,7 @@ package cloudinit
 import (
 	"sort"
 
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // Frameworks the deploy knows. "django" adds the migrate and collectstatic hooks; "flask" and
@@ -130,13 +130,13 @@ func (a App) WithDefaults() App {
 func (s Source) kind() string {
 	n, k := 0, ""
 	if s.GitURL != "" {
-		n, k = n+1, templates.SourceGit
+		n, k = n+1, image.SourceGit
 	}
 	if s.TarballURL != "" {
-		n, k = n+1, templates.SourceTarball
+		n, k = n+1, image.SourceTarball
 	}
 	if s.S3URI != "" {
-		n, k = n+1, templates.SourceS3
+		n, k = n+1, image.SourceS3
 	}
 	if n != 1 {
 		return ""
@@ -145,8 +145,8 @@ func (s Source) kind() string {
 }
 
 // deployParams maps a validated, defaulted App onto the script's parameters.
-func (a App) deployParams() templates.DeployParams {
-	p := templates.DeployParams{
+func (a App) deployParams() image.DeployParams {
+	p := image.DeployParams{
 		Retries:              a.Source.Retries,
 		TimeoutSeconds:       a.Source.TimeoutSeconds,
 		RequirementsFile:     a.RequirementsFile,
@@ -168,32 +168,32 @@ func (a App) deployParams() templates.DeployParams {
 	}
 	s := a.Source
 	switch s.kind() {
-	case templates.SourceGit:
-		p.Source = templates.DeploySource{Kind: templates.SourceGit, URL: s.GitURL, Ref: s.GitRef}
-	case templates.SourceTarball:
-		p.Source = templates.DeploySource{Kind: templates.SourceTarball, URL: s.TarballURL, SHA256: s.SHA256}
-	case templates.SourceS3:
-		p.Source = templates.DeploySource{Kind: templates.SourceS3, URL: s.S3URI, SHA256: s.SHA256}
+	case image.SourceGit:
+		p.Source = image.DeploySource{Kind: image.SourceGit, URL: s.GitURL, Ref: s.GitRef}
+	case image.SourceTarball:
+		p.Source = image.DeploySource{Kind: image.SourceTarball, URL: s.TarballURL, SHA256: s.SHA256}
+	case image.SourceS3:
+		p.Source = image.DeploySource{Kind: image.SourceS3, URL: s.S3URI, SHA256: s.SHA256}
 	}
 	for _, name := range sortedKeys(a.Secrets) {
 		store, id := splitSecretRef(a.Secrets[name])
-		p.Secrets = append(p.Secrets, templates.DeploySecret{Name: name, Store: store, ID: id})
+		p.Secrets = append(p.Secrets, image.DeploySecret{Name: name, Store: store, ID: id})
 	}
 	return p
 }
 
 // appEnv is the non-secret environment file's content: the user's variables plus the ones the
 // deploy owns.
-func (a App) appEnv(s templates.Stack) []templates.EnvVar {
-	vars := []templates.EnvVar{
+func (a App) appEnv(s image.Stack) []image.EnvVar {
+	vars := []image.EnvVar{
 		{Name: "WSGI_APP", Value: a.WSGIApp},
 		{Name: "STATIC_ROOT", Value: s.StaticDir()},
 	}
 	if a.DjangoSettingsModule != "" {
-		vars = append(vars, templates.EnvVar{Name: "DJANGO_SETTINGS_MODULE", Value: a.DjangoSettingsModule})
+		vars = append(vars, image.EnvVar{Name: "DJANGO_SETTINGS_MODULE", Value: a.DjangoSettingsModule})
 	}
 	for _, k := range sortedKeys(a.Env) {
-		vars = append(vars, templates.EnvVar{Name: k, Value: a.Env[k]})
+		vars = append(vars, image.EnvVar{Name: k, Value: a.Env[k]})
 	}
 	return vars
 }

@@ -16,7 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // EC2 refuses user data above this many bytes (before base64).
@@ -71,12 +71,12 @@ func (l literal) MarshalYAML() (any, error) {
 
 // Build validates s and app and renders the payload. It is a pure function: the same inputs
 // give the same bytes.
-func Build(s templates.Stack, app App) (*Payload, error) {
+func Build(s image.Stack, app App) (*Payload, error) {
 	// validate
 	s = s.WithDefaults()
 	app = app.WithDefaults()
 	var all problems
-	var sve *templates.ValidationError
+	var sve *image.ValidationError
 	if err := s.Validate(); errors.As(err, &sve) {
 		for _, line := range sve.Problems {
 			key, msg, _ := strings.Cut(line, ": ")
@@ -94,13 +94,13 @@ func Build(s templates.Stack, app App) (*Payload, error) {
 	}
 
 	// render
-	script, err := templates.RenderDeploy(s, app.deployParams())
+	script, err := image.RenderDeploy(s, app.deployParams())
 	if err != nil {
 		return nil, fmt.Errorf("render deploy script: %w", err)
 	}
 	cfg := cloudConfig{
 		WriteFiles: []writeFile{
-			{Path: s.AppEnvInput(), Owner: "root:root", Permissions: "0600", Content: literal(templates.RenderEnvFile(app.appEnv(s)))},
+			{Path: s.AppEnvInput(), Owner: "root:root", Permissions: "0600", Content: literal(image.RenderEnvFile(app.appEnv(s)))},
 			{Path: s.DeployScriptPath(), Owner: "root:root", Permissions: "0700", Content: literal(script)},
 		},
 		// The deploy is the only runcmd entry, so runcmd's script ends with its exit status and

@@ -16,7 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -44,7 +44,7 @@ func djangoApp() App {
 }
 
 type buildCase struct {
-	stack templates.Stack
+	stack image.Stack
 	app   App
 }
 
@@ -69,12 +69,12 @@ func goldenCases() map[string]buildCase {
 		{ContentType: "text/cloud-config", Filename: "extra.cfg", Content: "#cloud-config\ntimezone: Europe/Berlin\npackages: [htop]\n"},
 		{ContentType: "text/x-shellscript", Content: "#!/bin/sh\necho extra part ran >/var/log/extra-part.log\n"},
 	}
-	custom := templates.Stack{Sockets: 2, ListenPort: 8080, HealthPath: "/-/ready", GunicornSource: templates.GunicornFromDistro}.WithDefaults()
+	custom := image.Stack{Sockets: 2, ListenPort: 8080, HealthPath: "/-/ready", GunicornSource: image.GunicornFromDistro}.WithDefaults()
 	return map[string]buildCase{
-		"flask-default":  {templates.Default(), flaskApp()},
-		"django-default": {templates.Default(), djangoApp()},
-		"s3-secrets":     {templates.Default(), s3},
-		"multipart":      {templates.Default(), multi},
+		"flask-default":  {image.Default(), flaskApp()},
+		"django-default": {image.Default(), djangoApp()},
+		"s3-secrets":     {image.Default(), s3},
+		"multipart":      {image.Default(), multi},
 		"custom-stack":   {custom, flaskApp()},
 	}
 }
@@ -150,7 +150,7 @@ func TestBuildStructure(t *testing.T) {
 				t.Errorf("Files = %v, want %v", p.Files, wantFiles)
 			}
 			env := string(cfg.WriteFiles[0].Content)
-			if !strings.Contains(env, "WSGI_APP="+templates.EnvQuote(c.app.WSGIApp)+"\n") {
+			if !strings.Contains(env, "WSGI_APP="+image.EnvQuote(c.app.WSGIApp)+"\n") {
 				t.Errorf("app.env lacks WSGI_APP:\n%s", env)
 			}
 			for k := range c.app.Secrets {
@@ -217,13 +217,13 @@ func TestBuildMultipart(t *testing.T) {
 }
 
 func TestBuildSizeLimit(t *testing.T) {
-	base, err := Build(templates.Default(), flaskApp())
+	base, err := Build(image.Default(), flaskApp())
 	if err != nil {
 		t.Fatal(err)
 	}
 	near := flaskApp()
 	near.Env = map[string]string{"PADDING": strings.Repeat("x", WarnUserDataBytes-base.SizeBytes()+100)}
-	p, err := Build(templates.Default(), near)
+	p, err := Build(image.Default(), near)
 	if err != nil {
 		t.Fatalf("a payload below the limit failed: %v", err)
 	}
@@ -236,7 +236,7 @@ func TestBuildSizeLimit(t *testing.T) {
 
 	over := flaskApp()
 	over.Env = map[string]string{"PADDING": strings.Repeat("x", MaxUserDataBytes)}
-	_, err = Build(templates.Default(), over)
+	_, err = Build(image.Default(), over)
 	if !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("oversize payload: got %v, want ErrTooLarge", err)
 	}
@@ -320,7 +320,7 @@ func TestAppEnvReadsBack(t *testing.T) {
 	sh := requireTool(t, "sh")
 	app := flaskApp()
 	app.Env = map[string]string{"A": `it's "x" $HOME \n`, "B": "two\nlines", "C": ""}
-	p, err := Build(templates.Default(), app)
+	p, err := Build(image.Default(), app)
 	if err != nil {
 		t.Fatal(err)
 	}

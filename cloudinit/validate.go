@@ -9,7 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 var (
@@ -137,7 +137,7 @@ func (a App) Validate() error {
 		envName(&ps, key, k)
 		if store, id := splitSecretRef(a.Secrets[k]); store == "" {
 			ps.add(key, "must be a reference \"ssm:/parameter/name\" or \"secretsmanager:name-or-arn\", not a value")
-		} else if (store == templates.SecretSSM && !ssmNameRe.MatchString(id)) || (store == templates.SecretSecretsManager && !smIDRe.MatchString(id)) {
+		} else if (store == image.SecretSSM && !ssmNameRe.MatchString(id)) || (store == image.SecretSecretsManager && !smIDRe.MatchString(id)) {
 			ps.add(key, "%s name %q has characters the store does not allow", store, id)
 		}
 	}
@@ -308,7 +308,7 @@ func hooks(ps *problems, key string, list []string) {
 
 // splitSecretRef parses "ssm:NAME" and "secretsmanager:ID"; store is "" for anything else.
 func splitSecretRef(ref string) (store, id string) {
-	for _, s := range []string{templates.SecretSSM, templates.SecretSecretsManager} {
+	for _, s := range []string{image.SecretSSM, image.SecretSecretsManager} {
 		if rest, ok := strings.CutPrefix(ref, s+":"); ok && rest != "" {
 			return s, rest
 		}

@@ -21,7 +21,7 @@ import (
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // Fixture servers baked into the test's golden image, on the instance's loopback: release
@@ -171,7 +171,7 @@ func TestFirstBoot(t *testing.T) {
 	}
 	build.Close()
 
-	stack := templates.Stack{GunicornSource: templates.GunicornFromDistro, Sockets: stackSockets}.WithDefaults()
+	stack := image.Stack{GunicornSource: image.GunicornFromDistro, Sockets: stackSockets}.WithDefaults()
 	payload := func(t *testing.T, app cloudinit.App) []byte {
 		t.Helper()
 		p, err := cloudinit.Build(stack, app)
@@ -500,7 +500,7 @@ func TestCloudInitDatasource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := cloudinit.Build(templates.Stack{Sockets: 3}, cloudinit.App{
+	want, err := cloudinit.Build(image.Stack{Sockets: 3}, cloudinit.App{
 		Source:               cloudinit.Source{GitURL: "git://127.0.0.1:9418/shop.git", GitRef: "v1.0.0"},
 		WSGIApp:              "mysite.wsgi:application",
 		Framework:            cloudinit.FrameworkDjango,

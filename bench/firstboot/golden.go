@@ -16,7 +16,7 @@ func buildGolden(ctx context.Context, repo, base, work, out string, log io.Write
 		Prepare: func(m *harness.Machine) error { return installFixtures(m.Root()) }})
 }
 
-// stockHygiene is what wsgi-stack's last step does to the golden image (templates/files/
+// stockHygiene is what wsgi-stack's last step does to the golden image (internal/image/files/
 // hygiene.sh.tmpl), so both images boot as equally fresh instances: new SSH host keys, a new
 // machine-id, no cloud-init logs or apt lists.
 const stockHygiene = `apt-get clean

@@ -8,13 +8,13 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // bootStack is the stack the golden image is baked with (distribution Gunicorn, defaults
 // otherwise), so the payload's paths and units match the image.
-func bootStack() templates.Stack {
-	return templates.Stack{GunicornSource: templates.GunicornFromDistro}.WithDefaults()
+func bootStack() image.Stack {
+	return image.Stack{GunicornSource: image.GunicornFromDistro}.WithDefaults()
 }
 
 func flaskApp(sha string) cloudinit.App {

@@ -113,7 +113,7 @@ func parseBlame(out string) map[string]time.Duration {
 	return r
 }
 
-// deploySteps are the spans between the deploy script's journal lines (templates/files/
+// deploySteps are the spans between the deploy script's journal lines (internal/image/files/
 // deploy.sh.tmpl): each step ends at the line whose text starts with its marker.
 var deploySteps = []struct{ title, from, to string }{
 	{"preflight, environment, fetch, verify, unpack the release", "deploy of ", "release "},

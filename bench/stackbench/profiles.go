@@ -4,25 +4,25 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // profile is one Gunicorn configuration of the stack, rendered by the same templates the
 // provisioner bakes, so the benchmark measures exactly what a user gets.
 type profile struct {
 	name  string
-	stack templates.Stack
+	stack image.Stack
 	conf  []byte
 }
 
 // gunicornProfiles are the default and the documented CPU-bound profile.
 func gunicornProfiles() ([]profile, error) {
 	ps := []profile{
-		{name: "default", stack: templates.Default()},
-		{name: "cpu", stack: templates.Stack{WorkerClass: "sync", WorkersPerUnit: 2, Threads: 1}.WithDefaults()},
+		{name: "default", stack: image.Default()},
+		{name: "cpu", stack: image.Stack{WorkerClass: "sync", WorkersPerUnit: 2, Threads: 1}.WithDefaults()},
 	}
 	for i := range ps {
-		b, err := templates.Render(ps[i].stack)
+		b, err := image.Render(ps[i].stack)
 		if err != nil {
 			return nil, fmt.Errorf("profile %s: %w", ps[i].name, err)
 		}

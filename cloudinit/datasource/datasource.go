@@ -16,7 +16,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // Config is the HCL body of `data "wsgi-cloudinit"`. The stack keys have the names, meanings
@@ -118,13 +118,13 @@ func (d *Datasource) Configure(raws ...interface{}) error {
 	return nil
 }
 
-// Stack is the templates.Stack the keys describe, with the defaults filled in.
-func (c Config) Stack() (templates.Stack, error) {
-	s := templates.Stack{
+// Stack is the image.Stack the keys describe, with the defaults filled in.
+func (c Config) Stack() (image.Stack, error) {
+	s := image.Stack{
 		AppName:        c.AppName,
 		User:           c.User,
 		Group:          c.Group,
-		GunicornSource: templates.GunicornSource(c.GunicornSource),
+		GunicornSource: image.GunicornSource(c.GunicornSource),
 		HealthPath:     c.HealthPath,
 		VenvDir:        c.VenvDir,
 		SrvDir:         c.SrvDir,

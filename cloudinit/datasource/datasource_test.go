@@ -15,7 +15,7 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // decodeHCL turns an HCL body into the value Packer hands to Configure, through the data
@@ -68,7 +68,7 @@ func TestConfigureExecuteHCL(t *testing.T) {
 	}
 
 	// The same inputs given to cloudinit.Build directly must give the same bytes.
-	stack := templates.Stack{Sockets: 2, ListenPort: 8080}.WithDefaults()
+	stack := image.Stack{Sockets: 2, ListenPort: 8080}.WithDefaults()
 	want, err := cloudinit.Build(stack, cloudinit.App{
 		Source:               cloudinit.Source{GitURL: "https://git.example.com/shop.git", GitRef: "v2.3.1", Retries: 2},
 		WSGIApp:              "mysite.wsgi:application",

@@ -14,7 +14,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // FamilyAuto asks Provision to read the family from /etc/os-release on the machine.
@@ -25,7 +25,7 @@ const FamilyAuto = "auto"
 const DefaultExecuteCommand = "{{if .Sudo}}sudo -n {{end}}{{.Command}}"
 
 // Config is the HCL body of `provisioner "wsgi-stack"`. Every Stack field has a key of its own;
-// a key left out takes the default of templates.Default. The numeric keys are pointers so that
+// a key left out takes the default of image.Default. The numeric keys are pointers so that
 // an explicit 0 is reported as an error instead of silently becoming the default.
 type Config struct {
 	common.PackerConfig `mapstructure:",squash"`
@@ -150,21 +150,21 @@ func (c *Config) Prepare(raws ...interface{}) error {
 	var errs *packersdk.MultiError
 	add := func(err error) { errs = packersdk.MultiErrorAppend(errs, err) }
 
-	family := templates.Family(c.DistroFamily)
+	family := image.Family(c.DistroFamily)
 	switch c.DistroFamily {
 	case FamilyAuto:
 		// Provision detects it; validate the rest against the apt layout meanwhile, since no
 		// other check depends on the family.
-		family = templates.FamilyApt
-	case string(templates.FamilyApt), string(templates.FamilyDnf):
+		family = image.FamilyApt
+	case string(image.FamilyApt), string(image.FamilyDnf):
 	default:
 		add(fmt.Errorf("distro_family: must be %q, %q (Debian, Ubuntu) or %q (Amazon Linux 2023), got %q",
-			FamilyAuto, templates.FamilyApt, templates.FamilyDnf, c.DistroFamily))
-		family = templates.FamilyApt
+			FamilyAuto, image.FamilyApt, image.FamilyDnf, c.DistroFamily))
+		family = image.FamilyApt
 	}
 	if err := c.Stack(family).Validate(); err != nil {
 		// One error per problem, so Packer lists them one per line like its own.
-		var verr *templates.ValidationError
+		var verr *image.ValidationError
 		if errors.As(err, &verr) {
 			for _, p := range verr.Problems {
 				add(errors.New(p))
@@ -200,17 +200,17 @@ func (c *Config) checkExecuteCommand() error {
 }
 
 // Stack is the on-instance layout the configuration asks for, on a machine of the given family.
-// Unset keys take templates.Default; keys given explicitly win even when they are zero, so that
+// Unset keys take image.Default; keys given explicitly win even when they are zero, so that
 // Validate can report them.
-func (c *Config) Stack(family templates.Family) templates.Stack {
-	s := templates.Stack{
+func (c *Config) Stack(family image.Family) image.Stack {
+	s := image.Stack{
 		AppName:           c.AppName,
 		User:              c.User,
 		Group:             c.Group,
 		WorkerClass:       c.WorkerClass,
 		Family:            family,
 		Python:            c.Python,
-		GunicornSource:    templates.GunicornSource(c.GunicornSource),
+		GunicornSource:    image.GunicornSource(c.GunicornSource),
 		GunicornVersion:   c.GunicornVersion,
 		PipIndexURL:       c.PipIndexURL,
 		PipFindLinks:      c.PipFindLinks,

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 func TestPrepareDefaults(t *testing.T) {
@@ -18,7 +18,7 @@ func TestPrepareDefaults(t *testing.T) {
 		t.Errorf("provisioner defaults: family %q staging %q execute %q hygiene %v cloud-init %v",
 			c.DistroFamily, c.StagingDir, c.ExecuteCommand, *c.ImageHygiene, *c.WaitForCloudInit)
 	}
-	if got, want := c.Stack(templates.FamilyApt), templates.Default(); !reflect.DeepEqual(got, want) {
+	if got, want := c.Stack(image.FamilyApt), image.Default(); !reflect.DeepEqual(got, want) {
 		t.Errorf("stack of an empty config:\n got %+v\nwant %+v", got, want)
 	}
 }
@@ -43,10 +43,10 @@ func TestPrepareEveryKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := templates.Stack{
+	want := image.Stack{
 		AppName: "shop", User: "shop", Group: "shopgrp", Sockets: 5, WorkersPerUnit: 2,
 		WorkerClass: "gthread", Threads: 4, TimeoutSeconds: 40, GracefulTimeoutSeconds: 20,
-		KeepAliveSeconds: 10, MaxRequests: 1000, Backlog: 512, Family: templates.FamilyDnf,
+		KeepAliveSeconds: 10, MaxRequests: 1000, Backlog: 512, Family: image.FamilyDnf,
 		Python: "python3.11", GunicornSource: "pip", GunicornVersion: "22.0.0",
 		PipIndexURL: "http://10.0.0.1:8080/simple/", PipFindLinks: "/opt/wheels",
 		SystemSitePackages: true, ExtraPackages: []string{"libpq5"},
@@ -55,7 +55,7 @@ func TestPrepareEveryKey(t *testing.T) {
 		VenvDir: "/opt/shop/venv", SrvDir: "/srv/shop", EtcDir: "/etc/shop",
 		RunDir: "/run/shop", ShareDir: "/usr/share/shop",
 	}
-	if got := c.Stack(templates.FamilyDnf); !reflect.DeepEqual(got, want) {
+	if got := c.Stack(image.FamilyDnf); !reflect.DeepEqual(got, want) {
 		t.Errorf("stack:\n got %+v\nwant %+v", got, want)
 	}
 	if *c.ImageHygiene || *c.WaitForCloudInit || c.StagingDir != "/var/tmp" || c.ExecuteCommand != "doas {{.Command}}" {

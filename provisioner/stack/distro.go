@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // osRelease holds the /etc/os-release fields the family is decided from.
@@ -48,7 +48,7 @@ var (
 
 // familyOf decides the package-manager family from ID first and ID_LIKE second, so a derivative
 // (Linux Mint: ID=linuxmint, ID_LIKE="ubuntu debian") is placed by what it is built on.
-func familyOf(r osRelease) (templates.Family, error) {
+func familyOf(r osRelease) (image.Family, error) {
 	if r.ID == "amzn" && r.VersionID == "2" {
 		return "", fmt.Errorf("distro_family: Amazon Linux 2 uses yum and is not supported; use Amazon Linux 2023 (dnf)")
 	}
@@ -56,9 +56,9 @@ func familyOf(r osRelease) (templates.Family, error) {
 	for _, id := range ids {
 		switch {
 		case slices.Contains(aptIDs, id):
-			return templates.FamilyApt, nil
+			return image.FamilyApt, nil
 		case slices.Contains(dnfIDs, id):
-			return templates.FamilyDnf, nil
+			return image.FamilyDnf, nil
 		}
 	}
 	return "", fmt.Errorf("distro_family: cannot tell the package manager from /etc/os-release (ID=%q, ID_LIKE=%q): "+

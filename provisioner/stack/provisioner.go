@@ -17,7 +17,7 @@ import (
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // Provisioner implements provisioner "wsgi-stack".
@@ -69,7 +69,7 @@ func (p *Provisioner) provision(ctx context.Context, ui packersdk.Ui, comm remot
 	}
 	sudo := strings.TrimSpace(uid.Stdout) != "0"
 
-	family := templates.Family(c.DistroFamily)
+	family := image.Family(c.DistroFamily)
 	if c.DistroFamily == FamilyAuto {
 		res, err := r.mustRun(ctx, cmdOSRelease, runOpts{})
 		if err != nil {
@@ -83,12 +83,12 @@ func (p *Provisioner) provision(ctx context.Context, ui packersdk.Ui, comm remot
 	}
 
 	stack := c.Stack(family)
-	bundle, err := templates.Render(stack)
+	bundle, err := image.Render(stack)
 	if err != nil {
 		return fmt.Errorf("wsgi-stack: render: %w", err)
 	}
 	gunicorn := "distro Gunicorn"
-	if stack.GunicornSource == templates.GunicornFromPip {
+	if stack.GunicornSource == image.GunicornFromPip {
 		gunicorn = "Gunicorn " + stack.GunicornVersion + " from pip"
 	}
 	ui.Say(fmt.Sprintf("Installing the WSGI stack %q: %d socket-activated units, %s", stack.AppName, stack.Sockets, gunicorn))
@@ -186,7 +186,7 @@ var stageRe = regexp.MustCompile(`^(/[A-Za-z0-9._+-]+)+$`)
 
 // makeStage makes a private staging folder below dir with the folders of every file to upload
 // and returns its path. mktemp picks a new name, so a second build never finds old files there.
-func makeStage(ctx context.Context, r *runner, dir string, b *templates.Bundle) (string, error) {
+func makeStage(ctx context.Context, r *runner, dir string, b *image.Bundle) (string, error) {
 	dirs := []string{}
 	for _, f := range b.Files {
 		d := path.Join("files", path.Dir(f.Path))

@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
-	"github.com/wsgi-ami/packer-plugin-wsgi/templates"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 const (
@@ -141,10 +141,10 @@ func TestProvisionUploadsTheBundle(t *testing.T) {
 		name    string
 		raw     map[string]any
 		release string
-		family  templates.Family
+		family  image.Family
 	}{
-		{"debian", map[string]any{"sockets": 4, "app_name": "shop"}, debian12, templates.FamilyApt},
-		{"amazon linux 2023", map[string]any{"gunicorn_source": "distro"}, amazon2023, templates.FamilyDnf},
+		{"debian", map[string]any{"sockets": 4, "app_name": "shop"}, debian12, image.FamilyApt},
+		{"amazon linux 2023", map[string]any{"gunicorn_source": "distro"}, amazon2023, image.FamilyDnf},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := prepared(t, tc.raw)
@@ -154,7 +154,7 @@ func TestProvisionUploadsTheBundle(t *testing.T) {
 			if err := p.provision(context.Background(), &fakeUI{}, comm); err != nil {
 				t.Fatalf("provision: %v", err)
 			}
-			want, err := templates.Render(p.config.Stack(tc.family))
+			want, err := image.Render(p.config.Stack(tc.family))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,7 +176,7 @@ func TestProvisionUploadsTheBundle(t *testing.T) {
 				t.Errorf("hygiene: run %v, stdin equal to the rendered script: %v", ok, hyg.data == string(want.HygieneScript))
 			}
 			// The family decides the layout: the dnf bundle uses nginx's user, the apt one www-data.
-			if !strings.Contains(string(want.InstallScript), map[templates.Family]string{templates.FamilyApt: "apt-get", templates.FamilyDnf: "dnf install"}[tc.family]) {
+			if !strings.Contains(string(want.InstallScript), map[image.Family]string{image.FamilyApt: "apt-get", image.FamilyDnf: "dnf install"}[tc.family]) {
 				t.Errorf("install script is not for the %s family", tc.family)
 			}
 		})

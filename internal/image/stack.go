@@ -1,7 +1,7 @@
 // Package templates owns the on-instance layout of a WSGI stack (paths, unit names, the app user,
 // the number of sockets) and renders the files that make it up from embedded templates. The bake
 // step and the first-boot payload both read one Stack value, so they cannot disagree on a path.
-package templates
+package image
 
 import (
 	"fmt"
