@@ -1,16 +1,32 @@
 //go:generate packer-sdc mapstructure-to-hcl2 -type App,Source,Part
 
-// Package cloudinit builds the first-boot payload for an instance of the golden image: a typed
-// #cloud-config document that writes the deploy script (rendered by package templates) and
-// runs it once per instance, optionally inside a MIME multipart with the user's own parts,
-// plus its gzip+base64 form for EC2. It is a pure pipeline: decode, validate, render, validate
-// the output. The same inputs always give the same bytes.
+// Package cloudinit is the first-boot domain: the app an instance of the golden image deploys
+// (App: source, framework and hooks, env, secrets, pip options, health check) and the payload that
+// hands it to the image's baked deploy: a typed #cloud-config document that writes the app
+// description (contract.AppFile) and runs contract.DeployProgram once per instance, optionally
+// inside a MIME multipart with the user's own parts, plus its gzip+base64 form for EC2. It knows
+// nothing of how the image was baked: the image owns the stack. It is a pure pipeline: decode,
+// validate, render, validate the output. The same inputs always give the same bytes.
 package cloudinit
 
 import (
-	"sort"
+	"maps"
+	"slices"
 
-	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
+)
+
+// Source kinds the baked deploy can fetch a release from.
+const (
+	SourceGit     = "git"
+	SourceTarball = "tarball"
+	SourceS3      = "s3"
+)
+
+// Secret stores the baked deploy reads a secret from with the instance role.
+const (
+	SecretSSM            = "ssm"
+	SecretSecretsManager = "secretsmanager"
 )
 
 // Frameworks the deploy knows. "django" adds the migrate and collectstatic hooks; "flask" and
@@ -39,8 +55,8 @@ type Source struct {
 	GitRef string `mapstructure:"git_ref"`
 	// HTTP(S) URL of a tar archive (gzip, xz, bzip2 or zstd); a single top folder is stripped.
 	TarballURL string `mapstructure:"tarball_url"`
-	// S3 object (s3://bucket/key) holding a tar archive, fetched with the instance role through
-	// the AWS CLI, which must be on the image.
+	// S3 object (s3://bucket/key) holding a tar archive, fetched with the instance role by the
+	// image's own request signer (no AWS CLI needed).
 	S3URI string `mapstructure:"s3_uri"`
 	// Hex SHA-256 of the archive. Required with tarball_url, optional with s3_uri, not allowed
 	// with git_url (the ref pins a git source).
@@ -63,7 +79,7 @@ type Part struct {
 	Content string `mapstructure:"content" required:"true"`
 }
 
-// App is everything first boot needs beyond the Stack.
+// App is everything first boot needs to know of the app; the image knows the rest.
 type App struct {
 	// Where the release comes from.
 	Source Source `mapstructure:"source" required:"true"`
@@ -98,10 +114,16 @@ type App struct {
 	HooksBeforeSwitch []string `mapstructure:"hooks_before_switch"`
 	// Commands run as the app user after the switch, before the sockets start.
 	HooksAfterSwitch []string `mapstructure:"hooks_after_switch"`
+	// URL path first boot waits for HTTP 200 on, through NGINX and on every unit's socket.
+	// Default: the image's health_path (wsgi-stack's, "/healthz" unless set there).
+	HealthPath string `mapstructure:"health_path"`
 	// Seconds to wait for HTTP 200 on the health path through NGINX. Default 120.
 	HealthTimeoutSeconds int `mapstructure:"health_timeout_seconds"`
-	// Region for the AWS CLI (S3 source, secrets). Default: the instance's, from IMDSv2.
+	// Region of the S3 bucket and the secrets. Default: the instance's, from IMDSv2.
 	AWSRegion string `mapstructure:"aws_region"`
+	// Endpoints for the instance's AWS requests, such as VPC endpoints: keys s3, ssm,
+	// secretsmanager and autoscaling, values http(s) URLs. Default: the regional AWS endpoints.
+	AWSEndpoints map[string]string `mapstructure:"aws_endpoints"`
 	// Extra MIME parts; with any, the user data is multipart/mixed.
 	ExtraParts []Part `mapstructure:"extra_part"`
 }
@@ -130,13 +152,13 @@ func (a App) WithDefaults() App {
 func (s Source) kind() string {
 	n, k := 0, ""
 	if s.GitURL != "" {
-		n, k = n+1, image.SourceGit
+		n, k = n+1, SourceGit
 	}
 	if s.TarballURL != "" {
-		n, k = n+1, image.SourceTarball
+		n, k = n+1, SourceTarball
 	}
 	if s.S3URI != "" {
-		n, k = n+1, image.SourceS3
+		n, k = n+1, SourceS3
 	}
 	if n != 1 {
 		return ""
@@ -144,65 +166,18 @@ func (s Source) kind() string {
 	return k
 }
 
-// deployParams maps a validated, defaulted App onto the script's parameters.
-func (a App) deployParams() image.DeployParams {
-	p := image.DeployParams{
-		Retries:              a.Source.Retries,
-		TimeoutSeconds:       a.Source.TimeoutSeconds,
-		RequirementsFile:     a.RequirementsFile,
-		RequirementsRequired: a.RequirementsFile != "",
-		ConstraintsFile:      a.PipConstraintsFile,
-		PipIndexURL:          a.PipIndexURL,
-		PipExtraIndexURLs:    a.PipExtraIndexURLs,
-		PipFindLinks:         a.PipFindLinks,
-		PipNoIndex:           a.PipNoIndex,
-		Django:               a.Framework == FrameworkDjango,
-		DjangoManagePy:       a.DjangoManagePy,
-		HooksBeforeSwitch:    a.HooksBeforeSwitch,
-		HooksAfterSwitch:     a.HooksAfterSwitch,
-		AWSRegion:            a.AWSRegion,
-		HealthTimeoutSeconds: a.HealthTimeoutSeconds,
+// Needs is what the app needs from the image it boots on: this schema, git for a git source,
+// and signed AWS requests for an S3 source or secrets. Sorted.
+func (a App) Needs() []string {
+	needs := []string{contract.SchemaNeed(contract.SchemaVersion)}
+	if a.Source.kind() == SourceGit {
+		needs = append(needs, contract.NeedGit)
 	}
-	if p.RequirementsFile == "" {
-		p.RequirementsFile = DefaultRequirementsFile
+	if a.Source.kind() == SourceS3 || len(a.Secrets) > 0 {
+		needs = append(needs, contract.NeedAWSRequests)
 	}
-	s := a.Source
-	switch s.kind() {
-	case image.SourceGit:
-		p.Source = image.DeploySource{Kind: image.SourceGit, URL: s.GitURL, Ref: s.GitRef}
-	case image.SourceTarball:
-		p.Source = image.DeploySource{Kind: image.SourceTarball, URL: s.TarballURL, SHA256: s.SHA256}
-	case image.SourceS3:
-		p.Source = image.DeploySource{Kind: image.SourceS3, URL: s.S3URI, SHA256: s.SHA256}
-	}
-	for _, name := range sortedKeys(a.Secrets) {
-		store, id := splitSecretRef(a.Secrets[name])
-		p.Secrets = append(p.Secrets, image.DeploySecret{Name: name, Store: store, ID: id})
-	}
-	return p
+	slices.Sort(needs)
+	return needs
 }
 
-// appEnv is the non-secret environment file's content: the user's variables plus the ones the
-// deploy owns.
-func (a App) appEnv(s image.Stack) []image.EnvVar {
-	vars := []image.EnvVar{
-		{Name: "WSGI_APP", Value: a.WSGIApp},
-		{Name: "STATIC_ROOT", Value: s.StaticDir()},
-	}
-	if a.DjangoSettingsModule != "" {
-		vars = append(vars, image.EnvVar{Name: "DJANGO_SETTINGS_MODULE", Value: a.DjangoSettingsModule})
-	}
-	for _, k := range sortedKeys(a.Env) {
-		vars = append(vars, image.EnvVar{Name: k, Value: a.Env[k]})
-	}
-	return vars
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
+func sortedKeys(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }

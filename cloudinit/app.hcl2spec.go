@@ -25,8 +25,10 @@ type FlatApp struct {
 	Secrets              map[string]string `mapstructure:"secrets" cty:"secrets" hcl:"secrets"`
 	HooksBeforeSwitch    []string          `mapstructure:"hooks_before_switch" cty:"hooks_before_switch" hcl:"hooks_before_switch"`
 	HooksAfterSwitch     []string          `mapstructure:"hooks_after_switch" cty:"hooks_after_switch" hcl:"hooks_after_switch"`
+	HealthPath           *string           `mapstructure:"health_path" cty:"health_path" hcl:"health_path"`
 	HealthTimeoutSeconds *int              `mapstructure:"health_timeout_seconds" cty:"health_timeout_seconds" hcl:"health_timeout_seconds"`
 	AWSRegion            *string           `mapstructure:"aws_region" cty:"aws_region" hcl:"aws_region"`
+	AWSEndpoints         map[string]string `mapstructure:"aws_endpoints" cty:"aws_endpoints" hcl:"aws_endpoints"`
 	ExtraParts           []FlatPart        `mapstructure:"extra_part" cty:"extra_part" hcl:"extra_part"`
 }
 
@@ -57,8 +59,10 @@ func (*FlatApp) HCL2Spec() map[string]hcldec.Spec {
 		"secrets":                &hcldec.AttrSpec{Name: "secrets", Type: cty.Map(cty.String), Required: false},
 		"hooks_before_switch":    &hcldec.AttrSpec{Name: "hooks_before_switch", Type: cty.List(cty.String), Required: false},
 		"hooks_after_switch":     &hcldec.AttrSpec{Name: "hooks_after_switch", Type: cty.List(cty.String), Required: false},
+		"health_path":            &hcldec.AttrSpec{Name: "health_path", Type: cty.String, Required: false},
 		"health_timeout_seconds": &hcldec.AttrSpec{Name: "health_timeout_seconds", Type: cty.Number, Required: false},
 		"aws_region":             &hcldec.AttrSpec{Name: "aws_region", Type: cty.String, Required: false},
+		"aws_endpoints":          &hcldec.AttrSpec{Name: "aws_endpoints", Type: cty.Map(cty.String), Required: false},
 		"extra_part":             &hcldec.BlockListSpec{TypeName: "extra_part", Nested: hcldec.ObjectSpec((*FlatPart)(nil).HCL2Spec())},
 	}
 	return s

@@ -16,7 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
 )
 
 // EC2 refuses user data above this many bytes (before base64).
@@ -42,6 +42,8 @@ type Payload struct {
 	CloudConfigs [][]byte
 	// Files are the instance paths the payload writes with write_files.
 	Files []string
+	// Needs is what the payload needs from the image (capabilities of package contract).
+	Needs []string
 	// Warnings are problems that do not stop the build, such as a size near EC2's limit.
 	Warnings []string
 }
@@ -69,49 +71,23 @@ func (l literal) MarshalYAML() (any, error) {
 	return &yaml.Node{Kind: yaml.ScalarNode, Style: yaml.LiteralStyle, Value: string(l)}, nil
 }
 
-// Build validates s and app and renders the payload. It is a pure function: the same inputs
-// give the same bytes.
-func Build(s image.Stack, app App) (*Payload, error) {
-	// validate
-	s = s.WithDefaults()
-	app = app.WithDefaults()
-	var all problems
-	var sve *image.ValidationError
-	if err := s.Validate(); errors.As(err, &sve) {
-		for _, line := range sve.Problems {
-			key, msg, _ := strings.Cut(line, ": ")
-			all.add(key, "%s", msg)
-		}
-	} else if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
-	}
-	var ave *ValidationError
-	if err := app.Validate(); errors.As(err, &ave) {
-		all = append(all, ave.Problems...)
-	}
-	if len(all) > 0 {
-		return nil, &ValidationError{Problems: all}
-	}
-
-	// render
-	script, err := image.RenderDeploy(s, app.deployParams())
-	if err != nil {
-		return nil, fmt.Errorf("render deploy script: %w", err)
-	}
+// Build renders the payload of an App that passed Validate (after WithDefaults). It is a pure
+// function: the same App gives the same bytes. Its errors are about the output: a payload above
+// EC2's size limit, or one that does not read back as it should.
+func Build(app App) (*Payload, error) {
 	cfg := cloudConfig{
 		WriteFiles: []writeFile{
-			{Path: s.AppEnvInput(), Owner: "root:root", Permissions: "0600", Content: literal(image.RenderEnvFile(app.appEnv(s)))},
-			{Path: s.DeployScriptPath(), Owner: "root:root", Permissions: "0700", Content: literal(script)},
+			{Path: contract.AppFile, Owner: "root:root", Permissions: "0600", Content: literal(app.appFile())},
 		},
 		// The deploy is the only runcmd entry, so runcmd's script ends with its exit status and
 		// cloud-init's scripts-user module fails (status error) when the deploy does.
-		Runcmd: [][]string{{s.DeployScriptPath()}},
+		Runcmd: [][]string{{contract.DeployProgram}},
 	}
 	doc, err := marshalCloudConfig(cfg)
 	if err != nil {
 		return nil, err
 	}
-	p := &Payload{CloudConfigs: [][]byte{doc}}
+	p := &Payload{CloudConfigs: [][]byte{doc}, Needs: app.Needs()}
 	for _, f := range cfg.WriteFiles {
 		p.Files = append(p.Files, f.Path)
 	}
@@ -246,6 +222,9 @@ func checkOutput(p *Payload, want cloudConfig, extra int) error {
 			return fmt.Errorf("%w: multipart has %d parts, want %d", ErrOutput, n, extra+1)
 		}
 	}
+	if needs, found, err := NeedsOf(p.UserData); err != nil || !found || strings.Join(needs, " ") != strings.Join(p.Needs, " ") {
+		return fmt.Errorf("%w: the needs do not read back from the user data (got %q, found %v, %v)", ErrOutput, needs, found, err)
+	}
 	zr, err := gzip.NewReader(bytes.NewReader(p.Gzip))
 	if err != nil {
 		return fmt.Errorf("%w: gzip: %v", ErrOutput, err)
@@ -285,4 +264,14 @@ func countParts(doc []byte) (int, error) {
 		}
 		n++
 	}
+}
+
+// Render is the whole pipeline for a caller that holds an App: defaults, the one validation
+// (a *report.Error lists every problem at its HCL key), then Build.
+func Render(app App) (*Payload, error) {
+	app = app.WithDefaults()
+	if err := app.Validate().Err(); err != nil {
+		return nil, err
+	}
+	return Build(app)
 }

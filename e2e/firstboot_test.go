@@ -21,7 +21,6 @@ import (
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
-	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // Fixture servers baked into the test's golden image, on the instance's loopback: release
@@ -171,10 +170,9 @@ func TestFirstBoot(t *testing.T) {
 	}
 	build.Close()
 
-	stack := image.Stack{GunicornSource: image.GunicornFromDistro, Sockets: stackSockets}.WithDefaults()
 	payload := func(t *testing.T, app cloudinit.App) []byte {
 		t.Helper()
-		p, err := cloudinit.Build(stack, app)
+		p, err := cloudinit.Render(app)
 		if err != nil {
 			t.Fatalf("cloudinit.Build: %v", err)
 		}
@@ -500,7 +498,7 @@ func TestCloudInitDatasource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := cloudinit.Build(image.Stack{Sockets: 3}, cloudinit.App{
+	want, err := cloudinit.Render(cloudinit.App{
 		Source:               cloudinit.Source{GitURL: "git://127.0.0.1:9418/shop.git", GitRef: "v1.0.0"},
 		WSGIApp:              "mysite.wsgi:application",
 		Framework:            cloudinit.FrameworkDjango,

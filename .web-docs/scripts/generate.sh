@@ -12,7 +12,7 @@ sdc=${PACKER_SDC:-go tool packer-sdc}
 # The files whose structs carry the HCL keys of the four components.
 config_files=(
 	builder/config.go builder/ami_config.go builder/run_config.go builder/source_config.go
-	provisioner/stack/config.go
+	provisioner/stack/config.go internal/image/config.go
 	cloudinit/app.go cloudinit/datasource/datasource.go
 	launchtemplate/config.go
 	internal/awscfg/access.go

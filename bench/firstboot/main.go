@@ -25,7 +25,6 @@ import (
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
-	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 type options struct {
@@ -134,7 +133,7 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 
-	payload, err := cloudinit.Build(bootStack(), flaskApp(sha))
+	payload, err := cloudinit.Render(flaskApp(sha))
 	if err != nil {
 		return err
 	}
@@ -356,7 +355,7 @@ func gzipLenOf(key string, variants []variant) int {
 // sizes prints the payload sizes of the default Flask and Django configurations: the default
 // stack (image.Default) and the apps with nothing but what they need.
 func sizes(sha string) error {
-	fmt.Println("| payload (image.Default() stack) | raw bytes | gzip bytes | of EC2's 16,384-byte limit |")
+	fmt.Println("| payload (any image) | raw bytes | gzip bytes | of EC2's 16,384-byte limit |")
 	fmt.Println("| --- | ---: | ---: | ---: |")
 	for _, c := range []struct {
 		name string
@@ -365,7 +364,7 @@ func sizes(sha string) error {
 		{"Flask: tarball + sha256, app:app", flaskApp(sha)},
 		{"Django: git tag, migrate + collectstatic, one env var", djangoApp()},
 	} {
-		p, err := cloudinit.Build(image.Default(), c.app)
+		p, err := cloudinit.Render(c.app)
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.name, err)
 		}

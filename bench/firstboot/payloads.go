@@ -8,14 +8,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
-	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
-
-// bootStack is the stack the golden image is baked with (distribution Gunicorn, defaults
-// otherwise), so the payload's paths and units match the image.
-func bootStack() image.Stack {
-	return image.Stack{GunicornSource: image.GunicornFromDistro}.WithDefaults()
-}
 
 func flaskApp(sha string) cloudinit.App {
 	return cloudinit.App{
@@ -93,7 +86,7 @@ systemctl reload nginx
 `, tarballURL, sha)
 	c := stockConfig{
 		PackageUpdate: true,
-		Packages:      []string{"nginx-light", "python3-gunicorn"},
+		Packages:      []string{"nginx", "python3-gunicorn"},
 		WriteFiles: []stockWriteFile{
 			{Path: "/etc/systemd/system/app.service", Content: stockUnit},
 			{Path: "/etc/nginx/sites-available/app", Content: stockSite},

@@ -22,15 +22,10 @@ func gunicornProfiles() ([]profile, error) {
 		{name: "cpu", stack: image.Stack{WorkerClass: "sync", WorkersPerUnit: 2, Threads: 1}.WithDefaults()},
 	}
 	for i := range ps {
-		b, err := image.Render(ps[i].stack)
-		if err != nil {
+		if err := ps[i].stack.Validate().Err(); err != nil {
 			return nil, fmt.Errorf("profile %s: %w", ps[i].name, err)
 		}
-		for _, f := range b.Files {
-			if f.Path == ps[i].stack.GunicornConfig() {
-				ps[i].conf = f.Content
-			}
-		}
+		ps[i].conf = image.Render(ps[i].stack).File(ps[i].stack.GunicornConfig()).Content
 	}
 	return ps, nil
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"slices"
 
 	"github.com/hashicorp/hcl/v2/hcldec"
 	"github.com/hashicorp/packer-plugin-sdk/hcl2helper"
@@ -16,42 +17,49 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
-	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/report"
 )
 
-// Config is the HCL body of `data "wsgi-cloudinit"`. The stack keys have the names, meanings
-// and defaults of the wsgi-stack provisioner's and must match what the image was baked with;
-// only the ones first boot reads are here. The numeric stack keys are pointers so that an
-// explicit 0 is reported instead of becoming the default.
+// Config is the HCL body of `data "wsgi-cloudinit"`: the app only. The image owns the stack, so
+// the stack keys (app_name, sockets, run_dir, ...) are wsgi-stack's; the ones this data source
+// used to take are still decoded, only to say where they went.
 type Config struct {
-	// Name of the app, as baked. Default "app".
-	AppName string `mapstructure:"app_name"`
-	// System user that runs Gunicorn and the hooks, as baked. Default "wsgi".
-	User string `mapstructure:"user"`
-	// Group of that user, as baked. Default: the same as user.
-	Group string `mapstructure:"group"`
-	// Number of socket-activated Gunicorn units, as baked. Default 3.
-	Sockets *int `mapstructure:"sockets"`
-	// Where the baked Gunicorn came from, "pip" or "distro"; "distro" implies system_site_packages.
-	// Default "pip".
-	GunicornSource string `mapstructure:"gunicorn_source"`
-	// Let the release's venv see the distribution's Python packages (as the baked venv does).
-	// Default false; always true with gunicorn_source = "distro".
-	SystemSitePackages *bool `mapstructure:"system_site_packages"`
-	// Port NGINX listens on, used by the health check. Default 80.
-	ListenPort *int `mapstructure:"listen_port"`
-	// URL path of the health check: first boot waits for HTTP 200 there. Default "/healthz".
-	HealthPath string `mapstructure:"health_path"`
-	// The baked virtualenv. Default "/opt/wsgi/venv".
-	VenvDir string `mapstructure:"venv_dir"`
-	// Releases and the current symlink. Default "/srv/wsgi".
-	SrvDir string `mapstructure:"srv_dir"`
-	// wsgi.env and gunicorn.conf.py. Default "/etc/wsgi".
-	EtcDir string `mapstructure:"etc_dir"`
-	// The UNIX sockets. Default "/run/wsgi".
-	RunDir string `mapstructure:"run_dir"`
-
 	cloudinit.App `mapstructure:",squash"`
+
+	// Moved to wsgi-stack: the image owns the stack. Setting any of them is an error.
+	Moved movedKeys `mapstructure:",squash"`
+}
+
+// movedKeys are the stack keys this data source took before the image owned the stack.
+type movedKeys struct {
+	AppName            *string `mapstructure:"app_name" undocumented:"true"`
+	User               *string `mapstructure:"user" undocumented:"true"`
+	Group              *string `mapstructure:"group" undocumented:"true"`
+	Sockets            *int    `mapstructure:"sockets" undocumented:"true"`
+	GunicornSource     *string `mapstructure:"gunicorn_source" undocumented:"true"`
+	SystemSitePackages *bool   `mapstructure:"system_site_packages" undocumented:"true"`
+	ListenPort         *int    `mapstructure:"listen_port" undocumented:"true"`
+	VenvDir            *string `mapstructure:"venv_dir" undocumented:"true"`
+	SrvDir             *string `mapstructure:"srv_dir" undocumented:"true"`
+	EtcDir             *string `mapstructure:"etc_dir" undocumented:"true"`
+	RunDir             *string `mapstructure:"run_dir" undocumented:"true"`
+}
+
+// set lists the moved keys that are set, in declaration order.
+func (m movedKeys) set() []string {
+	var out []string
+	for key, isSet := range map[string]bool{
+		"app_name": m.AppName != nil, "user": m.User != nil, "group": m.Group != nil, "sockets": m.Sockets != nil,
+		"gunicorn_source": m.GunicornSource != nil, "system_site_packages": m.SystemSitePackages != nil,
+		"listen_port": m.ListenPort != nil, "venv_dir": m.VenvDir != nil, "srv_dir": m.SrvDir != nil,
+		"etc_dir": m.EtcDir != nil, "run_dir": m.RunDir != nil,
+	} {
+		if isSet {
+			out = append(out, key)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Output is what the data source gives to the rest of the template.
@@ -68,6 +76,10 @@ type Output struct {
 	Files []string `mapstructure:"files"`
 	// Problems that did not stop the build, such as a size near EC2's limit.
 	Warnings []string `mapstructure:"warnings"`
+	// What the payload needs from the image it boots on, such as ["git", "schema-1"]: hand it to
+	// wsgi-stack (`first_boot = data.wsgi-cloudinit.NAME.needs`) so the bake installs it, and the
+	// post-processor checks it against the AMI's wsgi:stack-provides tag.
+	Needs []string `mapstructure:"needs"`
 }
 
 // Datasource renders the payload in Configure, so every problem is reported before any build
@@ -91,63 +103,24 @@ func (d *Datasource) Configure(raws ...interface{}) error {
 	if err := config.Decode(&d.config, &config.DecodeOpts{PluginType: "wsgi-cloudinit"}, raws...); err != nil {
 		return fmt.Errorf("wsgi-cloudinit: %w", err)
 	}
-	var errs *packersdk.MultiError
-	// A zero stack key is reported, and the rest is still validated with its default, so one
-	// run lists every problem.
-	stack, stackErr := d.config.Stack()
-	if stackErr != nil {
-		errs = packersdk.MultiErrorAppend(errs, stackErr)
+	app := d.config.App.WithDefaults()
+	r := app.Validate()
+	for _, key := range d.config.Moved.set() {
+		r.Add(key, "is a stack key and moved to the wsgi-stack provisioner: the image owns the stack, and the payload "+
+			"describes only the app; set it in wsgi-stack (once) and remove it here")
 	}
-	payload, err := cloudinit.Build(stack, d.config.App)
-	var ve *cloudinit.ValidationError
-	switch {
-	case errors.As(err, &ve):
-		for _, p := range ve.Problems {
-			errs = packersdk.MultiErrorAppend(errs, errors.New(p.String()))
-		}
-	case err != nil:
-		errs = packersdk.MultiErrorAppend(errs, err)
+	if err := r.Err(); err != nil {
+		return report.Packer("wsgi-cloudinit", err)
 	}
-	if errs != nil && len(errs.Errors) > 0 {
-		return errs
+	payload, err := cloudinit.Build(app)
+	if err != nil {
+		return fmt.Errorf("wsgi-cloudinit: %w", err)
 	}
 	d.payload = payload
 	for _, w := range d.payload.Warnings {
 		log.Printf("[WARN] wsgi-cloudinit: %s", w)
 	}
 	return nil
-}
-
-// Stack is the image.Stack the keys describe, with the defaults filled in.
-func (c Config) Stack() (image.Stack, error) {
-	s := image.Stack{
-		AppName:        c.AppName,
-		User:           c.User,
-		Group:          c.Group,
-		GunicornSource: image.GunicornSource(c.GunicornSource),
-		HealthPath:     c.HealthPath,
-		VenvDir:        c.VenvDir,
-		SrvDir:         c.SrvDir,
-		EtcDir:         c.EtcDir,
-		RunDir:         c.RunDir,
-	}
-	var errs []error
-	setInt := func(key string, p *int, dst *int) {
-		if p == nil {
-			return
-		}
-		if *p == 0 {
-			errs = append(errs, fmt.Errorf("%s: must not be 0; leave it out for the default", key))
-			return
-		}
-		*dst = *p
-	}
-	setInt("sockets", c.Sockets, &s.Sockets)
-	setInt("listen_port", c.ListenPort, &s.ListenPort)
-	if c.SystemSitePackages != nil {
-		s.SystemSitePackages = *c.SystemSitePackages
-	}
-	return s.WithDefaults(), errors.Join(errs...)
 }
 
 // Execute returns the payload rendered by Configure.
@@ -162,6 +135,7 @@ func (d *Datasource) Execute() (cty.Value, error) {
 		GzipSizeBytes:      len(d.payload.Gzip),
 		Files:              d.payload.Files,
 		Warnings:           d.payload.Warnings,
+		Needs:              d.payload.Needs,
 	}
 	return hcl2helper.HCL2ValueFromConfig(out, d.OutputSpec()), nil
 }

@@ -11,18 +11,6 @@ import (
 // FlatConfig is an auto-generated flat version of Config.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatConfig struct {
-	AppName              *string               `mapstructure:"app_name" cty:"app_name" hcl:"app_name"`
-	User                 *string               `mapstructure:"user" cty:"user" hcl:"user"`
-	Group                *string               `mapstructure:"group" cty:"group" hcl:"group"`
-	Sockets              *int                  `mapstructure:"sockets" cty:"sockets" hcl:"sockets"`
-	GunicornSource       *string               `mapstructure:"gunicorn_source" cty:"gunicorn_source" hcl:"gunicorn_source"`
-	SystemSitePackages   *bool                 `mapstructure:"system_site_packages" cty:"system_site_packages" hcl:"system_site_packages"`
-	ListenPort           *int                  `mapstructure:"listen_port" cty:"listen_port" hcl:"listen_port"`
-	HealthPath           *string               `mapstructure:"health_path" cty:"health_path" hcl:"health_path"`
-	VenvDir              *string               `mapstructure:"venv_dir" cty:"venv_dir" hcl:"venv_dir"`
-	SrvDir               *string               `mapstructure:"srv_dir" cty:"srv_dir" hcl:"srv_dir"`
-	EtcDir               *string               `mapstructure:"etc_dir" cty:"etc_dir" hcl:"etc_dir"`
-	RunDir               *string               `mapstructure:"run_dir" cty:"run_dir" hcl:"run_dir"`
 	Source               *cloudinit.FlatSource `mapstructure:"source" required:"true" cty:"source" hcl:"source"`
 	WSGIApp              *string               `mapstructure:"wsgi_app" required:"true" cty:"wsgi_app" hcl:"wsgi_app"`
 	Framework            *string               `mapstructure:"framework" cty:"framework" hcl:"framework"`
@@ -38,9 +26,22 @@ type FlatConfig struct {
 	Secrets              map[string]string     `mapstructure:"secrets" cty:"secrets" hcl:"secrets"`
 	HooksBeforeSwitch    []string              `mapstructure:"hooks_before_switch" cty:"hooks_before_switch" hcl:"hooks_before_switch"`
 	HooksAfterSwitch     []string              `mapstructure:"hooks_after_switch" cty:"hooks_after_switch" hcl:"hooks_after_switch"`
+	HealthPath           *string               `mapstructure:"health_path" cty:"health_path" hcl:"health_path"`
 	HealthTimeoutSeconds *int                  `mapstructure:"health_timeout_seconds" cty:"health_timeout_seconds" hcl:"health_timeout_seconds"`
 	AWSRegion            *string               `mapstructure:"aws_region" cty:"aws_region" hcl:"aws_region"`
+	AWSEndpoints         map[string]string     `mapstructure:"aws_endpoints" cty:"aws_endpoints" hcl:"aws_endpoints"`
 	ExtraParts           []cloudinit.FlatPart  `mapstructure:"extra_part" cty:"extra_part" hcl:"extra_part"`
+	AppName              *string               `mapstructure:"app_name" undocumented:"true" cty:"app_name" hcl:"app_name"`
+	User                 *string               `mapstructure:"user" undocumented:"true" cty:"user" hcl:"user"`
+	Group                *string               `mapstructure:"group" undocumented:"true" cty:"group" hcl:"group"`
+	Sockets              *int                  `mapstructure:"sockets" undocumented:"true" cty:"sockets" hcl:"sockets"`
+	GunicornSource       *string               `mapstructure:"gunicorn_source" undocumented:"true" cty:"gunicorn_source" hcl:"gunicorn_source"`
+	SystemSitePackages   *bool                 `mapstructure:"system_site_packages" undocumented:"true" cty:"system_site_packages" hcl:"system_site_packages"`
+	ListenPort           *int                  `mapstructure:"listen_port" undocumented:"true" cty:"listen_port" hcl:"listen_port"`
+	VenvDir              *string               `mapstructure:"venv_dir" undocumented:"true" cty:"venv_dir" hcl:"venv_dir"`
+	SrvDir               *string               `mapstructure:"srv_dir" undocumented:"true" cty:"srv_dir" hcl:"srv_dir"`
+	EtcDir               *string               `mapstructure:"etc_dir" undocumented:"true" cty:"etc_dir" hcl:"etc_dir"`
+	RunDir               *string               `mapstructure:"run_dir" undocumented:"true" cty:"run_dir" hcl:"run_dir"`
 }
 
 // FlatMapstructure returns a new FlatConfig.
@@ -55,18 +56,6 @@ func (*Config) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Spec }
 // The decoded values from this spec will then be applied to a FlatConfig.
 func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
-		"app_name":               &hcldec.AttrSpec{Name: "app_name", Type: cty.String, Required: false},
-		"user":                   &hcldec.AttrSpec{Name: "user", Type: cty.String, Required: false},
-		"group":                  &hcldec.AttrSpec{Name: "group", Type: cty.String, Required: false},
-		"sockets":                &hcldec.AttrSpec{Name: "sockets", Type: cty.Number, Required: false},
-		"gunicorn_source":        &hcldec.AttrSpec{Name: "gunicorn_source", Type: cty.String, Required: false},
-		"system_site_packages":   &hcldec.AttrSpec{Name: "system_site_packages", Type: cty.Bool, Required: false},
-		"listen_port":            &hcldec.AttrSpec{Name: "listen_port", Type: cty.Number, Required: false},
-		"health_path":            &hcldec.AttrSpec{Name: "health_path", Type: cty.String, Required: false},
-		"venv_dir":               &hcldec.AttrSpec{Name: "venv_dir", Type: cty.String, Required: false},
-		"srv_dir":                &hcldec.AttrSpec{Name: "srv_dir", Type: cty.String, Required: false},
-		"etc_dir":                &hcldec.AttrSpec{Name: "etc_dir", Type: cty.String, Required: false},
-		"run_dir":                &hcldec.AttrSpec{Name: "run_dir", Type: cty.String, Required: false},
 		"source":                 &hcldec.BlockSpec{TypeName: "source", Nested: hcldec.ObjectSpec((*cloudinit.FlatSource)(nil).HCL2Spec())},
 		"wsgi_app":               &hcldec.AttrSpec{Name: "wsgi_app", Type: cty.String, Required: false},
 		"framework":              &hcldec.AttrSpec{Name: "framework", Type: cty.String, Required: false},
@@ -82,9 +71,22 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"secrets":                &hcldec.AttrSpec{Name: "secrets", Type: cty.Map(cty.String), Required: false},
 		"hooks_before_switch":    &hcldec.AttrSpec{Name: "hooks_before_switch", Type: cty.List(cty.String), Required: false},
 		"hooks_after_switch":     &hcldec.AttrSpec{Name: "hooks_after_switch", Type: cty.List(cty.String), Required: false},
+		"health_path":            &hcldec.AttrSpec{Name: "health_path", Type: cty.String, Required: false},
 		"health_timeout_seconds": &hcldec.AttrSpec{Name: "health_timeout_seconds", Type: cty.Number, Required: false},
 		"aws_region":             &hcldec.AttrSpec{Name: "aws_region", Type: cty.String, Required: false},
+		"aws_endpoints":          &hcldec.AttrSpec{Name: "aws_endpoints", Type: cty.Map(cty.String), Required: false},
 		"extra_part":             &hcldec.BlockListSpec{TypeName: "extra_part", Nested: hcldec.ObjectSpec((*cloudinit.FlatPart)(nil).HCL2Spec())},
+		"app_name":               &hcldec.AttrSpec{Name: "app_name", Type: cty.String, Required: false},
+		"user":                   &hcldec.AttrSpec{Name: "user", Type: cty.String, Required: false},
+		"group":                  &hcldec.AttrSpec{Name: "group", Type: cty.String, Required: false},
+		"sockets":                &hcldec.AttrSpec{Name: "sockets", Type: cty.Number, Required: false},
+		"gunicorn_source":        &hcldec.AttrSpec{Name: "gunicorn_source", Type: cty.String, Required: false},
+		"system_site_packages":   &hcldec.AttrSpec{Name: "system_site_packages", Type: cty.Bool, Required: false},
+		"listen_port":            &hcldec.AttrSpec{Name: "listen_port", Type: cty.Number, Required: false},
+		"venv_dir":               &hcldec.AttrSpec{Name: "venv_dir", Type: cty.String, Required: false},
+		"srv_dir":                &hcldec.AttrSpec{Name: "srv_dir", Type: cty.String, Required: false},
+		"etc_dir":                &hcldec.AttrSpec{Name: "etc_dir", Type: cty.String, Required: false},
+		"run_dir":                &hcldec.AttrSpec{Name: "run_dir", Type: cty.String, Required: false},
 	}
 	return s
 }
@@ -98,6 +100,7 @@ type FlatOutput struct {
 	GzipSizeBytes      *int     `mapstructure:"gzip_size_bytes" cty:"gzip_size_bytes" hcl:"gzip_size_bytes"`
 	Files              []string `mapstructure:"files" cty:"files" hcl:"files"`
 	Warnings           []string `mapstructure:"warnings" cty:"warnings" hcl:"warnings"`
+	Needs              []string `mapstructure:"needs" cty:"needs" hcl:"needs"`
 }
 
 // FlatMapstructure returns a new FlatOutput.
@@ -118,6 +121,7 @@ func (*FlatOutput) HCL2Spec() map[string]hcldec.Spec {
 		"gzip_size_bytes":       &hcldec.AttrSpec{Name: "gzip_size_bytes", Type: cty.Number, Required: false},
 		"files":                 &hcldec.AttrSpec{Name: "files", Type: cty.List(cty.String), Required: false},
 		"warnings":              &hcldec.AttrSpec{Name: "warnings", Type: cty.List(cty.String), Required: false},
+		"needs":                 &hcldec.AttrSpec{Name: "needs", Type: cty.List(cty.String), Required: false},
 	}
 	return s
 }

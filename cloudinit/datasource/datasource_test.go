@@ -15,7 +15,6 @@ import (
 	"github.com/zclconf/go-cty/cty"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
-	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 // decodeHCL turns an HCL body into the value Packer hands to Configure, through the data
@@ -34,8 +33,6 @@ func decodeHCL(t *testing.T, d *Datasource, src string) cty.Value {
 }
 
 const djangoHCL = `
-sockets     = 2
-listen_port = 8080
 wsgi_app    = "mysite.wsgi:application"
 framework   = "django"
 django_settings_module = "mysite.settings"
@@ -68,8 +65,7 @@ func TestConfigureExecuteHCL(t *testing.T) {
 	}
 
 	// The same inputs given to cloudinit.Build directly must give the same bytes.
-	stack := image.Stack{Sockets: 2, ListenPort: 8080}.WithDefaults()
-	want, err := cloudinit.Build(stack, cloudinit.App{
+	want, err := cloudinit.Build(cloudinit.App{
 		Source:               cloudinit.Source{GitURL: "https://git.example.com/shop.git", GitRef: "v2.3.1", Retries: 2},
 		WSGIApp:              "mysite.wsgi:application",
 		Framework:            "django",
@@ -78,7 +74,7 @@ func TestConfigureExecuteHCL(t *testing.T) {
 		Secrets:              map[string]string{"DJANGO_SECRET_KEY": "ssm:/shop/prod/secret-key"},
 		HooksAfterSwitch:     []string{"python manage.py check"},
 		ExtraParts:           []cloudinit.Part{{ContentType: "text/x-shellscript", Filename: "motd.sh", Content: "#!/bin/sh\necho hello > /etc/motd\n"}},
-	})
+	}.WithDefaults())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +82,7 @@ func TestConfigureExecuteHCL(t *testing.T) {
 	if userData != string(want.UserData) {
 		t.Errorf("user_data differs from cloudinit.Build with the same inputs:\n%s", userData)
 	}
-	for _, s := range []string{"retry 2 clone", "for unit in wsgi@1.service wsgi@2.service; do", "URL=http://127.0.0.1:8080/healthz", "filename=\"motd.sh\""} {
+	for _, s := range []string{"WSGI_RETRIES=2", "WSGI_HOOKS_AFTER_SWITCH=('python manage.py check')", "filename=\"motd.sh\""} {
 		if !strings.Contains(userData, s) {
 			t.Errorf("user_data lacks %q", s)
 		}
@@ -115,8 +111,15 @@ func TestConfigureExecuteHCL(t *testing.T) {
 	for _, v := range out.GetAttr("files").AsValueSlice() {
 		files = append(files, v.AsString())
 	}
-	if strings.Join(files, " ") != "/etc/wsgi/app.env /usr/local/sbin/wsgi-deploy" {
+	if strings.Join(files, " ") != "/etc/wsgi-app.conf" {
 		t.Errorf("files = %v", files)
+	}
+	var needs []string
+	for _, v := range out.GetAttr("needs").AsValueSlice() {
+		needs = append(needs, v.AsString())
+	}
+	if strings.Join(needs, " ") != "aws-requests git schema-1" {
+		t.Errorf("needs = %v, want the git source's and the secrets'", needs)
 	}
 }
 
@@ -128,12 +131,13 @@ func TestConfigureRejects(t *testing.T) {
 	}{
 		{"no source", map[string]interface{}{"wsgi_app": "app:app"},
 			[]string{"source: set exactly one of git_url, tarball_url or s3_uri, got none"}},
-		{"zero sockets", map[string]interface{}{"wsgi_app": "app:app", "sockets": 0,
+		{"moved stack keys", map[string]interface{}{"wsgi_app": "app:app", "sockets": 2, "run_dir": "/run/shop",
 			"source": map[string]interface{}{"tarball_url": "https://example.com/a.tgz"}},
-			[]string{"sockets: must not be 0; leave it out for the default", "source.sha256: required with tarball_url"}},
-		{"several problems", map[string]interface{}{"wsgi_app": "nope", "framework": "rails", "sockets": 99,
+			[]string{"wsgi-cloudinit: run_dir: is a stack key and moved to the wsgi-stack provisioner", "wsgi-cloudinit: sockets: is a stack key and moved",
+				"source.sha256: required with tarball_url"}},
+		{"several problems", map[string]interface{}{"wsgi_app": "nope", "framework": "rails",
 			"source": map[string]interface{}{"tarball_url": "https://example.com/a.tgz"}},
-			[]string{"sockets: must be between 1 and 16, got 99", "source.sha256: required with tarball_url", "wsgi_app: must be module:callable", "framework: must be one of"}},
+			[]string{"source.sha256: required with tarball_url", "wsgi_app: must be module:callable", "framework: must be one of"}},
 		{"secret in env", map[string]interface{}{"wsgi_app": "app:app",
 			"source": map[string]interface{}{"git_url": "https://g.example.com/r.git", "git_ref": "main"},
 			"env":    map[string]interface{}{"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}},
@@ -164,19 +168,12 @@ func TestConfigureRejects(t *testing.T) {
 	}
 }
 
-func TestStackKeys(t *testing.T) {
-	yes := true
-	two, port := 2, 8000
-	c := Config{AppName: "shop", User: "web", Sockets: &two, ListenPort: &port, GunicornSource: "pip", SystemSitePackages: &yes, HealthPath: "/up"}
-	s, err := c.Stack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.AppName != "shop" || s.User != "web" || s.Group != "web" || s.Sockets != 2 || s.ListenPort != 8000 || !s.SystemSitePackages || s.HealthPath != "/up" || s.VenvDir != "/opt/wsgi/venv" {
-		t.Errorf("Stack() = %+v", s)
-	}
-	distro, err := Config{GunicornSource: "distro"}.Stack()
-	if err != nil || !distro.SystemSitePackages {
-		t.Errorf("gunicorn_source = distro must imply system_site_packages: %+v, %v", distro, err)
+// TestMovedKeysInHCL: an old template with stack keys in the data source gets the message that
+// says where they went, through the real HCL spec.
+func TestMovedKeysInHCL(t *testing.T) {
+	d := &Datasource{}
+	err := d.Configure(decodeHCL(t, d, "app_name = \"shop\"\n"+djangoHCL))
+	if err == nil || !strings.Contains(err.Error(), "app_name: is a stack key and moved to the wsgi-stack provisioner") {
+		t.Fatalf("Configure: %v", err)
 	}
 }

@@ -7,12 +7,19 @@ import (
 	"io/fs"
 	"strings"
 	"text/template"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/quote"
 )
 
 //go:embed files/*.tmpl
 var files embed.FS
 
-var parsed = template.Must(template.New("").Option("missingkey=error").ParseFS(files, "files/*.tmpl"))
+// Every value a user writes reaches a script through q (one word) or qs (a list of words).
+var parsed = template.Must(template.New("").Option("missingkey=error").Funcs(template.FuncMap{
+	"q":  quote.Shell,
+	"qs": quote.Shells,
+}).ParseFS(files, "files/*.tmpl"))
 
 // File is one rendered file of the image, at its absolute path on the instance.
 type File struct {
@@ -25,6 +32,14 @@ type File struct {
 // ModeString is the mode as install(1) takes it.
 func (f File) ModeString() string { return fmt.Sprintf("%04o", f.Mode.Perm()) }
 
+// GroupName is the group the file is installed with.
+func (f File) GroupName() string {
+	if f.Group == "" {
+		return "root"
+	}
+	return f.Group
+}
+
 // Bundle is everything the bake needs: the files to install and the scripts that install them
 // and clean the image afterwards.
 type Bundle struct {
@@ -34,12 +49,32 @@ type Bundle struct {
 	HygieneScript []byte
 }
 
+// File returns the bundle's file at path, or nil.
+func (b *Bundle) File(path string) *File {
+	for i := range b.Files {
+		if b.Files[i].Path == path {
+			return &b.Files[i]
+		}
+	}
+	return nil
+}
+
 // view is what the templates see: the Stack plus values derived from it, so no template
 // computes anything itself.
 type view struct {
 	Stack
 	Installed []File
 }
+
+// The fixed names, for the templates.
+func (view) TargetUnit() string     { return TargetUnit }
+func (view) DeployedMarker() string { return DeployedMarker }
+func (view) DeployStateDir() string { return DeployStateDir }
+func (view) AppStateDir() string    { return AppStateDir }
+func (view) DeployLog() string      { return DeployLog }
+func (view) AppFile() string        { return contract.AppFile }
+func (view) AWSHelper() string      { return contract.AWSHelper }
+func (view) SchemaVersion() int     { return contract.SchemaVersion }
 
 // StopTimeout gives Gunicorn's graceful shutdown room before systemd kills it.
 func (v view) StopTimeout() int { return v.GracefulTimeoutSeconds + 5 }
@@ -50,79 +85,70 @@ func (v view) MaxRequestsJitter() int { return v.MaxRequests / 8 }
 // UpstreamKeepalive is the number of idle connections NGINX keeps per worker to the units:
 // enough for every Gunicorn thread, so a busy site does not reconnect on every request.
 func (v view) UpstreamKeepalive() int {
-	n := v.Sockets * v.WorkersPerUnit * v.Threads
-	if n < 8 {
-		n = 8
-	}
-	if n > 512 {
-		n = 512
-	}
-	return n
+	return min(max(v.Sockets*v.WorkersPerUnit*v.Threads, 8), 512)
 }
 
-// PythonPackage is the distribution package that provides the interpreter.
-func (v view) PythonPackage() string {
-	if strings.HasPrefix(v.Python, "python3") {
-		return v.Python
+// SocketPaths lists every unit's socket, in instance order.
+func (v view) SocketPaths() []string {
+	out := make([]string, 0, v.Sockets)
+	for _, i := range v.Instances() {
+		out = append(out, v.SocketPath(i))
 	}
-	return "python3"
+	return out
 }
 
-// GroupOf returns the group name a file is installed with.
-func (f File) GroupOf(v view) string {
-	if f.Group == "" {
-		return "root"
+// Services lists the service units, in instance order.
+func (v view) Services() []string {
+	out := make([]string, 0, v.Sockets)
+	for _, i := range v.Instances() {
+		out = append(out, v.ServiceUnit(i))
 	}
-	return f.Group
+	return out
 }
 
-// Render validates s and renders the complete file set of the image. The same Stack always
-// gives the same bytes.
-func Render(s Stack) (*Bundle, error) {
-	if err := s.Validate(); err != nil {
-		return nil, err
-	}
-	v := view{Stack: s}
-	specs := []struct {
-		tmpl, path, group string
-		mode              fs.FileMode
-	}{
-		{"wsgi@.socket.tmpl", s.UnitDir() + "/wsgi@.socket", "", 0o644},
-		{"wsgi@.service.tmpl", s.UnitDir() + "/wsgi@.service", "", 0o644},
-		{"wsgi.target.tmpl", s.UnitDir() + "/" + s.TargetUnit(), "", 0o644},
+// fileSpec is one file of the image and the template it comes from.
+type fileSpec struct {
+	tmpl, path, group string
+	mode              fs.FileMode
+}
+
+func (s Stack) fileSpecs() []fileSpec {
+	return []fileSpec{
+		{"wsgi@.socket.tmpl", UnitDir + "/wsgi@.socket", "", 0o644},
+		{"wsgi@.service.tmpl", UnitDir + "/wsgi@.service", "", 0o644},
+		{"wsgi.target.tmpl", UnitDir + "/" + TargetUnit, "", 0o644},
 		{"wsgi.preset.tmpl", "/etc/systemd/system-preset/50-wsgi.preset", "", 0o644},
 		{"gunicorn.conf.py.tmpl", s.GunicornConfig(), s.Group, 0o640},
-		{"nginx-site.conf.tmpl", s.NginxSite(), "", 0o644},
+		{"nginx-site.conf.tmpl", NginxSite, "", 0o644},
 		{"wsgi_proxy_params.tmpl", "/etc/nginx/wsgi_proxy_params", "", 0o644},
 		{"maintenance.html.tmpl", s.MaintenancePage(), "", 0o644},
+		{"deploy.sh.tmpl", contract.DeployProgram, "", 0o755},
 	}
-	b := &Bundle{Stack: s}
-	for _, sp := range specs {
-		out, err := execute(sp.tmpl, v)
-		if err != nil {
-			return nil, err
-		}
-		b.Files = append(b.Files, File{Path: sp.path, Mode: sp.mode, Group: sp.group, Content: out})
-	}
-	v.Installed = b.Files
-	var err error
-	if b.InstallScript, err = execute("install.sh.tmpl", v); err != nil {
-		return nil, err
-	}
-	if b.HygieneScript, err = execute("hygiene.sh.tmpl", v); err != nil {
-		return nil, err
-	}
-	return b, nil
 }
 
-// Execute renders one embedded template with data. Other packages (the first-boot payload)
-// use it for their scripts so that all on-instance text lives here.
-func Execute(name string, data any) ([]byte, error) { return execute(name, data) }
+// Render renders the complete file set of the image for a Stack that passed Validate. The same
+// Stack always gives the same bytes. It has no error to return: the templates are executed for
+// every golden stack in the tests, so a failure here is a bug, and it panics.
+func Render(s Stack) *Bundle {
+	v := view{Stack: s}
+	b := &Bundle{Stack: s}
+	for _, sp := range s.fileSpecs() {
+		b.Files = append(b.Files, File{Path: sp.path, Mode: sp.mode, Group: sp.group, Content: execute(sp.tmpl, v)})
+	}
+	b.Files = append(b.Files, File{Path: contract.StackFile, Mode: 0o644, Content: s.Description()})
+	v.Installed = b.Files
+	b.InstallScript = execute("install.sh.tmpl", v)
+	b.HygieneScript = execute("hygiene.sh.tmpl", v)
+	return b
+}
 
-func execute(name string, data any) ([]byte, error) {
+func execute(name string, data any) []byte {
 	var buf bytes.Buffer
 	if err := parsed.ExecuteTemplate(&buf, name, data); err != nil {
-		return nil, fmt.Errorf("render %s: %w", strings.TrimSuffix(name, ".tmpl"), err)
+		panic(fmt.Sprintf("render %s: %v", strings.TrimSuffix(name, ".tmpl"), err))
 	}
-	return buf.Bytes(), nil
+	return buf.Bytes()
 }
+
+// NginxUser is the distribution's NGINX user, for the templates.
+func (v view) NginxUser() string { return v.Distro().NginxUser }

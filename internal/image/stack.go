@@ -1,13 +1,19 @@
-// Package templates owns the on-instance layout of a WSGI stack (paths, unit names, the app user,
-// the number of sockets) and renders the files that make it up from embedded templates. The bake
-// step and the first-boot payload both read one Stack value, so they cannot disagree on a path.
+// Package image is what a golden image holds: the WSGI stack (paths, unit names, the app user, the
+// number of sockets, versions), its HCL keys, its validation, and the files that make it up,
+// rendered from embedded templates: the systemd units, the NGINX site, the Gunicorn config, the
+// install and hygiene scripts, the baked deploy program and the machine-readable description of
+// the stack (contract.StackFile). The payload does not depend on it: it describes only the app.
 package image
 
 import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/report"
 )
 
 // Family is the package-manager family of the target machine.
@@ -80,6 +86,9 @@ type Stack struct {
 	SystemSitePackages bool
 	// ExtraPackages are distribution packages baked into the image (for example libpq5).
 	ExtraPackages []string
+	// FirstBoot is what the payloads this image will run need from it (the wsgi-cloudinit data
+	// source's needs output): capabilities of package contract, such as "git".
+	FirstBoot []string
 
 	// NGINX front end.
 	ListenPort        int
@@ -202,33 +211,29 @@ var (
 	workerClasses = []string{"sync", "gthread", "gevent", "eventlet", "tornado"}
 )
 
-// Validate reports every problem of s, each naming the field as a user writes it in HCL.
-func (s Stack) Validate() error {
-	var errs []string
-	add := func(format string, a ...any) { errs = append(errs, fmt.Sprintf(format, a...)) }
-	between := func(key string, v, lo, hi int) {
-		if v < lo || v > hi {
-			add("%s: must be between %d and %d, got %d", key, lo, hi, v)
-		}
-	}
+// Validate reports every problem of s, each at the HCL key a user writes in wsgi-stack. It is
+// the stack's one validation: Render takes a Stack that passed it.
+func (s Stack) Validate() report.Report {
+	var r report.Report
+	between := r.Between
 
 	if !appNameRe.MatchString(s.AppName) {
-		add("app_name: must be 1-32 lower-case letters, digits, '-' or '_', starting with a letter, got %q", s.AppName)
+		r.Add("app_name", "must be 1-32 lower-case letters, digits, '-' or '_', starting with a letter, got %q", s.AppName)
 	}
 	if !nameRe.MatchString(s.User) || s.User == "root" {
-		add("user: must be a system user name other than root (lower-case, at most 31 characters), got %q", s.User)
+		r.Add("user", "must be a system user name other than root (lower-case, at most 31 characters), got %q", s.User)
 	}
 	if !nameRe.MatchString(s.Group) || s.Group == "root" {
-		add("group: must be a group name other than root (lower-case, at most 31 characters), got %q", s.Group)
+		r.Add("group", "must be a group name other than root (lower-case, at most 31 characters), got %q", s.Group)
 	}
 	between("sockets", s.Sockets, 1, MaxSockets)
 	between("workers", s.WorkersPerUnit, 1, MaxWorkersPerUnit)
-	if !contains(workerClasses, s.WorkerClass) {
-		add("worker_class: must be one of %s, got %q", strings.Join(workerClasses, ", "), s.WorkerClass)
+	if !slices.Contains(workerClasses, s.WorkerClass) {
+		r.Add("worker_class", "must be one of %s, got %q", strings.Join(workerClasses, ", "), s.WorkerClass)
 	}
 	between("threads", s.Threads, 1, MaxThreads)
 	if s.WorkerClass != "gthread" && s.Threads != 1 {
-		add("threads: only the gthread worker class uses threads; set threads = 1 or worker_class = \"gthread\", got %d", s.Threads)
+		r.Add("threads", "only the gthread worker class uses threads; set threads = 1 or worker_class = \"gthread\", got %d", s.Threads)
 	}
 	between("worker_timeout", s.TimeoutSeconds, 1, 3600)
 	between("graceful_timeout", s.GracefulTimeoutSeconds, 1, 3600)
@@ -237,51 +242,51 @@ func (s Stack) Validate() error {
 	between("backlog", s.Backlog, 16, 65535)
 
 	if s.Family != FamilyApt && s.Family != FamilyDnf {
-		add("distro_family: must be %q (Debian, Ubuntu) or %q (Amazon Linux 2023), got %q", FamilyApt, FamilyDnf, s.Family)
+		r.Add("distro_family", "must be %q (Debian, Ubuntu) or %q (Amazon Linux 2023), got %q", FamilyApt, FamilyDnf, s.Family)
 	}
 	if !pythonNameRe.MatchString(s.Python) && !(absPathRe.MatchString(s.Python) && path.Clean(s.Python) == s.Python) {
-		add("python: must be python3, python3.X or an absolute path, got %q", s.Python)
+		r.Add("python", "must be python3, python3.X or an absolute path, got %q", s.Python)
 	}
 	switch s.GunicornSource {
 	case GunicornFromPip:
 		if !versionRe.MatchString(s.GunicornVersion) {
-			add("gunicorn_version: must be an exact version such as %q, got %q", DefaultGunicornVersion, s.GunicornVersion)
+			r.Add("gunicorn_version", "must be an exact version such as %q, got %q", DefaultGunicornVersion, s.GunicornVersion)
 		}
 	case GunicornFromDistro:
 		if s.GunicornVersion != "" {
-			add("gunicorn_version: the distro package has its own version; leave it empty with gunicorn_source = \"distro\", got %q", s.GunicornVersion)
+			r.Add("gunicorn_version", "the distro package has its own version; leave it empty with gunicorn_source = \"distro\", got %q", s.GunicornVersion)
 		}
 		if !s.SystemSitePackages {
-			add("system_site_packages: must be true with gunicorn_source = \"distro\"")
+			r.Add("system_site_packages", "must be true with gunicorn_source = \"distro\"")
 		}
 	default:
-		add("gunicorn_source: must be %q or %q, got %q", GunicornFromPip, GunicornFromDistro, s.GunicornSource)
+		r.Add("gunicorn_source", "must be %q or %q, got %q", GunicornFromPip, GunicornFromDistro, s.GunicornSource)
 	}
 	if s.PipIndexURL != "" && (!safeURLRe.MatchString(s.PipIndexURL) || !(strings.HasPrefix(s.PipIndexURL, "https://") || strings.HasPrefix(s.PipIndexURL, "http://"))) {
-		add("pip_index_url: must be an http(s) URL, got %q", s.PipIndexURL)
+		r.Add("pip_index_url", "must be an http(s) URL, got %q", s.PipIndexURL)
 	}
 	if s.PipFindLinks != "" && !safeURLRe.MatchString(s.PipFindLinks) {
-		add("pip_find_links: must be a URL or an absolute path without spaces or quotes, got %q", s.PipFindLinks)
+		r.Add("pip_find_links", "must be a URL or an absolute path without spaces or quotes, got %q", s.PipFindLinks)
 	}
 	for i, p := range s.ExtraPackages {
 		if !packageRe.MatchString(p) {
-			add("extra_packages[%d]: must be a package name, got %q", i, p)
+			r.Add(fmt.Sprintf("extra_packages[%d]", i), "must be a package name, got %q", p)
 		}
 	}
 
 	between("listen_port", s.ListenPort, 1, 65535)
 	if !serverNameRe.MatchString(s.ServerName) {
-		add("server_name: must be NGINX server names separated by spaces, got %q", s.ServerName)
+		r.Add("server_name", "must be NGINX server names separated by spaces, got %q", s.ServerName)
 	}
 	if !sizeRe.MatchString(s.ClientMaxBodySize) {
-		add("client_max_body_size: must be a size such as 10m, got %q", s.ClientMaxBodySize)
+		r.Add("client_max_body_size", "must be a size such as 10m, got %q", s.ClientMaxBodySize)
 	}
 	between("proxy_read_timeout", s.ProxyReadTimeout, 1, 3600)
 	if !urlPathRe.MatchString(s.HealthPath) || s.HealthPath == "/" {
-		add("health_path: must be a URL path such as /healthz, got %q", s.HealthPath)
+		r.Add("health_path", "must be a URL path such as /healthz, got %q", s.HealthPath)
 	}
 	if !urlPathRe.MatchString(s.StaticURL) || !strings.HasSuffix(s.StaticURL, "/") || s.StaticURL == "/" {
-		add("static_url: must be a URL path that ends in '/', such as /static/, got %q", s.StaticURL)
+		r.Add("static_url", "must be a URL path that ends in '/', such as /static/, got %q", s.StaticURL)
 	}
 
 	for _, p := range []struct{ key, v string }{
@@ -290,33 +295,26 @@ func (s Stack) Validate() error {
 	} {
 		switch {
 		case !path.IsAbs(p.v):
-			add("%s: must be an absolute path, got %q", p.key, p.v)
+			r.Add(p.key, "must be an absolute path, got %q", p.v)
 		case path.Clean(p.v) != p.v || !absPathRe.MatchString(p.v):
-			add("%s: must be a clean absolute path below / without spaces or quotes, got %q", p.key, p.v)
+			r.Add(p.key, "must be a clean absolute path below / without spaces or quotes, got %q", p.v)
 		}
 	}
 	if s.RunDir != "" && !strings.HasPrefix(s.RunDir, "/run/") {
-		add("run_dir: must be below /run so the sockets vanish at reboot, got %q", s.RunDir)
+		r.Add("run_dir", "must be below /run so the sockets vanish at reboot, got %q", s.RunDir)
 	}
 
-	if len(errs) == 0 {
-		return nil
-	}
-	return &ValidationError{Problems: errs}
-}
-
-// ValidationError lists every problem found, one per line, each starting with the field name.
-type ValidationError struct{ Problems []string }
-
-func (e *ValidationError) Error() string { return strings.Join(e.Problems, "\n") }
-
-func contains(list []string, v string) bool {
-	for _, x := range list {
-		if x == v {
-			return true
+	for i, n := range s.FirstBoot {
+		key := fmt.Sprintf("first_boot[%d]", i)
+		switch {
+		case strings.HasPrefix(n, "schema-") && n != contract.SchemaNeed(contract.SchemaVersion):
+			r.Add(key, "the payload was rendered for stack %s, and this plugin bakes %s: render the payload and bake the image with the same plugin version",
+				n, contract.SchemaNeed(contract.SchemaVersion))
+		case !contract.IsKnown(n):
+			r.Add(key, "must be one of %s (the wsgi-cloudinit data source's needs output), got %q", strings.Join(contract.Known(), ", "), n)
 		}
 	}
-	return false
+	return r
 }
 
 // Instances returns 1..Sockets, the instance names of the template units.
@@ -344,8 +342,26 @@ func (s Stack) SocketUnits() []string {
 	return out
 }
 
-// TargetUnit groups the socket units; enabling it is what first boot does last.
-func (s Stack) TargetUnit() string { return "wsgi.target" }
+// Fixed names and paths of the stack, the same on every image: no key changes them.
+const (
+	// TargetUnit groups the socket units; enabling it is what first boot does last.
+	TargetUnit = "wsgi.target"
+	// UnitDir is where the units are installed.
+	UnitDir = "/etc/systemd/system"
+	// NginxSite is where the site configuration is installed. conf.d is included inside the http
+	// block by both Debian's and Amazon Linux's nginx.conf, so one path serves both.
+	NginxSite = "/etc/nginx/conf.d/wsgi.conf"
+	// DeployStateDir is the deploy's own state (root's).
+	DeployStateDir = "/var/lib/wsgi"
+	// DeployedMarker is written when first boot has placed a live release; a relaunch sees it and
+	// does not deploy again.
+	DeployedMarker = DeployStateDir + "/deployed"
+	// AppStateDir is the app's writable state directory (StateDirectory=wsgi-app of the units),
+	// also the app user's HOME while hooks run.
+	AppStateDir = "/var/lib/wsgi-app"
+	// DeployLog is the deploy's own log file, beside cloud-init's output log and the journal.
+	DeployLog = "/var/log/wsgi-deploy.log"
+)
 
 // ReleasesDir holds one folder per deployed release.
 func (s Stack) ReleasesDir() string { return s.SrvDir + "/releases" }
@@ -362,37 +378,52 @@ func (s Stack) EnvFile() string { return s.EtcDir + "/wsgi.env" }
 // GunicornConfig is the Gunicorn settings file every unit reads.
 func (s Stack) GunicornConfig() string { return s.EtcDir + "/gunicorn.conf.py" }
 
-// DeployedMarker is written when first boot has placed a live release; a relaunch sees it and does not deploy again.
-func (s Stack) DeployedMarker() string { return "/var/lib/wsgi/deployed" }
-
 // MaintenancePage is served with status 503 while no release is live.
 func (s Stack) MaintenancePage() string { return s.ShareDir + "/maintenance.html" }
 
-// NginxUser is the distribution's NGINX user; it reaches the sockets through their group.
-func (s Stack) NginxUser() string {
-	if s.Family == FamilyDnf {
-		return "nginx"
-	}
-	return "www-data"
-}
-
-// NginxSite is where the site configuration is installed. conf.d is included inside the http
-// block by both Debian's and Amazon Linux's nginx.conf, so one path serves both.
-func (s Stack) NginxSite() string { return "/etc/nginx/conf.d/wsgi.conf" }
-
-// NginxDefaultSite is the distribution's default site that would otherwise answer on port 80.
-func (s Stack) NginxDefaultSite() string {
-	if s.Family == FamilyDnf {
-		return ""
-	}
-	return "/etc/nginx/sites-enabled/default"
-}
-
-// UnitDir is where the units are installed.
-func (s Stack) UnitDir() string { return "/etc/systemd/system" }
+// Distro is what the stack needs to know of the machine's distribution family.
+func (s Stack) Distro() Distro { return distros[s.Family] }
 
 // UpstreamName is the NGINX upstream over the sockets.
 func (s Stack) UpstreamName() string { return "wsgi_" + strings.ReplaceAll(s.AppName, "-", "_") }
 
 // VenvPython is the interpreter of the baked venv, which runs Gunicorn.
 func (s Stack) VenvPython() string { return s.VenvDir + "/bin/python" }
+
+// Packages are the distribution packages the bake installs, in a stable order without repeats:
+// NGINX, the interpreter, what first_boot asks for, then extra_packages.
+func (s Stack) Packages() []string {
+	d := s.Distro()
+	py := "python3"
+	if strings.HasPrefix(s.Python, "python3") {
+		py = s.Python
+	}
+	out := append([]string{}, d.Base...)
+	out = append(out, py)
+	if d.VenvSuffix != "" {
+		out = append(out, py+d.VenvSuffix)
+	}
+	if s.GunicornSource == GunicornFromDistro {
+		out = append(out, "python3-gunicorn")
+	}
+	if slices.Contains(s.FirstBoot, contract.NeedGit) {
+		out = append(out, "git")
+	}
+	for _, p := range s.ExtraPackages {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Provides is what an image of this stack offers a payload (contract.TagProvides): this
+// schema, signed AWS requests through the baked helper, and git when the bake installs it.
+func (s Stack) Provides() []string {
+	p := []string{contract.SchemaNeed(contract.SchemaVersion), contract.NeedAWSRequests}
+	if slices.Contains(s.Packages(), "git") {
+		p = append(p, contract.NeedGit)
+	}
+	slices.Sort(p)
+	return p
+}

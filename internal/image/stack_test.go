@@ -1,12 +1,16 @@
 package image
 
 import (
+	"encoding/json"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
 )
 
 func TestDefaultIsValid(t *testing.T) {
-	if err := Default().Validate(); err != nil {
+	if err := Default().Validate().Err(); err != nil {
 		t.Fatalf("Default() is invalid: %v", err)
 	}
 	if got := (Stack{}).WithDefaults(); got.Sockets != 3 || got.User != "wsgi" || got.Group != "wsgi" {
@@ -42,20 +46,19 @@ func TestValidateRejects(t *testing.T) {
 		{"body size", func(s *Stack) { s.ClientMaxBodySize = "lots" }, `client_max_body_size: must be a size such as 10m, got "lots"`},
 		{"port", func(s *Stack) { s.ListenPort = 70000 }, `listen_port: must be between 1 and 65535, got 70000`},
 		{"app name", func(s *Stack) { s.AppName = "My App" }, `app_name: must be 1-32 lower-case letters`},
+		{"unknown need", func(s *Stack) { s.FirstBoot = []string{"git", "svn"} }, `first_boot[1]: must be one of aws-requests, git, schema-1 (the wsgi-cloudinit data source's needs output), got "svn"`},
+		{"other schema", func(s *Stack) { s.FirstBoot = []string{"schema-2"} }, `first_boot[0]: the payload was rendered for stack schema-2, and this plugin bakes schema-1`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := Default()
 			c.change(&s)
-			err := s.Validate()
+			err := s.Validate().Err()
 			if err == nil {
 				t.Fatalf("Validate accepted %+v", s)
 			}
 			if !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error %q does not contain %q", err, c.want)
-			}
-			if _, rerr := Render(s); rerr == nil {
-				t.Error("Render accepted an invalid Stack")
 			}
 		})
 	}
@@ -64,33 +67,94 @@ func TestValidateRejects(t *testing.T) {
 func TestValidateReportsEveryProblem(t *testing.T) {
 	s := Default()
 	s.Sockets, s.VenvDir, s.Family = 0, "venv", "yum"
-	err := s.Validate()
-	ve, ok := err.(*ValidationError)
-	if !ok {
-		t.Fatalf("Validate returned %T (%v), want *ValidationError", err, err)
+	r := s.Validate()
+	if len(r.Problems) != 3 {
+		t.Errorf("got %d problems, want 3: %q", len(r.Problems), r.Problems)
 	}
-	if len(ve.Problems) != 3 {
-		t.Errorf("got %d problems, want 3: %q", len(ve.Problems), ve.Problems)
+	for _, p := range r.Problems {
+		if p.Path == "" || p.Message == "" {
+			t.Errorf("problem without path or message: %+v", p)
+		}
 	}
 }
 
 func TestPaths(t *testing.T) {
 	s := Default()
 	for got, want := range map[string]string{
-		s.SocketPath(2):    "/run/wsgi/app-2.sock",
-		s.CurrentLink():    "/srv/wsgi/current",
-		s.ReleasesDir():    "/srv/wsgi/releases",
-		s.EnvFile():        "/etc/wsgi/wsgi.env",
-		s.GunicornConfig(): "/etc/wsgi/gunicorn.conf.py",
-		s.NginxUser():      "www-data",
-		s.StaticDir():      "/srv/wsgi/current/static",
-		s.UpstreamName():   "wsgi_app",
+		s.SocketPath(2):                    "/run/wsgi/app-2.sock",
+		s.CurrentLink():                    "/srv/wsgi/current",
+		s.ReleasesDir():                    "/srv/wsgi/releases",
+		s.EnvFile():                        "/etc/wsgi/wsgi.env",
+		s.GunicornConfig():                 "/etc/wsgi/gunicorn.conf.py",
+		s.Distro().NginxUser:               "www-data",
+		s.StaticDir():                      "/srv/wsgi/current/static",
+		s.UpstreamName():                   "wsgi_app",
+		s.Distro().DefaultSite:             "/etc/nginx/sites-enabled/default",
+		strings.Join(s.SocketUnits(), " "): "wsgi@1.socket wsgi@2.socket wsgi@3.socket",
 	} {
 		if got != want {
 			t.Errorf("got %q, want %q", got, want)
 		}
 	}
-	if got := s.SocketUnits(); strings.Join(got, " ") != "wsgi@1.socket wsgi@2.socket wsgi@3.socket" {
-		t.Errorf("SocketUnits = %v", got)
+}
+
+func TestPackagesAndProvides(t *testing.T) {
+	cases := []struct {
+		name           string
+		s              Stack
+		packages, caps string
+	}{
+		{"default", Default(), "nginx curl ca-certificates python3 python3-venv", "aws-requests schema-1"},
+		{"git from first_boot", Stack{FirstBoot: []string{"schema-1", "git"}}.WithDefaults(),
+			"nginx curl ca-certificates python3 python3-venv git", "aws-requests git schema-1"},
+		{"git from extra_packages, no repeats", Stack{ExtraPackages: []string{"git", "libpq5", "nginx"}, FirstBoot: []string{"git"}}.WithDefaults(),
+			"nginx curl ca-certificates python3 python3-venv git libpq5", "aws-requests git schema-1"},
+		{"distro gunicorn on dnf", Stack{Family: FamilyDnf, Python: "python3.11", GunicornSource: GunicornFromDistro}.WithDefaults(),
+			"nginx python3.11 python3-gunicorn", "aws-requests schema-1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := strings.Join(c.s.Packages(), " "); got != c.packages {
+				t.Errorf("Packages = %q, want %q", got, c.packages)
+			}
+			if got := strings.Join(c.s.Provides(), " "); got != c.caps {
+				t.Errorf("Provides = %q, want %q", got, c.caps)
+			}
+		})
+	}
+}
+
+// TestDescription checks the stack file against the contract's reader and the AMI tags the
+// builder makes of it.
+func TestDescription(t *testing.T) {
+	s := Stack{FirstBoot: []string{"git"}, Sockets: 2, AppName: "shop"}.WithDefaults()
+	file := s.Description()
+	h, err := contract.ParseStackHeader(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Schema != contract.SchemaVersion || !slices.Contains(h.Provides, "git") {
+		t.Fatalf("header = %+v", h)
+	}
+	var full map[string]any
+	if err := json.Unmarshal(file, &full); err != nil {
+		t.Fatal(err)
+	}
+	paths := full["paths"].(map[string]any)
+	if paths["deploy"] != contract.DeployProgram || paths["app_file"] != contract.AppFile || len(paths["sockets"].([]any)) != 2 {
+		t.Errorf("paths = %v", paths)
+	}
+	tags, err := contract.Tags(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := contract.Fits([]string{"schema-1", "git", "aws-requests"}, "the image", tags); err != nil {
+		t.Errorf("a git payload does not fit a stack baked with first_boot git: %v", err)
+	}
+	if tags2, _ := contract.Tags(Default().Description()); contract.Fits([]string{"git"}, "the image", tags2) == nil {
+		t.Error("a git payload fits a stack without git")
+	}
+	if string(s.Description()) != string(file) {
+		t.Error("two descriptions of the same stack differ")
 	}
 }

@@ -45,7 +45,7 @@ func unitRoot(t *testing.T, b *Bundle) string {
 		t.Fatalf("copy stock units: %v: %s", err, out)
 	}
 	for _, f := range b.Files {
-		if !strings.HasPrefix(f.Path, b.Stack.UnitDir()+"/") {
+		if !strings.HasPrefix(f.Path, UnitDir+"/") {
 			continue
 		}
 		writeFile(t, filepath.Join(root, f.Path), f.Content, 0o644)
@@ -76,10 +76,7 @@ func TestValidatorsSystemd(t *testing.T) {
 	analyze := requireTool(t, "systemd-analyze")
 	for name, s := range goldenCases() {
 		t.Run(name, func(t *testing.T) {
-			b, err := Render(s)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := Render(s)
 			root := unitRoot(t, b)
 			units := []string{"wsgi.target"}
 			for _, i := range s.Instances() {
@@ -119,10 +116,7 @@ func TestValidatorsNginx(t *testing.T) {
 	}
 	for name, s := range goldenCases() {
 		t.Run(name, func(t *testing.T) {
-			b, err := Render(s)
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := Render(s)
 			prefix := t.TempDir()
 			writeFile(t, filepath.Join(prefix, "mime.types"), mime, 0o644)
 			for _, f := range b.Files {
@@ -137,7 +131,7 @@ func TestValidatorsNginx(t *testing.T) {
 			if err != nil {
 				t.Fatalf("nginx -t: %v\n%s", err, out)
 			}
-			t.Logf("nginx -t: %s OK", s.NginxSite())
+			t.Logf("nginx -t: %s OK", NginxSite)
 		})
 	}
 }
@@ -147,10 +141,7 @@ func TestValidatorsNginx(t *testing.T) {
 func TestValidatorsCatchBrokenFiles(t *testing.T) {
 	analyze := requireTool(t, "systemd-analyze")
 	nginx := requireTool(t, "nginx")
-	b, err := Render(Default())
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := Render(Default())
 	for i, f := range b.Files {
 		if strings.HasSuffix(f.Path, "/wsgi@.service") {
 			b.Files[i].Content = bytes.Replace(f.Content, []byte("KillMode=mixed"), []byte("KillMode=sometimes"), 1)

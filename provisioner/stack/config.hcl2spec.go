@@ -30,6 +30,7 @@ type FlatConfig struct {
 	KeepAlive           *int              `mapstructure:"keepalive" cty:"keepalive" hcl:"keepalive"`
 	MaxRequests         *int              `mapstructure:"max_requests" cty:"max_requests" hcl:"max_requests"`
 	Backlog             *int              `mapstructure:"backlog" cty:"backlog" hcl:"backlog"`
+	GunicornAccessLog   *bool             `mapstructure:"gunicorn_access_log" cty:"gunicorn_access_log" hcl:"gunicorn_access_log"`
 	DistroFamily        *string           `mapstructure:"distro_family" cty:"distro_family" hcl:"distro_family"`
 	Python              *string           `mapstructure:"python" cty:"python" hcl:"python"`
 	GunicornSource      *string           `mapstructure:"gunicorn_source" cty:"gunicorn_source" hcl:"gunicorn_source"`
@@ -38,6 +39,7 @@ type FlatConfig struct {
 	PipFindLinks        *string           `mapstructure:"pip_find_links" cty:"pip_find_links" hcl:"pip_find_links"`
 	SystemSitePackages  *bool             `mapstructure:"system_site_packages" cty:"system_site_packages" hcl:"system_site_packages"`
 	ExtraPackages       []string          `mapstructure:"extra_packages" cty:"extra_packages" hcl:"extra_packages"`
+	FirstBoot           []string          `mapstructure:"first_boot" cty:"first_boot" hcl:"first_boot"`
 	ListenPort          *int              `mapstructure:"listen_port" cty:"listen_port" hcl:"listen_port"`
 	ServerName          *string           `mapstructure:"server_name" cty:"server_name" hcl:"server_name"`
 	ClientMaxBodySize   *string           `mapstructure:"client_max_body_size" cty:"client_max_body_size" hcl:"client_max_body_size"`
@@ -87,6 +89,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"keepalive":                  &hcldec.AttrSpec{Name: "keepalive", Type: cty.Number, Required: false},
 		"max_requests":               &hcldec.AttrSpec{Name: "max_requests", Type: cty.Number, Required: false},
 		"backlog":                    &hcldec.AttrSpec{Name: "backlog", Type: cty.Number, Required: false},
+		"gunicorn_access_log":        &hcldec.AttrSpec{Name: "gunicorn_access_log", Type: cty.Bool, Required: false},
 		"distro_family":              &hcldec.AttrSpec{Name: "distro_family", Type: cty.String, Required: false},
 		"python":                     &hcldec.AttrSpec{Name: "python", Type: cty.String, Required: false},
 		"gunicorn_source":            &hcldec.AttrSpec{Name: "gunicorn_source", Type: cty.String, Required: false},
@@ -95,6 +98,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"pip_find_links":             &hcldec.AttrSpec{Name: "pip_find_links", Type: cty.String, Required: false},
 		"system_site_packages":       &hcldec.AttrSpec{Name: "system_site_packages", Type: cty.Bool, Required: false},
 		"extra_packages":             &hcldec.AttrSpec{Name: "extra_packages", Type: cty.List(cty.String), Required: false},
+		"first_boot":                 &hcldec.AttrSpec{Name: "first_boot", Type: cty.List(cty.String), Required: false},
 		"listen_port":                &hcldec.AttrSpec{Name: "listen_port", Type: cty.Number, Required: false},
 		"server_name":                &hcldec.AttrSpec{Name: "server_name", Type: cty.String, Required: false},
 		"client_max_body_size":       &hcldec.AttrSpec{Name: "client_max_body_size", Type: cty.String, Required: false},

@@ -102,7 +102,7 @@ func TestPrepareErrors(t *testing.T) {
 				t.Fatal("Prepare succeeded")
 			}
 			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), "* "+w+"\n") && !strings.HasSuffix(err.Error(), "* "+w) {
+				if !strings.Contains(err.Error(), "* wsgi-stack: "+w+"\n") && !strings.HasSuffix(err.Error(), "* wsgi-stack: "+w) {
 					t.Errorf("error lacks the line %q:\n%v", w, err)
 				}
 			}
@@ -146,7 +146,7 @@ func TestValidationKeysAreHCLKeys(t *testing.T) {
 	lines := strings.Split(err.Error(), "\n")
 	n := 0
 	for _, l := range lines {
-		l, ok := strings.CutPrefix(l, "* ")
+		l, ok := strings.CutPrefix(l, "* wsgi-stack: ")
 		if !ok {
 			continue
 		}

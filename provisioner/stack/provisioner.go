@@ -34,9 +34,13 @@ func (p *Provisioner) ConfigSpec() hcldec.ObjectSpec { return p.config.FlatMapst
 func (p *Provisioner) Prepare(raws ...interface{}) error { return p.config.Prepare(raws...) }
 
 // Provision installs the stack on the machine behind comm.
-func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packersdk.Communicator, _ map[string]interface{}) error {
-	return p.provision(ctx, ui, comm)
+func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packersdk.Communicator, generated map[string]interface{}) error {
+	return p.provision(ctx, ui, comm, generated[GeneratedCloudInitDone] == "true")
 }
+
+// GeneratedCloudInitDone is the builder's generated-data key that says it already waited for
+// cloud-init on this machine (the wsgi-ami builder sets it), so the wait happens once per build.
+const GeneratedCloudInitDone = "CloudInitDone"
 
 // Commands the provisioner runs as the SSH user. The rest go through execute_command.
 const (
@@ -53,11 +57,11 @@ const (
 	commandNotFound   = 127
 )
 
-func (p *Provisioner) provision(ctx context.Context, ui packersdk.Ui, comm remote) error {
+func (p *Provisioner) provision(ctx context.Context, ui packersdk.Ui, comm remote, cloudInitDone bool) error {
 	r := &runner{comm: comm, ui: ui}
 	c := &p.config
 
-	if *c.WaitForCloudInit {
+	if *c.WaitForCloudInit && !cloudInitDone {
 		if err := waitForCloudInit(ctx, r, ui); err != nil {
 			return err
 		}
@@ -70,10 +74,10 @@ func (p *Provisioner) provision(ctx context.Context, ui packersdk.Ui, comm remot
 	sudo := strings.TrimSpace(uid.Stdout) != "0"
 
 	family := image.Family(c.DistroFamily)
-	if c.DistroFamily == FamilyAuto {
+	if c.DistroFamily == image.FamilyAuto {
 		res, err := r.mustRun(ctx, cmdOSRelease, runOpts{})
 		if err != nil {
-			return fmt.Errorf("wsgi-stack: distro_family = %q needs /etc/os-release on the machine: %w", FamilyAuto, err)
+			return fmt.Errorf("wsgi-stack: distro_family = %q needs /etc/os-release on the machine: %w", image.FamilyAuto, err)
 		}
 		rel := parseOSRelease(res.Stdout)
 		if family, err = familyOf(rel); err != nil {
@@ -82,11 +86,9 @@ func (p *Provisioner) provision(ctx context.Context, ui packersdk.Ui, comm remot
 		ui.Say(fmt.Sprintf("Detected %s: %s family", nonEmpty(rel.PrettyName, rel.ID), family))
 	}
 
-	stack := c.Stack(family)
-	bundle, err := image.Render(stack)
-	if err != nil {
-		return fmt.Errorf("wsgi-stack: render: %w", err)
-	}
+	// Prepare validated the stack; the family it detected changes no check, only the layout.
+	stack := c.Config.Stack(family)
+	bundle := image.Render(stack)
 	gunicorn := "distro Gunicorn"
 	if stack.GunicornSource == image.GunicornFromPip {
 		gunicorn = "Gunicorn " + stack.GunicornVersion + " from pip"

@@ -14,7 +14,7 @@ import (
 
 const (
 	stage      = "/tmp/wsgi-stack.Ab12Cd34"
-	mkStage    = `umask 077 && d=$(mktemp -d /tmp/wsgi-stack.XXXXXXXX) && cd "$d" && mkdir -p files/etc/nginx files/etc/nginx/conf.d files/etc/systemd/system files/etc/systemd/system-preset files/etc/wsgi files/usr/share/wsgi && echo "$d"`
+	mkStage    = `umask 077 && d=$(mktemp -d /tmp/wsgi-stack.XXXXXXXX) && cd "$d" && mkdir -p files/etc files/etc/nginx files/etc/nginx/conf.d files/etc/systemd/system files/etc/systemd/system-preset files/etc/wsgi files/usr/local/sbin files/usr/share/wsgi && echo "$d"`
 	debian12   = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n"
 	amazon2023 = "NAME=\"Amazon Linux\"\nVERSION=\"2023\"\nID=\"amzn\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"2023\"\nPRETTY_NAME=\"Amazon Linux 2023.6.20241121\"\n"
 )
@@ -30,6 +30,8 @@ var uploads = []string{
 	"upload: " + stage + "/files/etc/nginx/conf.d/wsgi.conf",
 	"upload: " + stage + "/files/etc/nginx/wsgi_proxy_params",
 	"upload: " + stage + "/files/usr/share/wsgi/maintenance.html",
+	"upload: " + stage + "/files/usr/local/sbin/wsgi-deploy",
+	"upload: " + stage + "/files/etc/wsgi-stack.json",
 }
 
 func seq(parts ...any) []string {
@@ -125,7 +127,7 @@ func TestProvisionCommandSequence(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := prepared(t, tc.raw)
 			comm := &fakeComm{replies: tc.replies}
-			if err := p.provision(context.Background(), &fakeUI{}, comm); err != nil {
+			if err := p.provision(context.Background(), &fakeUI{}, comm, false); err != nil {
 				t.Fatalf("provision: %v", err)
 			}
 			if got := comm.sequence(); !slices.Equal(got, tc.want) {
@@ -151,13 +153,10 @@ func TestProvisionUploadsTheBundle(t *testing.T) {
 			replies := machine("0")
 			replies[cmdOSRelease] = reply{stdout: tc.release}
 			comm := &fakeComm{replies: replies}
-			if err := p.provision(context.Background(), &fakeUI{}, comm); err != nil {
+			if err := p.provision(context.Background(), &fakeUI{}, comm, false); err != nil {
 				t.Fatalf("provision: %v", err)
 			}
-			want, err := image.Render(p.config.Stack(tc.family))
-			if err != nil {
-				t.Fatal(err)
-			}
+			want := image.Render(p.config.Stack(tc.family))
 			if got, ok := comm.find("upload", stage+"/install.sh"); !ok || got.data != string(want.InstallScript) {
 				t.Errorf("install.sh: uploaded %v, content equal to the rendered script: %v", ok, got.data == string(want.InstallScript))
 			}
@@ -189,7 +188,7 @@ func TestProvisionProgressLines(t *testing.T) {
 	replies["/bin/sh "+stage+"/install.sh"] = reply{stdout: "==> wsgi-stack: packages\nReading package lists...\n==> wsgi-stack: user wsgi\n==> wsgi-stack: done\n", stderr: "debconf: delaying package configuration\n"}
 	replies["/bin/sh -s"] = reply{stdout: "==> wsgi-stack: image hygiene\n==> wsgi-stack: image hygiene done\n"}
 	ui := &fakeUI{}
-	if err := p.provision(context.Background(), ui, &fakeComm{replies: replies}); err != nil {
+	if err := p.provision(context.Background(), ui, &fakeComm{replies: replies}, false); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
@@ -274,7 +273,7 @@ func TestProvisionFailures(t *testing.T) {
 				replies[k] = v
 			}
 			comm := &fakeComm{replies: replies, failOn: tc.failOn}
-			err := p.provision(context.Background(), &fakeUI{}, comm)
+			err := p.provision(context.Background(), &fakeUI{}, comm, false)
 			if err == nil {
 				t.Fatal("provision succeeded")
 			}
@@ -305,7 +304,7 @@ func TestProvisionCloudInitStatus(t *testing.T) {
 		replies[cmdCloudInit] = reply{stdout: "status: done\n", status: tc.status}
 		ui := &fakeUI{}
 		comm := &fakeComm{replies: replies}
-		if err := p.provision(context.Background(), ui, comm); err != nil {
+		if err := p.provision(context.Background(), ui, comm, false); err != nil {
 			t.Errorf("exit %d: %v", tc.status, err)
 			continue
 		}
@@ -322,7 +321,7 @@ func TestProvisionCancelled(t *testing.T) {
 	p := prepared(t, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err := p.provision(ctx, &fakeUI{}, &blockingComm{})
+	err := p.provision(ctx, &fakeUI{}, &blockingComm{}, false)
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("got %v, want context.Canceled", err)
 	}

@@ -3,8 +3,7 @@
 # Runs last so the build can still disconnect cleanly: sshd keeps running with the keys it loaded.
 set -eu
 echo "==> wsgi-stack: image hygiene"
-apt-get clean
-rm -rf /var/lib/apt/lists/*
+apt-get clean && rm -rf /var/lib/apt/lists/*
 rm -f /etc/ssh/ssh_host_*
 rm -f /root/.bash_history /home/*/.bash_history
 if command -v cloud-init >/dev/null 2>&1; then

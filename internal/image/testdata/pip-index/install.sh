@@ -12,54 +12,59 @@ die() { echo "wsgi-stack: error: $*" >&2; exit 1; }
 
 phase "packages"
 command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this machine is not of the apt family (distro_family = \"apt\")"
-PACKAGES="nginx-light python3 python3-venv"
 missing=""
-for p in $PACKAGES; do
+for p in 'nginx' 'curl' 'ca-certificates' 'python3' 'python3-venv' 'git'; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
-	apt-get update -q
-	apt-get install -y -q --no-install-recommends $missing
+	# shellcheck disable=SC2086 # one word per package name
+	apt-get update -q && apt-get install -y -q --no-install-recommends $missing
 fi
+command -v git >/dev/null 2>&1 || die "git is not on the machine after installing it: first_boot needs it for a git source"
 
 phase "user wsgi"
-getent group wsgi >/dev/null || groupadd --system wsgi
-id -u wsgi >/dev/null 2>&1 || useradd --system --gid wsgi --home-dir /srv/wsgi --no-create-home --shell /usr/sbin/nologin wsgi
-getent group www-data >/dev/null || die "group www-data (NGINX's user) is missing after installing NGINX"
+getent group 'wsgi' >/dev/null || groupadd --system 'wsgi'
+id -u 'wsgi' >/dev/null 2>&1 || useradd --system --gid 'wsgi' --home-dir '/srv/wsgi' --no-create-home --shell /usr/sbin/nologin 'wsgi'
+getent group 'www-data' >/dev/null || die "group www-data (NGINX's user) is missing after installing NGINX"
 
 phase "directories"
 # Code is owned by root and only readable by the app: a compromised worker cannot rewrite it.
-install -d -m 0755 -o root -g root /srv/wsgi /srv/wsgi/releases /usr/share/wsgi /var/lib/wsgi
-install -d -m 0750 -o root -g wsgi /etc/wsgi
+install -d -m 0755 -o root -g root '/srv/wsgi' '/srv/wsgi/releases' '/usr/share/wsgi' '/var/lib/wsgi'
+install -d -m 0750 -o root -g 'wsgi' '/etc/wsgi'
 # The app's state (StateDirectory=wsgi-app), made now so first-boot hooks can write to it too.
-install -d -m 0750 -o wsgi -g wsgi /var/lib/wsgi-app
-[ -e /etc/wsgi/wsgi.env ] || install -m 0640 -o root -g wsgi /dev/null /etc/wsgi/wsgi.env
+install -d -m 0750 -o 'wsgi' -g 'wsgi' '/var/lib/wsgi-app'
+[ -e '/etc/wsgi/wsgi.env' ] || install -m 0640 -o root -g 'wsgi' /dev/null '/etc/wsgi/wsgi.env'
 
 phase "python venv /opt/wsgi/venv"
-if [ ! -x /opt/wsgi/venv/bin/python ]; then
-	python3 -m venv /opt/wsgi/venv
+if [ ! -x '/opt/wsgi/venv/bin/python' ]; then
+	'python3' -m venv '/opt/wsgi/venv'
 fi
-if [ "$(/opt/wsgi/venv/bin/python -c 'import gunicorn; print(gunicorn.__version__)' 2>/dev/null || true)" != "20.1.0" ]; then
-	/opt/wsgi/venv/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir --index-url http://127.0.0.1:8000/simple/ "gunicorn==20.1.0"
+if [ "$('/opt/wsgi/venv/bin/python' -c 'import gunicorn; print(gunicorn.__version__)' 2>/dev/null || true)" != '20.1.0' ]; then
+	'/opt/wsgi/venv/bin/python' -m pip install --quiet --disable-pip-version-check --no-cache-dir --index-url 'http://127.0.0.1:8000/simple/?token=a&b=c' 'gunicorn==20.1.0'
 fi
-/opt/wsgi/venv/bin/python -c 'import gunicorn, sys; print("gunicorn", gunicorn.__version__, "on python", sys.version.split()[0])' \
+'/opt/wsgi/venv/bin/python' -c 'import gunicorn, sys; print("gunicorn", gunicorn.__version__, "on python", sys.version.split()[0])' \
 	|| die "gunicorn is not importable from /opt/wsgi/venv/bin/python"
+# First boot installs a release's requirements with this pip into a venv without pip of its own
+# (pip --python, pip 22.3 and later): copying pip into every release venv is most of a deploy.
+'/opt/wsgi/venv/bin/python' -m pip --version >/dev/null 2>&1 || die "pip is not in /opt/wsgi/venv/bin/python: first boot installs requirements with it"
 
 phase "files"
-install -D -m 0644 -o root -g root "$STAGE/etc/systemd/system/wsgi@.socket" "/etc/systemd/system/wsgi@.socket"
-install -D -m 0644 -o root -g root "$STAGE/etc/systemd/system/wsgi@.service" "/etc/systemd/system/wsgi@.service"
-install -D -m 0644 -o root -g root "$STAGE/etc/systemd/system/wsgi.target" "/etc/systemd/system/wsgi.target"
-install -D -m 0644 -o root -g root "$STAGE/etc/systemd/system-preset/50-wsgi.preset" "/etc/systemd/system-preset/50-wsgi.preset"
-install -D -m 0640 -o root -g wsgi "$STAGE/etc/wsgi/gunicorn.conf.py" "/etc/wsgi/gunicorn.conf.py"
-install -D -m 0644 -o root -g root "$STAGE/etc/nginx/conf.d/wsgi.conf" "/etc/nginx/conf.d/wsgi.conf"
-install -D -m 0644 -o root -g root "$STAGE/etc/nginx/wsgi_proxy_params" "/etc/nginx/wsgi_proxy_params"
-install -D -m 0644 -o root -g root "$STAGE/usr/share/wsgi/maintenance.html" "/usr/share/wsgi/maintenance.html"
-rm -f /etc/nginx/sites-enabled/default
+install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system/wsgi@.socket' '/etc/systemd/system/wsgi@.socket'
+install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system/wsgi@.service' '/etc/systemd/system/wsgi@.service'
+install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system/wsgi.target' '/etc/systemd/system/wsgi.target'
+install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system-preset/50-wsgi.preset' '/etc/systemd/system-preset/50-wsgi.preset'
+install -D -m 0640 -o root -g 'wsgi' "$STAGE"'/etc/wsgi/gunicorn.conf.py' '/etc/wsgi/gunicorn.conf.py'
+install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/nginx/conf.d/wsgi.conf' '/etc/nginx/conf.d/wsgi.conf'
+install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/nginx/wsgi_proxy_params' '/etc/nginx/wsgi_proxy_params'
+install -D -m 0644 -o root -g 'root' "$STAGE"'/usr/share/wsgi/maintenance.html' '/usr/share/wsgi/maintenance.html'
+install -D -m 0755 -o root -g 'root' "$STAGE"'/usr/local/sbin/wsgi-deploy' '/usr/local/sbin/wsgi-deploy'
+install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/wsgi-stack.json' '/etc/wsgi-stack.json'
+rm -f '/etc/nginx/sites-enabled/default'
 
 phase "units"
 systemctl daemon-reload
 # Installed, not enabled: first boot enables wsgi.target once a release is in place.
-for u in wsgi.target wsgi@1.socket wsgi@2.socket wsgi@3.socket; do
+for u in 'wsgi.target' 'wsgi@1.socket' 'wsgi@2.socket' 'wsgi@3.socket'; do
 	systemctl is-enabled --quiet "$u" 2>/dev/null && die "$u is enabled; the baked image must not serve before first boot" || true
 done
 

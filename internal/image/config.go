@@ -1,0 +1,175 @@
+//go:generate packer-sdc mapstructure-to-hcl2 -type Config
+
+package image
+
+import "github.com/wsgi-ami/packer-plugin-wsgi/internal/report"
+
+// FamilyAuto asks the provisioner to read the family from /etc/os-release on the machine.
+const FamilyAuto = "auto"
+
+// Config holds the stack's HCL keys, declared once: the wsgi-stack provisioner embeds it, and
+// nothing else has them (the payload describes only the app). A key left out takes the default
+// of Default. The numeric keys are pointers so that an explicit 0 is reported as an error
+// instead of silently becoming the default.
+type Config struct {
+	// Name of the app: the NGINX upstream and the Gunicorn process titles. Default "app".
+	AppName string `mapstructure:"app_name"`
+	// System user that runs Gunicorn and the first-boot hooks. Default "wsgi".
+	User string `mapstructure:"user"`
+	// Group of that user. Default: the same as user.
+	Group string `mapstructure:"group"`
+	// Number of socket-activated Gunicorn units (wsgi@1..N), 1 to 16. Default 3.
+	Sockets *int `mapstructure:"sockets"`
+	// Gunicorn workers per unit, 1 to 64. Default 1.
+	Workers *int `mapstructure:"workers"`
+	// Gunicorn worker class: sync, gthread, gevent, eventlet or tornado. Default "gthread".
+	WorkerClass string `mapstructure:"worker_class"`
+	// Threads per worker (gthread only), 1 to 256. Default 16 with gthread, else 1.
+	Threads *int `mapstructure:"threads"`
+	// Gunicorn worker timeout in seconds (Gunicorn's --timeout). Default 30. Not called
+	// `timeout`: Packer itself reads that argument of every provisioner block as a duration.
+	WorkerTimeout *int `mapstructure:"worker_timeout"`
+	// Seconds a worker has to finish its requests on a graceful stop. Default 25.
+	GracefulTimeout *int `mapstructure:"graceful_timeout"`
+	// Seconds Gunicorn keeps an idle NGINX connection open. Default 75.
+	KeepAlive *int `mapstructure:"keepalive"`
+	// Requests after which a worker is recycled; 0 never recycles. Default 0.
+	MaxRequests *int `mapstructure:"max_requests"`
+	// Listen backlog of each socket, 16 to 65535. Default 2048.
+	Backlog *int `mapstructure:"backlog"`
+	// Also log every request from Gunicorn to the journal. Default false: NGINX already logs
+	// each request, and a second line per request costs throughput.
+	GunicornAccessLog *bool `mapstructure:"gunicorn_access_log"`
+
+	// Package-manager family of the machine: "apt" (Debian, Ubuntu), "dnf" (Amazon Linux 2023)
+	// or "auto", which reads ID and ID_LIKE from /etc/os-release. Default "auto".
+	DistroFamily string `mapstructure:"distro_family"`
+	// Interpreter that creates the venv: python3, python3.X or an absolute path. Default "python3".
+	Python string `mapstructure:"python"`
+	// Where Gunicorn comes from: "pip" (a pinned version into the venv) or "distro" (the
+	// distribution's package, seen through system site packages). Default "pip".
+	GunicornSource string `mapstructure:"gunicorn_source"`
+	// Exact Gunicorn version with gunicorn_source = "pip". Default "23.0.0".
+	GunicornVersion string `mapstructure:"gunicorn_version"`
+	// Python package index (PEP 503) the bake installs Gunicorn from. Default: pip's own (PyPI).
+	PipIndexURL string `mapstructure:"pip_index_url"`
+	// Extra URL or absolute path on the machine with wheels for the bake (pip --find-links).
+	PipFindLinks string `mapstructure:"pip_find_links"`
+	// Let the venv see the distribution's Python packages. Default false; always true with
+	// gunicorn_source = "distro".
+	SystemSitePackages *bool `mapstructure:"system_site_packages"`
+	// Further distribution packages baked into the image, for example ["libpq5"].
+	ExtraPackages []string `mapstructure:"extra_packages"`
+	// What the first-boot payloads of this image need from it: the needs output of the
+	// wsgi-cloudinit data source (`first_boot = data.wsgi-cloudinit.NAME.needs`). The bake installs
+	// what they ask for (git for a git source) and the AMI's wsgi:stack-provides tag says so, so
+	// the post-processor can prove a payload fits the image before it changes anything.
+	FirstBoot []string `mapstructure:"first_boot"`
+
+	// Port NGINX listens on. Default 80.
+	ListenPort *int `mapstructure:"listen_port"`
+	// NGINX server_name. Default "_".
+	ServerName string `mapstructure:"server_name"`
+	// NGINX client_max_body_size. Default "10m".
+	ClientMaxBodySize string `mapstructure:"client_max_body_size"`
+	// NGINX proxy_read_timeout in seconds. Default 60.
+	ProxyReadTimeout *int `mapstructure:"proxy_read_timeout"`
+	// URL path of the app's health check: NGINX does not log it, and first boot waits for HTTP 200
+	// there unless the payload names another. Default "/healthz".
+	HealthPath string `mapstructure:"health_path"`
+	// URL prefix NGINX serves from the release's static/ folder. Default "/static/".
+	StaticURL string `mapstructure:"static_url"`
+
+	// The baked virtualenv. Default "/opt/wsgi/venv".
+	VenvDir string `mapstructure:"venv_dir"`
+	// Releases and the current symlink. Default "/srv/wsgi".
+	SrvDir string `mapstructure:"srv_dir"`
+	// wsgi.env and gunicorn.conf.py. Default "/etc/wsgi".
+	EtcDir string `mapstructure:"etc_dir"`
+	// The UNIX sockets, below /run. Default "/run/wsgi".
+	RunDir string `mapstructure:"run_dir"`
+	// The maintenance page. Default "/usr/share/wsgi".
+	ShareDir string `mapstructure:"share_dir"`
+}
+
+// Prepare fills the family's default and validates every key against the stack it describes.
+// With distro_family = "auto" the stack is validated with the apt layout, since no check
+// depends on the family; the provisioner detects the real one on the machine.
+func (c *Config) Prepare() report.Report {
+	var r report.Report
+	if c.DistroFamily == "" {
+		c.DistroFamily = FamilyAuto
+	}
+	family := Family(c.DistroFamily)
+	switch c.DistroFamily {
+	case FamilyAuto:
+		family = FamilyApt
+	case string(FamilyApt), string(FamilyDnf):
+	default:
+		r.Add("distro_family", "must be %q, %q (Debian, Ubuntu) or %q (Amazon Linux 2023), got %q",
+			FamilyAuto, FamilyApt, FamilyDnf, c.DistroFamily)
+		family = FamilyApt
+	}
+	r.Merge("", c.Stack(family).Validate())
+	return r
+}
+
+// Stack is the stack the keys describe on a machine of the given family. Unset keys take
+// Default's values; keys given explicitly win even when they are zero, so that Validate reports
+// them.
+func (c *Config) Stack(family Family) Stack {
+	s := Stack{
+		AppName:           c.AppName,
+		User:              c.User,
+		Group:             c.Group,
+		WorkerClass:       c.WorkerClass,
+		Family:            family,
+		Python:            c.Python,
+		GunicornSource:    GunicornSource(c.GunicornSource),
+		GunicornVersion:   c.GunicornVersion,
+		PipIndexURL:       c.PipIndexURL,
+		PipFindLinks:      c.PipFindLinks,
+		ExtraPackages:     c.ExtraPackages,
+		FirstBoot:         c.FirstBoot,
+		ServerName:        c.ServerName,
+		ClientMaxBodySize: c.ClientMaxBodySize,
+		HealthPath:        c.HealthPath,
+		StaticURL:         c.StaticURL,
+		VenvDir:           c.VenvDir,
+		SrvDir:            c.SrvDir,
+		EtcDir:            c.EtcDir,
+		RunDir:            c.RunDir,
+		ShareDir:          c.ShareDir,
+	}
+	// Threads defaults by worker class, so it must be known before WithDefaults runs.
+	if c.Threads != nil {
+		s.Threads = *c.Threads
+	}
+	s = s.WithDefaults()
+	for _, f := range []struct {
+		dst *int
+		src *int
+	}{
+		{&s.Sockets, c.Sockets},
+		{&s.WorkersPerUnit, c.Workers},
+		{&s.Threads, c.Threads},
+		{&s.TimeoutSeconds, c.WorkerTimeout},
+		{&s.GracefulTimeoutSeconds, c.GracefulTimeout},
+		{&s.KeepAliveSeconds, c.KeepAlive},
+		{&s.MaxRequests, c.MaxRequests},
+		{&s.Backlog, c.Backlog},
+		{&s.ListenPort, c.ListenPort},
+		{&s.ProxyReadTimeout, c.ProxyReadTimeout},
+	} {
+		if f.src != nil {
+			*f.dst = *f.src
+		}
+	}
+	if c.SystemSitePackages != nil {
+		s.SystemSitePackages = *c.SystemSitePackages
+	}
+	if c.GunicornAccessLog != nil {
+		s.GunicornAccessLog = *c.GunicornAccessLog
+	}
+	return s
+}
