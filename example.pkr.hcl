@@ -32,15 +32,12 @@ variable "auto_scaling_group" {
 }
 
 locals {
-  # Stack settings shared by the bake and the payload, so the two cannot disagree.
   app_name = "shop"
-  sockets  = 3
 }
 
-# The first-boot payload: fetch the app, build its venv, migrate, collectstatic, enable the sockets.
+# The app, for first boot: what to fetch, which secrets to read, which hooks to run. The image's
+# baked deploy does the rest: fetch, venv, migrate, collectstatic, switch, sockets on.
 data "wsgi-cloudinit" "shop" {
-  app_name               = local.app_name
-  sockets                = local.sockets
   wsgi_app               = "mysite.wsgi:application"
   framework              = "django"
   django_settings_module = "mysite.settings"
@@ -62,7 +59,7 @@ data "wsgi-cloudinit" "shop" {
 
 source "wsgi-ami" "shop" {
   region                  = var.region
-  source_ami              = "resolve:ssm:/aws/service/debian/release/12/latest/amd64"
+  source_ami              = "resolve:ssm:/aws/service/debian/release/13/latest/amd64"
   instance_type           = "t3.small"
   fallback_instance_types = ["t3a.small", "m6i.large"]
   ssh_username            = "admin"
@@ -78,10 +75,14 @@ source "wsgi-ami" "shop" {
 build {
   sources = ["source.wsgi-ami.shop"]
 
+  # The stack, declared once: NGINX, three socket-activated Gunicorn units, the deploy. first_boot
+  # bakes in what the payload needs (git for its git source); the post-processor checks the AMI's
+  # tags against the payload before it changes anything.
   provisioner "wsgi-stack" {
     app_name       = local.app_name
-    sockets        = local.sockets
+    sockets        = 3
     extra_packages = ["libpq5"]
+    first_boot     = data.wsgi-cloudinit.shop.needs
   }
 
   post-processor "wsgi-launch-template" {

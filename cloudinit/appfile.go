@@ -28,7 +28,6 @@ func (a App) appFile() string {
 	list := func(name string, vs []string) { fmt.Fprintf(&b, "%s=(%s)\n", name, quote.Shells(vs)) }
 	num := func(name string, v int) { fmt.Fprintf(&b, "%s=%d\n", name, v) }
 
-	str("WSGI_ENTRY", a.WSGIApp)
 	str("WSGI_FRAMEWORK", a.Framework)
 	str("WSGI_DJANGO_MANAGE_PY", a.DjangoManagePy)
 	s := a.Source
@@ -63,8 +62,8 @@ func (a App) appFile() string {
 		endpoints = append(endpoints, endpointVars[svc]+"="+a.AWSEndpoints[svc])
 	}
 	list("WSGI_AWS_ENDPOINTS", endpoints)
-	// The app's own environment, already in the environment file's quoting (quote.Env); the deploy
-	// adds WSGI_APP, STATIC_ROOT and the secrets.
+	// The app's environment with its entry point, already in the environment file's quoting
+	// (quote.Env); the deploy adds STATIC_ROOT and the secrets.
 	str("WSGI_ENV", a.envFile())
 	return b.String()
 }
@@ -87,9 +86,10 @@ func (a App) pipArgs() []string {
 	return args
 }
 
-// envFile is the app's non-secret environment as KEY="value" lines (quote.Env), sorted by name.
+// envFile is the app's non-secret environment and its entry point as KEY="value" lines
+// (quote.Env), sorted by name.
 func (a App) envFile() string {
-	env := map[string]string{}
+	env := map[string]string{"WSGI_APP": a.WSGIApp}
 	for k, v := range a.Env {
 		env[k] = v
 	}

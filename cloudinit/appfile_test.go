@@ -45,10 +45,10 @@ func TestAppFileHostileValues(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Each variable is printed NUL-separated, arrays element by element.
-		script := `set -eu; . ./app.conf; for n in WSGI_ENTRY WSGI_FRAMEWORK WSGI_DJANGO_MANAGE_PY WSGI_SOURCE_URL WSGI_SOURCE_REF ` +
+		script := `set -eu; . ./app.conf; for n in WSGI_FRAMEWORK WSGI_DJANGO_MANAGE_PY WSGI_SOURCE_URL WSGI_SOURCE_REF ` +
 			`WSGI_REQUIREMENTS_FILE WSGI_PIP_CONSTRAINTS_FILE WSGI_HEALTH_PATH WSGI_AWS_REGION; do printf '%s\0' "${!n}"; done; ` +
 			`printf '%s\0' "${WSGI_PIP_ARGS[@]}" "${WSGI_HOOKS_BEFORE_SWITCH[@]}" "${WSGI_HOOKS_AFTER_SWITCH[@]}" "${WSGI_SECRETS[@]}" "${WSGI_AWS_ENDPOINTS[@]}"; ` +
-			`set -a; printf '%s' "$WSGI_ENV" > env; . ./env; printf '%s\0' "$E" "${DJANGO_SETTINGS_MODULE-}"`
+			`set -a; printf '%s' "$WSGI_ENV" > env; . ./env; printf '%s\0' "$E" "${DJANGO_SETTINGS_MODULE-}" "$WSGI_APP"`
 		cmd := exec.Command(bash, "-c", script)
 		cmd.Dir = dir
 		out, err := cmd.CombinedOutput()
@@ -56,9 +56,9 @@ func TestAppFileHostileValues(t *testing.T) {
 			t.Fatalf("value %d (%q): bash: %v\n%s", i, v, err, out)
 		}
 		got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
-		want := []string{v, v, v, v, v, v + "x", v, v, v,
+		want := []string{v, v, v, v, v + "x", v, v, v,
 			"--index-url", v, "--extra-index-url", v, "--extra-index-url", v, "--find-links", v,
-			v, v, v, "S=ssm:" + v, "AWS_ENDPOINT_URL_S3=" + v, v, v}
+			v, v, v, "S=ssm:" + v, "AWS_ENDPOINT_URL_S3=" + v, v, v, v}
 		if strings.Join(got, "\x00") != strings.Join(want, "\x00") {
 			t.Errorf("value %d (%q) read back as\n%q\nwant\n%q", i, v, got, want)
 		}

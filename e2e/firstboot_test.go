@@ -158,7 +158,8 @@ func TestFirstBoot(t *testing.T) {
 	pb := &packerRun{t: t, packer: packer, env: env, dir: scratch, key: key}
 	build := boot(ctx, t, harness.BootOptions{Image: img, Name: "fb-bake", UserData: harness.SSHUserData("packer", pub), WorkDir: scratch, Log: log})
 	if _, took, err := pb.build(ctx, "firstboot-bake", build.IP(), stackTemplate(`    gunicorn_source = "distro"
-    extra_packages  = ["python3-flask", "python3-django"]`)); err != nil {
+    extra_packages  = ["python3-flask", "python3-django"]
+    first_boot      = ["schema-1", "git", "aws-requests"]`)); err != nil {
 		t.Fatal(err)
 	} else {
 		t.Logf("CHECK packer build of the golden image (distro Gunicorn, Flask, Django): %v", took.Round(100*time.Millisecond))
@@ -428,7 +429,6 @@ const datasourceTemplate = `
 variable "out" { type = string }
 
 data "wsgi-cloudinit" "shop" {
-  sockets   = 3
   wsgi_app  = "mysite.wsgi:application"
   framework = "django"
   django_settings_module = "mysite.settings"
@@ -450,7 +450,7 @@ build {
   sources = ["source.null.local"]
   provisioner "shell-local" {
     inline = ["echo ${data.wsgi-cloudinit.shop.user_data_gzip_base64} | base64 -d | gunzip > ${var.out}",
-              "echo size_bytes=${data.wsgi-cloudinit.shop.size_bytes} files=${join(",", data.wsgi-cloudinit.shop.files)}"]
+              "echo size_bytes=${data.wsgi-cloudinit.shop.size_bytes} files=${join(",", data.wsgi-cloudinit.shop.files)} needs=${join(",", data.wsgi-cloudinit.shop.needs)}"]
   }
 }
 `
@@ -513,16 +513,16 @@ func TestCloudInitDatasource(t *testing.T) {
 	if !bytes.Equal(rendered, want.UserData) {
 		t.Errorf("packer's user_data_gzip_base64 decodes to %d bytes that differ from cloudinit.Build's %d", len(rendered), len(want.UserData))
 	}
-	if line := fmt.Sprintf("size_bytes=%d files=/etc/wsgi/app.env,/usr/local/sbin/wsgi-deploy", want.SizeBytes()); !strings.Contains(out, line) {
+	if line := fmt.Sprintf("size_bytes=%d files=/etc/wsgi-app.conf needs=aws-requests,git,schema-1", want.SizeBytes()); !strings.Contains(out, line) {
 		t.Errorf("packer output lacks %q:\n%s", line, out)
 	}
 	t.Logf("CHECK packer build with data \"wsgi-cloudinit\": %d bytes of user data, identical to cloudinit.Build", len(rendered))
 
-	// A bad block fails at validate, naming every key.
-	bad := strings.NewReplacer(`sockets   = 3`, `sockets   = 0`, `git_ref = "v1.0.0"`, `sha256 = "abc"`).Replace(datasourceTemplate)
+	// A bad block fails at validate, naming every key; a stack key says where it went.
+	bad := strings.NewReplacer(`wsgi_app  =`, "sockets   = 3\n  wsgi_app  =", `git_ref = "v1.0.0"`, `sha256 = "abc"`).Replace(datasourceTemplate)
 	writeFixture(t, tpl, bad)
 	out, err = runIn(ctx, scratch, env, packer, "validate", "-var", "out="+got, tpl)
-	for _, w := range []string{"sockets: must not be 0", "source.git_ref: required with git_url", "source.sha256: not used with git_url"} {
+	for _, w := range []string{"sockets: is a stack key and moved to the wsgi-stack provisioner", "source.git_ref: required with git_url", "source.sha256: not used with git_url"} {
 		if err == nil || !strings.Contains(out, w) {
 			t.Errorf("packer validate of a bad block: %v, output lacks %q:\n%s", err, w, out)
 		}

@@ -33,7 +33,7 @@ func TestDeployContract(t *testing.T) {
 		`ln -sfn "$REL" '/srv/wsgi'/.current.new`, `mv -T '/srv/wsgi'/.current.new '/srv/wsgi/current'`,
 		`PHASE="hooks_after_switch[$i]"`, `if [ "$MODE" = release ]`, `echo "release $REL"`,
 		"systemctl enable --now --quiet 'wsgi.target'", "systemctl reload-or-restart nginx",
-		"HEALTH=${WSGI_HEALTH_PATH:-/healthz}", "'/run/wsgi/app-3.sock'", ">'/var/lib/wsgi/deployed'",
+		`[ -n "$HEALTH" ] || HEALTH='/healthz'`, "'/run/wsgi/app-3.sock'", ">'/var/lib/wsgi/deployed'",
 	}
 	at := 0
 	for _, step := range order {

@@ -17,8 +17,9 @@ var files embed.FS
 
 // Every value a user writes reaches a script through q (one word) or qs (a list of words).
 var parsed = template.Must(template.New("").Option("missingkey=error").Funcs(template.FuncMap{
-	"q":  quote.Shell,
-	"qs": quote.Shells,
+	"q":    quote.Shell,
+	"qs":   quote.Shells,
+	"envq": quote.Env,
 }).ParseFS(files, "files/*.tmpl"))
 
 // File is one rendered file of the image, at its absolute path on the instance.

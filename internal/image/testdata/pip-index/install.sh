@@ -11,7 +11,7 @@ phase() { echo "==> wsgi-stack: $*"; }
 die() { echo "wsgi-stack: error: $*" >&2; exit 1; }
 
 phase "packages"
-command -v apt-get >/dev/null 2>&1 || die "apt-get not found: this machine is not of the apt family (distro_family = \"apt\")"
+command -v apt-get >/dev/null 2>&1 || die 'apt-get not found: this machine is not of the apt family (distro_family = "apt")'
 missing=""
 for p in 'nginx' 'curl' 'ca-certificates' 'python3' 'python3-venv' 'git'; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -22,10 +22,10 @@ if [ -n "$missing" ]; then
 fi
 command -v git >/dev/null 2>&1 || die "git is not on the machine after installing it: first_boot needs it for a git source"
 
-phase "user wsgi"
+phase 'user wsgi'
 getent group 'wsgi' >/dev/null || groupadd --system 'wsgi'
 id -u 'wsgi' >/dev/null 2>&1 || useradd --system --gid 'wsgi' --home-dir '/srv/wsgi' --no-create-home --shell /usr/sbin/nologin 'wsgi'
-getent group 'www-data' >/dev/null || die "group www-data (NGINX's user) is missing after installing NGINX"
+getent group 'www-data' >/dev/null || die 'group www-data (NGINX'\''s user) is missing after installing NGINX'
 
 phase "directories"
 # Code is owned by root and only readable by the app: a compromised worker cannot rewrite it.
@@ -35,7 +35,7 @@ install -d -m 0750 -o root -g 'wsgi' '/etc/wsgi'
 install -d -m 0750 -o 'wsgi' -g 'wsgi' '/var/lib/wsgi-app'
 [ -e '/etc/wsgi/wsgi.env' ] || install -m 0640 -o root -g 'wsgi' /dev/null '/etc/wsgi/wsgi.env'
 
-phase "python venv /opt/wsgi/venv"
+phase 'python venv /opt/wsgi/venv'
 if [ ! -x '/opt/wsgi/venv/bin/python' ]; then
 	'python3' -m venv '/opt/wsgi/venv'
 fi
@@ -43,10 +43,10 @@ if [ "$('/opt/wsgi/venv/bin/python' -c 'import gunicorn; print(gunicorn.__versio
 	'/opt/wsgi/venv/bin/python' -m pip install --quiet --disable-pip-version-check --no-cache-dir --index-url 'http://127.0.0.1:8000/simple/?token=a&b=c' 'gunicorn==20.1.0'
 fi
 '/opt/wsgi/venv/bin/python' -c 'import gunicorn, sys; print("gunicorn", gunicorn.__version__, "on python", sys.version.split()[0])' \
-	|| die "gunicorn is not importable from /opt/wsgi/venv/bin/python"
+	|| die 'gunicorn is not importable from /opt/wsgi/venv/bin/python'
 # First boot installs a release's requirements with this pip into a venv without pip of its own
 # (pip --python, pip 22.3 and later): copying pip into every release venv is most of a deploy.
-'/opt/wsgi/venv/bin/python' -m pip --version >/dev/null 2>&1 || die "pip is not in /opt/wsgi/venv/bin/python: first boot installs requirements with it"
+'/opt/wsgi/venv/bin/python' -m pip --version >/dev/null 2>&1 || die 'pip is not in /opt/wsgi/venv/bin/python: first boot installs requirements with it'
 
 phase "files"
 install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system/wsgi@.socket' '/etc/systemd/system/wsgi@.socket'
