@@ -42,7 +42,10 @@ import (
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
 )
 
-//go:embed shop
+// all: keeps files that start with _ or ., such as the package's __init__.py, which a plain
+// folder pattern drops.
+//
+//go:embed all:shop
 var shopApp embed.FS
 
 const (
