@@ -68,7 +68,15 @@ func main() {
 	var o options
 	flag.IntVar(&o.runs, "n", 3, "runs per variant, alternating (the median counts)")
 	flag.StringVar(&o.images, "images", "", "folder for the golden and stock images; reused when they are there (default: a temporary folder, removed)")
+	onlySizes := flag.Bool("sizes", false, "print the payload sizes and stop (no root, no machine)")
 	flag.Parse()
+	if *onlySizes {
+		if _, sha, err := flaskTarball(); err != nil || sizes(sha) != nil {
+			fmt.Fprintln(os.Stderr, "firstboot: sizes failed:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "firstboot:", err)
 		os.Exit(1)
