@@ -736,7 +736,9 @@ func ssmArgs(dir string) []string {
 func smArgs(dir string) []string {
 	return []string{"secrets-env", filepath.Join(dir, "env"), "API=secretsmanager:shop/api"}
 }
-func s3Args(dir string) []string { return []string{"get-object", "s3://b/k", filepath.Join(dir, "out")} }
+func s3Args(dir string) []string {
+	return []string{"get-object", "s3://b/k", filepath.Join(dir, "out")}
+}
 func lifecycleArgs(string) []string {
 	return []string{"complete-lifecycle-action", "--hook", "launch", "--result", "CONTINUE"}
 }
