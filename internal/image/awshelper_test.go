@@ -167,7 +167,13 @@ type fakeAWS struct {
 	completed  []url.Values
 	fault      func(c awsCall, n int) *awsFault // n counts calls of c.Action, from 1
 	actionSeen map[string]int
+	clockAhead time.Duration // the server's clock runs this much ahead of the host's
+	skewed     int           // requests refused as RequestTimeTooSkewed
+	userAgents []string
 }
+
+// errSkew: the request's time is too far from the server's clock, as AWS refuses it.
+var errSkew = errors.New("request time too skewed")
 
 func newFakeAWS(t *testing.T, m *fakeIMDS) *fakeAWS {
 	a := &fakeAWS{imds: m, secretFor: map[string]string{}, expired: map[string]bool{},
@@ -239,8 +245,8 @@ func (a *fakeAWS) verify(r *http.Request, body []byte) (c awsCall, err error) {
 	if err != nil {
 		return c, fmt.Errorf("x-amz-date: %w", err)
 	}
-	if d := time.Since(when); d > 5*time.Minute || d < -5*time.Minute {
-		return c, fmt.Errorf("x-amz-date %s is %s away from now", when, d)
+	if d := time.Now().Add(a.clockAhead).Sub(when); d > 5*time.Minute || d < -5*time.Minute {
+		return c, errSkew
 	}
 	// The request as the client meant it: its URI as sent, only the headers it signed.
 	u, err := url.Parse("http://" + r.Host + r.RequestURI)
@@ -311,6 +317,14 @@ func (a *fakeAWS) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	c, err := a.verify(r, body)
 	a.mu.Lock()
+	a.userAgents = append(a.userAgents, r.Header.Get("User-Agent"))
+	if errors.Is(err, errSkew) {
+		a.skewed++
+		a.mu.Unlock()
+		w.Header().Set("Date", time.Now().Add(a.clockAhead).UTC().Format(http.TimeFormat))
+		a.writeError(w, c, http.StatusForbidden, "RequestTimeTooSkewed", "The difference between the request time and the current time is too large.")
+		return
+	}
 	if err != nil {
 		a.badSig = append(a.badSig, err.Error())
 		a.mu.Unlock()
@@ -1041,6 +1055,76 @@ func TestAWSHelperPython39(t *testing.T) {
 	for _, imp := range []string{"boto", "requests", "botocore"} {
 		if bytes.Contains(src, []byte("import "+imp)) {
 			t.Errorf("imports %s: the helper uses the standard library only", imp)
+		}
+	}
+}
+
+// TestAWSHelperClockSkew: a clock two hours behind AWS's is corrected from the answer's Date.
+func TestAWSHelperClockSkew(t *testing.T) {
+	t.Parallel()
+	f := newAWSFakes(t)
+	f.aws.clockAhead = 2 * time.Hour
+	f.aws.objects["b/k"] = []byte("archive")
+	out := filepath.Join(t.TempDir(), "out")
+	f.run(t, nil, "--retries", "1", "get-object", "s3://b/k", out).mustSucceed(t)
+	if got, _ := os.ReadFile(out); string(got) != "archive" {
+		t.Errorf("object %q", got)
+	}
+	if f.aws.skewed != 1 || len(f.aws.Calls()) != 1 {
+		t.Errorf("refused as skewed %d times, served %d", f.aws.skewed, len(f.aws.Calls()))
+	}
+	for _, ua := range f.aws.userAgents {
+		if ua != "wsgi-aws (packer-plugin-wsgi)" {
+			t.Errorf("User-Agent %q", ua)
+		}
+	}
+}
+
+// TestAWSHelperS3OtherRegion: a bucket in another region than the instance answers with its
+// region (x-amz-bucket-region); on AWS's endpoints the helper asks again there. The request is
+// stubbed: no test here reaches AWS's own endpoints.
+func TestAWSHelperS3OtherRegion(t *testing.T) {
+	t.Parallel()
+	py := helperPython(t)
+	const prog = `
+import importlib.util, sys, types
+spec = importlib.util.spec_from_file_location("wsgiaws", sys.argv[1])
+m = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(m)
+seen = []
+class Resp:
+    headers = {"Content-Length": "2"}
+    def __init__(self): self.data = [b"ok", b""]
+    def read(self, n): return self.data.pop(0)
+def request(service, what, method, url, headers=None, body=b"", sink=None, region=None):
+    seen.append((url, region))
+    if len(seen) == 1:
+        raise m.AWSError(301, "PermanentRedirect", "use the right endpoint", {"x-amz-bucket-region": "us-west-2"})
+    return sink(Resp())
+client = types.SimpleNamespace(region="eu-west-1", env=dict(e.split("=", 1) for e in sys.argv[3:]), request=request)
+try:
+    m.cmd_get_object(client, types.SimpleNamespace(uri="s3://art-bucket/app.tgz", outfile=sys.argv[2]))
+except m.Failure as e:
+    seen.append(str(e))
+print(seen)
+`
+	out := filepath.Join(t.TempDir(), "app.tgz")
+	for _, tc := range []struct{ env, want string }{
+		{"", "[('https://art-bucket.s3.eu-west-1.amazonaws.com/app.tgz', None), ('https://art-bucket.s3.us-west-2.amazonaws.com/app.tgz', 'us-west-2')]\n"},
+		// A custom endpoint is the user's choice: not second-guessed.
+		{"AWS_ENDPOINT_URL_S3=https://vpce", "[('https://vpce/art-bucket/app.tgz', None), 'PermanentRedirect (HTTP 301): use the right endpoint']\n"},
+	} {
+		args := []string{"-I", "-c", prog, awsHelperFile, out}
+		if tc.env != "" {
+			args = append(args, tc.env)
+		}
+		got, err := exec.Command(py, args...).Output()
+		if err != nil {
+			t.Fatalf("%v: %s", err, got)
+		}
+		lines := strings.SplitAfter(strings.TrimSuffix(string(got), "\n"), "\n")
+		if last := lines[len(lines)-1] + "\n"; last != tc.want {
+			t.Errorf("with %q:\n got %s\nwant %s", tc.env, got, tc.want)
 		}
 	}
 }

@@ -45,6 +45,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 
 PROG = "wsgi-aws"
+USER_AGENT = "wsgi-aws (packer-plugin-wsgi)"  # shows in CloudTrail as the caller's user agent
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 
@@ -476,6 +477,7 @@ class Client:
             creds = self.credentials()
             signed = sigv4_headers(method, url, headers or {}, payload_hash, SERVICES[service][1],
                                    region, creds, self.now())
+            signed["user-agent"] = USER_AGENT  # not signed: proxies may rewrite it
             req = urllib.request.Request(url, data=body if method != "GET" else None,
                                          method=method, headers=signed)
             try:
