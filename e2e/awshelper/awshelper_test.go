@@ -243,7 +243,7 @@ type result struct {
 
 func runHelper(t *testing.T, m *imds, args ...string) result {
 	t.Helper()
-	cmd := exec.Command("python3", append([]string{"-I", helper, "--backoff", "0.05"}, args...)...)
+	cmd := exec.Command("python3", append([]string{"-IS", helper, "--backoff", "0.05"}, args...)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"),
 		"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + m.srv.URL,
 		"AWS_ENDPOINT_URL=" + proxy.URL}

@@ -33,14 +33,29 @@ import (
 
 const awsHelperFile = "files/wsgi-aws.py"
 
+var (
+	pythonOnce sync.Once
+	pythonPath string
+	pythonErr  error
+)
+
 // helperPython is the interpreter the tests run the helper with: python3, or WSGI_AWS_PYTHON
-// (for example a python3.9, the oldest the images carry).
+// (for example a python3.9, the oldest the images carry). It is resolved to the real executable
+// once, so that a wrapper such as pyenv's shim does not cost a shell per run.
 func helperPython(t *testing.T) string {
 	t.Helper()
-	if p := os.Getenv("WSGI_AWS_PYTHON"); p != "" {
-		return p
+	py := os.Getenv("WSGI_AWS_PYTHON")
+	if py == "" {
+		py = requireTool(t, "python3")
 	}
-	return requireTool(t, "python3")
+	pythonOnce.Do(func() {
+		out, err := exec.Command(py, "-c", "import sys; print(sys.executable)").Output()
+		pythonPath, pythonErr = strings.TrimSpace(string(out)), err
+	})
+	if pythonErr != nil || pythonPath == "" {
+		t.Fatalf("%s: cannot tell its executable: %v", py, pythonErr)
+	}
+	return pythonPath
 }
 
 // ---------------------------------------------------------------- IMDS stand-in
@@ -448,7 +463,7 @@ func newAWSFakes(t *testing.T) *awsFakes {
 func (f *awsFakes) run(t *testing.T, extraEnv []string, args ...string) helperRun {
 	t.Helper()
 	py := helperPython(t)
-	cmd := exec.Command(py, append([]string{"-I", awsHelperFile}, args...)...)
+	cmd := exec.Command(py, append([]string{"-IS", awsHelperFile}, args...)...)
 	cmd.Env = append(slices.Clone(f.env), extraEnv...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -1018,7 +1033,7 @@ print(json.dumps(out))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(py, "-I", "-c", prog, awsHelperFile)
+	cmd := exec.Command(py, "-IS", "-c", prog, awsHelperFile)
 	cmd.Stdin = bytes.NewReader(in)
 	out, err := cmd.Output()
 	if err != nil {
@@ -1045,10 +1060,10 @@ func TestAWSHelperPython39(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.HasPrefix(src, []byte("#!/usr/bin/python3 -I\n")) {
-		t.Errorf("first line %q: want #!/usr/bin/python3 -I", bytes.SplitN(src, []byte("\n"), 2)[0])
+	if !bytes.HasPrefix(src, []byte("#!/usr/bin/python3 -IS\n")) {
+		t.Errorf("first line %q: want #!/usr/bin/python3 -IS", bytes.SplitN(src, []byte("\n"), 2)[0])
 	}
-	cmd := exec.Command(py, "-I", "-c", `import ast, sys; ast.parse(open(sys.argv[1]).read(), feature_version=(3, 9))`, awsHelperFile)
+	cmd := exec.Command(py, "-IS", "-c", `import ast, sys; ast.parse(open(sys.argv[1]).read(), feature_version=(3, 9))`, awsHelperFile)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("not Python 3.9 syntax: %v\n%s", err, out)
 	}
@@ -1114,7 +1129,7 @@ print(seen)
 		// A custom endpoint is the user's choice: not second-guessed.
 		{"AWS_ENDPOINT_URL_S3=https://vpce", "[('https://vpce/art-bucket/app.tgz', None), 'PermanentRedirect (HTTP 301): use the right endpoint']\n"},
 	} {
-		args := []string{"-I", "-c", prog, awsHelperFile, out}
+		args := []string{"-IS", "-c", prog, awsHelperFile, out}
 		if tc.env != "" {
 			args = append(args, tc.env)
 		}

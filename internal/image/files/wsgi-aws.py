@@ -1,4 +1,4 @@
-#!/usr/bin/python3 -I
+#!/usr/bin/python3 -IS
 # wsgi-aws: the instance's own signed AWS requests, made with the instance role.
 #
 # The baked deploy (/usr/local/sbin/wsgi-deploy) runs this as root at first boot to fetch the
@@ -17,8 +17,9 @@
 #   - It is tested against a signature check by aws-sdk-go-v2's signer and against moto.
 #
 # Standard library only (urllib, hmac, hashlib, json, xml), Python 3.9 or later (Amazon Linux 2023
-# ships 3.9, Debian 12 3.11, Debian 13 3.13). One file, no third-party import. `-I` in the first
-# line keeps PYTHONPATH, PYTHONHOME and user site-packages out of a program that runs as root.
+# ships 3.9, Debian 12 3.11, Debian 13 3.13). One file, no third-party import. `-IS` in the first
+# line keeps PYTHONPATH, PYTHONHOME, site-packages and their .pth files out of a program that runs
+# as root (and saves their start-up time).
 #
 # Secret values are never printed, never logged, never passed to another process: they go from
 # the HTTPS answer into the environment file and nowhere else. Error lines name the reference
