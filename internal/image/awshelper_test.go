@@ -164,6 +164,7 @@ type awsFault struct {
 	Code    string
 	Message string
 	Delay   time.Duration // sleep before answering (a timeout), then answer normally if Status is 0
+	Trickle time.Duration // S3: send the object in 8 pieces, this long apart
 }
 
 type fakeAWS struct {
@@ -367,6 +368,18 @@ func (a *fakeAWS) serve(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(f.Delay)
 			if f.Status != 0 {
 				a.writeError(w, c, f.Status, f.Code, f.Message)
+				return
+			}
+			if f.Trickle > 0 && c.Action == "GetObject" {
+				a.mu.Lock()
+				obj := a.objects[strings.TrimPrefix(r.URL.Path, "/")]
+				a.mu.Unlock()
+				w.Header().Set("Content-Length", fmt.Sprint(len(obj)))
+				for i := 0; i < 8; i++ {
+					_, _ = w.Write(obj[i*len(obj)/8 : (i+1)*len(obj)/8])
+					w.(http.Flusher).Flush()
+					time.Sleep(f.Trickle)
+				}
 				return
 			}
 		}
@@ -721,6 +734,9 @@ func TestAWSHelperRetries(t *testing.T) {
 			"wsgi-aws: secrets-env DB (ssm:/shop/db): ServiceUnavailable (HTTP 503): down (gave up after 3 attempts)"},
 		{"a timeout is retried", func(dir string) []string { return append([]string{"--timeout", "0.5"}, smArgs(dir)...) }, "GetSecretValue",
 			[]awsFault{{Delay: 1500 * time.Millisecond}}, 2, 0, ""},
+		// Each piece comes within the timeout, the whole download does not.
+		{"a download slower than --timeout is retried", func(dir string) []string { return append([]string{"--timeout", "1"}, s3Args(dir)...) }, "GetObject",
+			[]awsFault{{Trickle: 250 * time.Millisecond}}, 2, 0, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -728,7 +744,7 @@ func TestAWSHelperRetries(t *testing.T) {
 			f := newAWSFakes(t)
 			f.aws.params["/shop/db"] = "S3CR3T-db"
 			f.aws.secrets["shop/api"] = "S3CR3T-api"
-			f.aws.objects["b/k"] = []byte("archive")
+			f.aws.objects["b/k"] = bytes.Repeat([]byte("archive "), 100_000)
 			f.aws.instances[f.imds.instanceID] = [2]string{"web", "InService"}
 			f.aws.setFault(func(c awsCall, n int) *awsFault {
 				if c.Action != tc.action || n > len(tc.faults) {

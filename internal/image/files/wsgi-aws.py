@@ -461,7 +461,7 @@ class Client:
         return True
 
     def request(self, service, what, method, url, headers=None, body=b"", sink=None, region=None):
-        """Send one signed request; returns the answer's body (or sink(response)'s result).
+        """Send one signed request; returns the answer's body (or sink(response, deadline)'s result).
 
         what names the request in messages, e.g. "ssm GetParameter /app/db"."""
         region = region or self.region
@@ -481,10 +481,11 @@ class Client:
             signed["user-agent"] = USER_AGENT  # not signed: proxies may rewrite it
             req = urllib.request.Request(url, data=body if method != "GET" else None,
                                          method=method, headers=signed)
+            deadline = time.monotonic() + self.timeout
             try:
                 with self.open(req, timeout=self.timeout) as resp:
                     if sink is not None:
-                        return sink(resp)
+                        return sink(resp, deadline)
                     return resp.read()
             except urllib.error.HTTPError as e:
                 try:
@@ -572,20 +573,26 @@ def cmd_get_object(client, args):
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o600)
 
-            def sink(resp):
+            def sink(resp, deadline):
                 f.seek(0)
                 f.truncate()
                 want = resp.headers.get("Content-Length")
                 got = 0
-                try:
-                    while True:
-                        chunk = resp.read(1 << 20)
-                        if not chunk:
-                            break
+                while True:
+                    try:
+                        chunk = resp.read(1 << 16)
+                    except (http.client.HTTPException, OSError) as e:
+                        raise Transient("the answer was cut after %d bytes: %s" % (got, transient_reason(e)))
+                    if not chunk:
+                        break
+                    try:
                         f.write(chunk)
-                        got += len(chunk)
-                except (http.client.HTTPException, OSError) as e:
-                    raise Transient("the answer was cut after %d bytes: %s" % (got, transient_reason(e)))
+                    except OSError as e:  # a full disk is not worth another download
+                        raise Failure("%s: cannot write beside %s: %s" % (what, out, e.strerror))
+                    got += len(chunk)
+                    if time.monotonic() > deadline:
+                        raise Transient("not complete within --timeout %gs (%d bytes so far)" % (
+                            client.timeout, got))
                 if want is not None and want.isdigit() and int(want) != got:
                     raise Transient("the answer was cut: %d of %s bytes" % (got, want))
                 return got
@@ -786,7 +793,8 @@ def add_common(p, suppress):
     p.add_argument("--retries", type=positive_int, default=d(DEFAULT_RETRIES), metavar="N",
                    help="retries after a failed attempt, 0 to 20 (default %d)" % DEFAULT_RETRIES)
     p.add_argument("--timeout", type=seconds, default=d(DEFAULT_TIMEOUT), metavar="SECONDS",
-                   help="how long one attempt may wait to connect or for data (default %g)" % DEFAULT_TIMEOUT)
+                   help="bound of one attempt: to connect, for each read, and for a whole "
+                        "get-object download (default %g)" % DEFAULT_TIMEOUT)
     p.add_argument("--backoff", type=seconds, default=d(DEFAULT_BACKOFF), metavar="SECONDS",
                    help="first backoff ceiling; retry k waits a random time up to min(%g, SECONDS*2^(k-1)) "
                         "(default %g)" % (BACKOFF_CAP, DEFAULT_BACKOFF))
