@@ -1131,8 +1131,8 @@ def request(service, what, method, url, headers=None, body=b"", sink=None, regio
     seen.append((url, region))
     if len(seen) == 1:
         raise m.AWSError(301, "PermanentRedirect", "use the right endpoint", {"x-amz-bucket-region": "us-west-2"})
-    return sink(Resp())
-client = types.SimpleNamespace(region="eu-west-1", env=dict(e.split("=", 1) for e in sys.argv[3:]), request=request)
+    return sink(Resp(), float("inf"))
+client = types.SimpleNamespace(region="eu-west-1", timeout=10, env=dict(e.split("=", 1) for e in sys.argv[3:]), request=request)
 try:
     m.cmd_get_object(client, types.SimpleNamespace(uri="s3://art-bucket/app.tgz", outfile=sys.argv[2]))
 except m.Failure as e:
