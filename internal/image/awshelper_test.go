@@ -820,7 +820,11 @@ func TestAWSHelperExpiredCredentials(t *testing.T) {
 		return nil
 	})
 	out := filepath.Join(t.TempDir(), "env")
-	f.run(t, nil, "--retries", "1", "secrets-env", out, "A=ssm:/a").mustSucceed(t)
+	r := f.run(t, nil, "--retries", "1", "secrets-env", out, "A=ssm:/a")
+	r.mustSucceed(t)
+	if !strings.Contains(r.stdout, "ExpiredTokenException; reading the role's credentials again") {
+		t.Errorf("stdout: %q", r.stdout)
+	}
 	calls := f.aws.Calls()
 	if len(calls) != 2 || calls[0].Token != "session-token-1" || calls[1].Token != "session-token-2" {
 		t.Errorf("calls = %+v", calls)
@@ -1097,7 +1101,11 @@ func TestAWSHelperClockSkew(t *testing.T) {
 	f.aws.clockAhead = 2 * time.Hour
 	f.aws.objects["b/k"] = []byte("archive")
 	out := filepath.Join(t.TempDir(), "out")
-	f.run(t, nil, "--retries", "1", "get-object", "s3://b/k", out).mustSucceed(t)
+	r := f.run(t, nil, "--retries", "1", "get-object", "s3://b/k", out)
+	r.mustSucceed(t)
+	if !strings.Contains(r.stdout, "RequestTimeTooSkewed; the clock is 7") {
+		t.Errorf("stdout: %q", r.stdout)
+	}
 	if got, _ := os.ReadFile(out); string(got) != "archive" {
 		t.Errorf("object %q", got)
 	}

@@ -186,7 +186,7 @@ class IMDS:
         req = urllib.request.Request(self.base + path, method=method, headers=headers,
                                      data=b"" if method == "PUT" else None)
         with self.open(req, timeout=self.timeout) as resp:
-            return resp.read().decode("utf-8")
+            return resp.read().decode("utf-8", "replace")
 
     def _call(self, method, path, headers):
         last = None
@@ -463,7 +463,7 @@ class Client:
     def request(self, service, what, method, url, headers=None, body=b"", sink=None, region=None):
         """Send one signed request; returns the answer's body (or sink(response, deadline)'s result).
 
-        what names the request in messages, e.g. "ssm GetParameter /app/db"."""
+        what names the request in messages, e.g. "secrets-env DB (ssm:/app/db)"."""
         region = region or self.region
         payload_hash = hashlib.sha256(body).hexdigest()
         attempts = self.retries + 1
@@ -496,8 +496,11 @@ class Client:
                 if err.code in EXPIRED_TOKEN:
                     self.creds = None  # read the role's credentials again, then retry at once
                     last, wait = err.detail, False
+                    notice("%s: %s; reading the role's credentials again" % (what, err.code))
                 elif self.adjust_clock(err):
                     last, wait = err.detail, False
+                    notice("%s: %s; the clock is %.0fs off the server's: signing with the server's time" % (
+                        what, err.code, self.skew.total_seconds()))
                 elif err.code in THROTTLING or err.code in TRANSIENT or e.code >= 500 or e.code == 429:
                     last = err.detail
                 else:
@@ -638,7 +641,7 @@ def parse_secret_ref(arg):
     name, sep, ref = arg.partition("=")
     if not sep or not ENV_NAME.match(name):
         raise Usage("%s: must be NAME=ssm:/parameter/name or NAME=secretsmanager:name-or-arn, "
-                      "with NAME a variable name (letters, digits, _; not starting with a digit)" % one_line(arg))
+                    "with NAME a variable name (letters, digits, _; not starting with a digit)" % one_line(arg))
     store, sep, ident = ref.partition(":")
     if store not in ("ssm", "secretsmanager") or not sep or not ident:
         raise Usage("%s: the reference must be ssm:/parameter/name or secretsmanager:name-or-arn, not %s" % (
