@@ -15,6 +15,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/quote"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -37,7 +38,6 @@ import (
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/awsproxy"
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
-	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 const region = "eu-west-1"
@@ -338,8 +338,8 @@ func TestSecretsFromMoto(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "DB_PASSWORD=" + image.EnvQuote(dbPassword) + "\nAPI_KEY=" + image.EnvQuote(apiKey) +
-		"\nBY_NAME=" + image.EnvQuote("plain S3CR3T-byname") + "\n"
+	want := "DB_PASSWORD=" + quote.Env(dbPassword) + "\nAPI_KEY=" + quote.Env(apiKey) +
+		"\nBY_NAME=" + quote.Env("plain S3CR3T-byname") + "\n"
 	if string(got) != want {
 		t.Errorf("environment file:\n%s\nwant\n%s", got, want)
 	}

@@ -9,6 +9,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/quote"
 	"io"
 	"net"
 	"net/http"
@@ -576,10 +577,10 @@ func TestAWSHelperSecretsEnv(t *testing.T) {
 	}
 	want := "PLAIN=\"kept\"\n"
 	for _, name := range names {
-		want += name + "=" + EnvQuote(hostileSecrets[name]) + "\n"
+		want += name + "=" + quote.Env(hostileSecrets[name]) + "\n"
 	}
 	if string(got) != want {
-		t.Errorf("environment file, quoted other than image.EnvQuote:\n%s\nwant\n%s", got, want)
+		t.Errorf("environment file, quoted other than quote.Env:\n%s\nwant\n%s", got, want)
 	}
 	if m := fileMode(t, envFile); m != 0o640 {
 		t.Errorf("an existing file's mode changed to %o", m)
@@ -623,7 +624,7 @@ func TestAWSHelperSecretsEnv(t *testing.T) {
 	if m := fileMode(t, fresh); m != 0o600 {
 		t.Errorf("a new environment file has mode %o, want 0600", m)
 	}
-	if b, _ := os.ReadFile(fresh); string(b) != "DQ="+EnvQuote(hostileSecrets["DQ"])+"\n" {
+	if b, _ := os.ReadFile(fresh); string(b) != "DQ="+quote.Env(hostileSecrets["DQ"])+"\n" {
 		t.Errorf("new file: %q", b)
 	}
 

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"text/template/parse"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
 )
 
 // scriptTemplates are the shell scripts of the image: every value in them goes through q or qs.
@@ -118,6 +120,8 @@ func TestInstallScriptHostileValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFile(t, s.VenvPython(), []byte(stub+"echo 0.0\n"), 0o755)
+	// The staged request signer, which the script starts once with the system's python3.
+	writeFile(t, filepath.Join(dir, "stage", contract.AWSHelper), awsHelper, 0o755)
 	script := filepath.Join(dir, "install.sh")
 	writeFile(t, script, b.InstallScript, 0o644)
 

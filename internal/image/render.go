@@ -15,6 +15,11 @@ import (
 //go:embed files/*.tmpl
 var files embed.FS
 
+// awsHelper is the request signer, baked as is (contract.AWSHelper): standard-library Python.
+//
+//go:embed files/wsgi-aws.py
+var awsHelper []byte
+
 // Every value a user writes reaches a script through q (one word) or qs (a list of words).
 var parsed = template.Must(template.New("").Option("missingkey=error").Funcs(template.FuncMap{
 	"q":    quote.Shell,
@@ -136,7 +141,9 @@ func Render(s Stack) *Bundle {
 	for _, sp := range s.fileSpecs() {
 		b.Files = append(b.Files, File{Path: sp.path, Mode: sp.mode, Group: sp.group, Content: execute(sp.tmpl, v)})
 	}
-	b.Files = append(b.Files, File{Path: contract.StackFile, Mode: 0o644, Content: s.Description()})
+	b.Files = append(b.Files,
+		File{Path: contract.AWSHelper, Mode: 0o755, Content: awsHelper},
+		File{Path: contract.StackFile, Mode: 0o644, Content: s.Description()})
 	v.Installed = b.Files
 	b.InstallScript = execute("install.sh.tmpl", v)
 	b.HygieneScript = execute("hygiene.sh.tmpl", v)

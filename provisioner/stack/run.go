@@ -139,7 +139,7 @@ func countPhases(script []byte) int {
 	n := 0
 	for _, l := range strings.Split(string(script), "\n") {
 		l = strings.TrimSpace(l)
-		if strings.HasPrefix(l, `phase "`) || strings.HasPrefix(l, `echo "`+phasePrefix) {
+		if strings.HasPrefix(l, `phase "`) || strings.HasPrefix(l, `phase '`) || strings.HasPrefix(l, `echo "`+phasePrefix) {
 			n++
 		}
 	}
