@@ -1054,11 +1054,15 @@ print(json.dumps(out))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(py, "-IS", "-c", prog, awsHelperFile)
+	cmd := exec.Command(py, "-ISB", "-c", prog, awsHelperFile)
 	cmd.Stdin = bytes.NewReader(in)
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)
+	}
+	// -B: loading the helper as a module must not leave files/__pycache__ in the source tree.
+	if _, err := os.Stat(filepath.Join(filepath.Dir(awsHelperFile), "__pycache__")); err == nil {
+		t.Error("files/__pycache__ was written")
 	}
 	var got []string
 	if err := json.Unmarshal(out, &got); err != nil || len(got) != len(cases) {
@@ -1084,7 +1088,7 @@ func TestAWSHelperPython39(t *testing.T) {
 	if !bytes.HasPrefix(src, []byte("#!/usr/bin/python3 -IS\n")) {
 		t.Errorf("first line %q: want #!/usr/bin/python3 -IS", bytes.SplitN(src, []byte("\n"), 2)[0])
 	}
-	cmd := exec.Command(py, "-IS", "-c", `import ast, sys; ast.parse(open(sys.argv[1]).read(), feature_version=(3, 9))`, awsHelperFile)
+	cmd := exec.Command(py, "-ISB", "-c", `import ast, sys; ast.parse(open(sys.argv[1]).read(), feature_version=(3, 9))`, awsHelperFile)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("not Python 3.9 syntax: %v\n%s", err, out)
 	}
@@ -1154,7 +1158,7 @@ print(seen)
 		// A custom endpoint is the user's choice: not second-guessed.
 		{"AWS_ENDPOINT_URL_S3=https://vpce", "[('https://vpce/art-bucket/app.tgz', None), 'PermanentRedirect (HTTP 301): use the right endpoint']\n"},
 	} {
-		args := []string{"-IS", "-c", prog, awsHelperFile, out}
+		args := []string{"-ISB", "-c", prog, awsHelperFile, out}
 		if tc.env != "" {
 			args = append(args, tc.env)
 		}
