@@ -73,7 +73,9 @@ func stackTags(schema, digest, provides string) imageOpt {
 	}
 }
 
-func deprecatedAt(t string) imageOpt { return func(img *types.Image) { img.DeprecationTime = aws.String(t) } }
+func deprecatedAt(t string) imageOpt {
+	return func(img *types.Image) { img.DeprecationTime = aws.String(t) }
+}
 
 func state(s types.ImageState) imageOpt { return func(img *types.Image) { img.State = s } }
 
