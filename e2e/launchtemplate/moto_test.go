@@ -68,7 +68,7 @@ func run(m *testing.M) int {
 
 // fresh resets moto and the proxy, and registers refreshes that walk
 // through statuses.
-func fresh(t *testing.T, statuses []string, reason string) *awsproxy.InstanceRefreshes {
+func fresh(t testing.TB, statuses []string, reason string) *awsproxy.InstanceRefreshes {
 	t.Helper()
 	if err := moto.Reset(context.Background()); err != nil {
 		t.Fatal(err)
@@ -97,7 +97,7 @@ type clients struct {
 	as  *autoscaling.Client
 }
 
-func newClients(t *testing.T, region string) clients {
+func newClients(t testing.TB, region string) clients {
 	t.Helper()
 	a := awscfg.AccessConfig{Region: region, AccessKey: "testing", SecretKey: "testing",
 		CustomEndpointEC2: proxy.URL, CustomEndpointAutoScaling: proxy.URL}
@@ -117,7 +117,7 @@ type release struct {
 	AMI, Snapshot string
 }
 
-func makeReleases(t *testing.T, c clients, family string, n int) []release {
+func makeReleases(t testing.TB, c clients, family string, n int) []release {
 	t.Helper()
 	ctx := context.Background()
 	imgs, err := c.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"amazon"}, MaxResults: aws.Int32(5)})
@@ -164,7 +164,7 @@ func makeReleases(t *testing.T, c clients, family string, n int) []release {
 	return out
 }
 
-func describeImage(t *testing.T, c clients, id string) *types.Image {
+func describeImage(t testing.TB, c clients, id string) *types.Image {
 	t.Helper()
 	out, err := c.ec2.DescribeImages(context.Background(), &ec2.DescribeImagesInput{ImageIds: []string{id}})
 	if err != nil {
@@ -179,7 +179,7 @@ func describeImage(t *testing.T, c clients, id string) *types.Image {
 	return &out.Images[0]
 }
 
-func snapshotExists(t *testing.T, c clients, id string) bool {
+func snapshotExists(t testing.TB, c clients, id string) bool {
 	t.Helper()
 	out, err := c.ec2.DescribeSnapshots(context.Background(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
 	if err != nil {
@@ -191,7 +191,7 @@ func snapshotExists(t *testing.T, c clients, id string) bool {
 	return len(out.Snapshots) > 0
 }
 
-func createTemplate(t *testing.T, c clients, name, ami string) string {
+func createTemplate(t testing.TB, c clients, name, ami string) string {
 	t.Helper()
 	out, err := c.ec2.CreateLaunchTemplate(context.Background(), &ec2.CreateLaunchTemplateInput{
 		LaunchTemplateName: aws.String(name),
@@ -203,7 +203,7 @@ func createTemplate(t *testing.T, c clients, name, ami string) string {
 	return aws.ToString(out.LaunchTemplate.LaunchTemplateId)
 }
 
-func template(t *testing.T, c clients, id string) (types.LaunchTemplate, []types.LaunchTemplateVersion) {
+func template(t testing.TB, c clients, id string) (types.LaunchTemplate, []types.LaunchTemplateVersion) {
 	t.Helper()
 	ctx := context.Background()
 	lt, err := c.ec2.DescribeLaunchTemplates(ctx, &ec2.DescribeLaunchTemplatesInput{LaunchTemplateIds: []string{id}})
@@ -217,7 +217,7 @@ func template(t *testing.T, c clients, id string) (types.LaunchTemplate, []types
 	return lt.LaunchTemplates[0], vs.LaunchTemplateVersions
 }
 
-func createGroup(t *testing.T, c clients, name, templateID string) {
+func createGroup(t testing.TB, c clients, name, templateID string) {
 	t.Helper()
 	_, err := c.as.CreateAutoScalingGroup(context.Background(), &autoscaling.CreateAutoScalingGroupInput{
 		AutoScalingGroupName: aws.String(name),
@@ -232,7 +232,7 @@ func createGroup(t *testing.T, c clients, name, templateID string) {
 	}
 }
 
-func gzipBase64(t *testing.T, doc string) string {
+func gzipBase64(t testing.TB, doc string) string {
 	t.Helper()
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
@@ -243,7 +243,7 @@ func gzipBase64(t *testing.T, doc string) string {
 	return base64.StdEncoding.EncodeToString(b.Bytes())
 }
 
-func gunzipBase64(t *testing.T, s string) string {
+func gunzipBase64(t testing.TB, s string) string {
 	t.Helper()
 	raw, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
@@ -260,7 +260,7 @@ func gunzipBase64(t *testing.T, s string) string {
 	return string(b)
 }
 
-func postProcess(t *testing.T, raw map[string]interface{}, artifactID string) (*launchtemplate.Artifact, *packersdk.MockUi, error) {
+func postProcess(t testing.TB, raw map[string]interface{}, artifactID string) (*launchtemplate.Artifact, *packersdk.MockUi, error) {
 	t.Helper()
 	cfg := access()
 	for k, v := range raw {
@@ -569,7 +569,7 @@ func appPayload(release string, needs ...string) string {
 }
 
 // tagStack gives an AMI the stack tags the wsgi-ami builder writes after a wsgi-stack bake.
-func tagStack(t *testing.T, c clients, ami, provides string) {
+func tagStack(t testing.TB, c clients, ami, provides string) {
 	t.Helper()
 	_, err := c.ec2.CreateTags(context.Background(), &ec2.CreateTagsInput{
 		Resources: []string{ami},
