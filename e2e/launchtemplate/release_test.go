@@ -304,7 +304,9 @@ func BenchmarkReleaseVsBake(b *testing.B) {
 		base := makeReleases(b, c, "base", 1)[0].AMI
 		ltID := createTemplate(b, c, "shop", base)
 		createGroup(b, c, "shop-web", ltID)
-		ud := p.writePayload(b, "bench.yaml", appPayload(fmt.Sprint("bench-", i), contract.NeedAWSRequests, contract.SchemaNeed(1)))
+		ud := p.writePayload(b, "bake.yaml", appPayload(fmt.Sprint("bake-", i), contract.NeedAWSRequests, contract.SchemaNeed(1)))
+		// A new payload for the release: the same one would find the bake's version and reuse it.
+		relUD := p.writePayload(b, "release.yaml", appPayload(fmt.Sprint("release-", i), contract.NeedAWSRequests, contract.SchemaNeed(1)))
 
 		proxy.Reset()
 		(&awsproxy.InstanceRefreshes{}).Register(proxy)
@@ -312,20 +314,26 @@ func BenchmarkReleaseVsBake(b *testing.B) {
 		if err != nil || bake == 0 {
 			b.Fatalf("bake: %v (refresh started: %v)\n%s", err, bake != 0, out)
 		}
+		bakeCalls, bakeChanges := len(proxy.Calls()), len(changesAWS(proxy.Calls()))
 		_, versions := template(b, c, ltID)
 		baked := aws.ToString(versions[len(versions)-1].LaunchTemplateData.ImageId)
 		tagStack(b, c, baked, "aws-requests schema-1") // what a wsgi-stack bake writes
 
 		proxy.Reset()
 		(&awsproxy.InstanceRefreshes{}).Register(proxy)
-		out, release, err := p.build(ctx, b, "release.pkr.hcl", fmt.Sprintf(releaseTemplate, proxy.URL), "user_data_file="+ud, fmt.Sprint("release=bench-", i))
+		out, release, err := p.build(ctx, b, "release.pkr.hcl", fmt.Sprintf(releaseTemplate, proxy.URL), "user_data_file="+relUD, fmt.Sprint("release=bench-", i))
 		if err != nil || release == 0 {
 			b.Fatalf("release: %v (refresh started: %v)\n%s", err, release != 0, out)
+		}
+		relCalls, relChanges := len(proxy.Calls()), len(changesAWS(proxy.Calls()))
+		if n := len(versions) + 1; !strings.Contains(out, fmt.Sprintf("version %d created", n)) {
+			b.Fatalf("the release did not create version %d:\n%s", n, out)
 		}
 		if !strings.Contains(out, "releasing on ami_ids (us-east-1:"+baked+")") {
 			b.Fatalf("the release did not use the baked AMI %s:\n%s", baked, out)
 		}
-		b.Logf("run %d: bake %s, release %s, ratio %.2f", i, bake.Round(time.Millisecond), release.Round(time.Millisecond), bake.Seconds()/release.Seconds())
+		b.Logf("run %d: bake %s (%d API calls, %d that change AWS), release %s (%d API calls, %d that change AWS), ratio %.2f",
+			i, bake.Round(time.Millisecond), bakeCalls, bakeChanges, release.Round(time.Millisecond), relCalls, relChanges, bake.Seconds()/release.Seconds())
 		bakeSum += bake
 		relSum += release
 	}
