@@ -68,6 +68,8 @@ build {
     version_description         = "packer build ${build.ID}"
     user_data                   = data.wsgi-cloudinit.app.user_data_gzip_base64
     user_data_encoding          = "gzip+base64"
+    # communicator none: nothing ran wsgi-stack, so the AMI has no stack tags to check against.
+    check_payload_fits          = false
     keep_releases               = 2
     instance_refresh {
       auto_scaling_group_name = "web-asg"
