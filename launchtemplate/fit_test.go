@@ -1,6 +1,7 @@
 package launchtemplate
 
 import (
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -261,4 +262,34 @@ func indexOp(ops []string, op string) int {
 		}
 	}
 	return -1
+}
+
+// TestReleaseRefreshFailureRestoresDefault: a release without a bake whose refresh fails goes
+// back as a bake's does: the default returns to the version before, the new one stays, and
+// retention does not run.
+func TestReleaseRefreshFailureRestoresDefault(t *testing.T) {
+	raw := releaseConfig(appPayload(contract.SchemaNeed(1)), EncodingRaw)
+	raw["ami_ids"] = map[string]string{"us-east-1": "ami-gold"}
+	h := newHarness(t, raw, "us-east-1")
+	f := h.ec2["us-east-1"]
+	lt := f.addTemplate("web", "ami-gold")
+	f.addImage("ami-gold", "2026-01-02T00:00:00.000Z", "shop")
+	f.tagStack("ami-gold", "aws-requests schema-1")
+	f.addImage("ami-older", "2026-01-01T00:00:00.000Z", "shop")
+	h.as.groups["web-asg"] = astypes.AutoScalingGroup{LaunchTemplate: &astypes.LaunchTemplateSpecification{LaunchTemplateName: aws.String("web")}}
+	h.as.states = refreshStates(astypes.InstanceRefreshStatusPending, astypes.InstanceRefreshStatusFailed)
+
+	_, _, _, err := h.pp.PostProcess(t.Context(), h.ui, nullArtifact())
+	if !errors.Is(err, ErrRefreshFailed) {
+		t.Fatalf("err = %v, want ErrRefreshFailed", err)
+	}
+	if lt.def != 1 || len(lt.versions) != 2 || lt.versions[1].VersionNumber == nil {
+		t.Errorf("default %d with %d versions: want the default back at 1 and version 2 kept", lt.def, len(lt.versions))
+	}
+	if aws.ToString(h.as.started(t).DesiredConfiguration.LaunchTemplate.Version) != "2" {
+		t.Error("the refresh did not pin version 2")
+	}
+	if n := f.count("DeregisterImage"); n != 0 {
+		t.Errorf("retention ran after the failed refresh: %d DeregisterImage calls", n)
+	}
 }
