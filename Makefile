@@ -80,13 +80,17 @@ deps: ## install the host packages the validators and the e2e harness need (Debi
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(HOST_PACKAGES) >/dev/null
 
-validate-example: build packer ## packer validate example.pkr.hcl with the plugin installed in a scratch Packer config
+# release.pkr.hcl is validated without -evaluate-datasources: its wsgi-golden-image data source
+# asks EC2 for the newest golden image, which needs AWS. Its e2e test runs it against moto.
+validate-example: build packer ## packer validate example.pkr.hcl and release.pkr.hcl with the plugin installed in a scratch Packer config
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	export PACKER_CONFIG_DIR="$$tmp" PACKER_PLUGIN_PATH="$$tmp/plugins"; \
 	$(PACKER) plugins install --path $(CURDIR)/$(BINARY) $(PLUGIN_SOURCE) >/dev/null; \
 	$(PACKER) fmt -check example.pkr.hcl; \
+	$(PACKER) fmt -check release.pkr.hcl; \
 	$(PACKER) validate example.pkr.hcl; \
-	$(PACKER) validate -evaluate-datasources example.pkr.hcl
+	$(PACKER) validate -evaluate-datasources example.pkr.hcl; \
+	$(PACKER) validate -var app_ref=v0.0.0 release.pkr.hcl
 
 # The packages with e2e tests: the harness, wsgi-stack, first boot and the demo (e2e), the
 # launch-template chain (e2e/launchtemplate), the builder's fault table against moto (builder) and

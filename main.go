@@ -10,6 +10,7 @@ import (
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/builder"
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit/datasource"
+	"github.com/wsgi-ami/packer-plugin-wsgi/datasource/goldenimage"
 	"github.com/wsgi-ami/packer-plugin-wsgi/launchtemplate"
 	"github.com/wsgi-ami/packer-plugin-wsgi/provisioner/stack"
 	"github.com/wsgi-ami/packer-plugin-wsgi/version"
@@ -20,6 +21,7 @@ func main() {
 	pps.RegisterBuilder("ami", new(builder.Builder))
 	pps.RegisterProvisioner("stack", new(stack.Provisioner))
 	pps.RegisterDatasource("cloudinit", new(datasource.Datasource))
+	pps.RegisterDatasource("golden-image", new(goldenimage.Datasource))
 	pps.RegisterPostProcessor("launch-template", new(launchtemplate.PostProcessor))
 	pps.SetVersion(version.PluginVersion)
 	if err := pps.Run(); err != nil {

@@ -25,6 +25,11 @@ integration {
     slug = "cloudinit"
   }
   component {
+    type = "data-source"
+    name = "wsgi-golden-image"
+    slug = "golden-image"
+  }
+  component {
     type = "post-processor"
     name = "wsgi-launch-template"
     slug = "launch-template"

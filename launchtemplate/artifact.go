@@ -45,8 +45,9 @@ func parseAMIs(id string) ([]regionAMI, error) {
 	return out, nil
 }
 
-// selectRegions keeps the pairs of the listed regions (all when empty).
-func selectRegions(all []regionAMI, regions []string) ([]regionAMI, error) {
+// selectRegions keeps the pairs of the listed regions (all when empty); from names where the
+// pairs came from ("the artifact" or "ami_ids").
+func selectRegions(all []regionAMI, regions []string, from string) ([]regionAMI, error) {
 	if len(regions) == 0 {
 		return all, nil
 	}
@@ -60,7 +61,7 @@ func selectRegions(all []regionAMI, regions []string) ([]regionAMI, error) {
 	for _, r := range regions {
 		p, ok := byRegion[r]
 		if !ok {
-			return nil, fmt.Errorf("regions: the artifact has no AMI in %s (it has %s)", r, strings.Join(have, ", "))
+			return nil, fmt.Errorf("regions: %s has no AMI in %s (it has %s)", from, r, strings.Join(have, ", "))
 		}
 		out = append(out, p)
 	}

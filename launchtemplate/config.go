@@ -72,6 +72,19 @@ type Config struct {
 	// same build does not create a second version. Defaults to a digest of
 	// the AMI id, the user data, the source version and the description.
 	ClientToken string `mapstructure:"client_token" required:"false"`
+	// Before any call that changes AWS, check that every target AMI provides
+	// what the payload needs: the user data's needs (written by the
+	// wsgi-cloudinit data source) against each AMI's `wsgi:stack-provides`
+	// tag, in each region. A misfit fails the build naming both sides.
+	// Defaults to `true`; `false` skips the check, e.g. for an image not baked
+	// by wsgi-ami. User data that is not a wsgi-cloudinit payload is never
+	// checked (the build says so).
+	CheckPayloadFits *bool `mapstructure:"check_payload_fits" required:"false"`
+	// AMI per region for a release without a bake, e.g.
+	// `data.wsgi-golden-image.shop.ami_ids`. Used only when the incoming
+	// artifact carries no AMIs (the `null` builder with `communicator =
+	// "none"`); an artifact with AMIs wins. Keys are regions, values AMI ids.
+	AMIIDs map[string]string `mapstructure:"ami_ids" required:"false"`
 	// Start an Auto Scaling instance refresh with the new version.
 	InstanceRefresh *InstanceRefreshConfig `mapstructure:"instance_refresh" required:"false"`
 	// After success, keep this many of the newest AMIs of the build family
@@ -179,6 +192,13 @@ func (c *Config) Prepare() error {
 	}
 
 	if err := c.prepareUserData(); err != nil {
+		add(err)
+	}
+	if c.CheckPayloadFits == nil {
+		t := true
+		c.CheckPayloadFits = &t
+	}
+	for _, err := range c.prepareAMIIDs() {
 		add(err)
 	}
 

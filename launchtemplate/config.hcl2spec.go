@@ -45,6 +45,8 @@ type FlatConfig struct {
 	UserDataFile              *string                      `mapstructure:"user_data_file" required:"false" cty:"user_data_file" hcl:"user_data_file"`
 	UserDataEncoding          *string                      `mapstructure:"user_data_encoding" required:"false" cty:"user_data_encoding" hcl:"user_data_encoding"`
 	ClientToken               *string                      `mapstructure:"client_token" required:"false" cty:"client_token" hcl:"client_token"`
+	CheckPayloadFits          *bool                        `mapstructure:"check_payload_fits" required:"false" cty:"check_payload_fits" hcl:"check_payload_fits"`
+	AMIIDs                    map[string]string            `mapstructure:"ami_ids" required:"false" cty:"ami_ids" hcl:"ami_ids"`
 	InstanceRefresh           *FlatInstanceRefreshConfig   `mapstructure:"instance_refresh" required:"false" cty:"instance_refresh" hcl:"instance_refresh"`
 	KeepReleases              *int                         `mapstructure:"keep_releases" required:"false" cty:"keep_releases" hcl:"keep_releases"`
 	RetentionTagKey           *string                      `mapstructure:"retention_tag_key" required:"false" cty:"retention_tag_key" hcl:"retention_tag_key"`
@@ -97,6 +99,8 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"user_data_file":              &hcldec.AttrSpec{Name: "user_data_file", Type: cty.String, Required: false},
 		"user_data_encoding":          &hcldec.AttrSpec{Name: "user_data_encoding", Type: cty.String, Required: false},
 		"client_token":                &hcldec.AttrSpec{Name: "client_token", Type: cty.String, Required: false},
+		"check_payload_fits":          &hcldec.AttrSpec{Name: "check_payload_fits", Type: cty.Bool, Required: false},
+		"ami_ids":                     &hcldec.AttrSpec{Name: "ami_ids", Type: cty.Map(cty.String), Required: false},
 		"instance_refresh":            &hcldec.BlockSpec{TypeName: "instance_refresh", Nested: hcldec.ObjectSpec((*FlatInstanceRefreshConfig)(nil).HCL2Spec())},
 		"keep_releases":               &hcldec.AttrSpec{Name: "keep_releases", Type: cty.Number, Required: false},
 		"retention_tag_key":           &hcldec.AttrSpec{Name: "retention_tag_key", Type: cty.String, Required: false},

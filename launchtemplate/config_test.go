@@ -31,6 +31,9 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := p.config
+	if !*c.CheckPayloadFits {
+		t.Error("check_payload_fits defaults to false, want true")
+	}
 	if c.SourceVersion != "$Default" || !*c.SetDefault || c.RetentionTagKey != "wsgi:ami-family" || c.KeepReleases != 0 {
 		t.Errorf("defaults: source_version=%q set_default=%v retention_tag_key=%q keep_releases=%d", c.SourceVersion, *c.SetDefault, c.RetentionTagKey, c.KeepReleases)
 	}
@@ -98,6 +101,8 @@ func TestConfigErrors(t *testing.T) {
 		{"refresh delay long", refresh("checkpoint_percentages", []int{100}, "checkpoint_delay", "49h"), "instance_refresh.checkpoint_delay: must be between 0s and 48h, got 49h0m0s"},
 		{"refresh region", refresh("region", "nowhere"), `instance_refresh.region: "nowhere" is not a region name like eu-west-1`},
 		{"access block", with("max_retries", 1000), "max_retries: must be between 1 and 100, got 1000"},
+		{"ami_ids region", with("ami_ids", map[string]string{"ireland": "ami-0123"}), `ami_ids: key "ireland" is not a region name like eu-west-1`},
+		{"ami_ids value", with("ami_ids", map[string]string{"eu-west-1": "shop-1"}), `ami_ids["eu-west-1"]: must be an AMI id like ami-0123456789abcdef0, got "shop-1"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

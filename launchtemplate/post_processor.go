@@ -1,8 +1,9 @@
 // Package launchtemplate is the wsgi-launch-template post-processor: it
-// adds a launch-template version with the built AMI and the first-boot user
-// data in every region of the artifact, makes it the default, optionally
-// moves an Auto Scaling group to it with an instance refresh, and prunes
-// the build family's older AMIs.
+// checks that the first-boot user data fits each AMI, then adds a
+// launch-template version with the AMI (the built one, or the golden image
+// of ami_ids for a release without a bake) and the user data in every
+// region, makes it the default, optionally moves an Auto Scaling group to it
+// with an instance refresh, and prunes the build family's older AMIs.
 package launchtemplate
 
 import (
@@ -81,11 +82,11 @@ func (p *PostProcessor) clients() (func(context.Context, string) (ec2API, error)
 
 func (p *PostProcessor) run(ctx context.Context, ui packersdk.Ui, source packersdk.Artifact) (*Artifact, error) {
 	c := &p.config
-	all, err := parseAMIs(source.Id())
+	all, from, err := c.targets(ui, source)
 	if err != nil {
-		return nil, fmt.Errorf("artifact of %s: %w; wsgi-launch-template needs an AMI artifact with an id like us-east-1:ami-0123456789abcdef0", source.BuilderId(), err)
+		return nil, err
 	}
-	pairs, err := selectRegions(all, c.Regions)
+	pairs, err := selectRegions(all, c.Regions, from)
 	if err != nil {
 		return nil, err
 	}
@@ -114,6 +115,11 @@ func (p *PostProcessor) run(ctx context.Context, ui packersdk.Ui, source packers
 		if apis[i], err = newEC2(ctx, pr.Region); err != nil {
 			return nil, fmt.Errorf("%s: %w", pr.Region, err)
 		}
+	}
+
+	// Nothing changes on AWS before the payload is known to fit every image.
+	if err := p.checkFits(ctx, ui, apis, pairs); err != nil {
+		return nil, err
 	}
 
 	// Check the retention tag before changing anything, so a missing tag

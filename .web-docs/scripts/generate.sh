@@ -9,11 +9,12 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 sdc=${PACKER_SDC:-go tool packer-sdc}
 
-# The files whose structs carry the HCL keys of the four components.
+# The files whose structs carry the HCL keys of the components.
 config_files=(
 	builder/config.go builder/ami_config.go builder/run_config.go builder/source_config.go
 	provisioner/stack/config.go internal/image/config.go
 	cloudinit/app.go cloudinit/datasource/datasource.go
+	datasource/goldenimage/config.go datasource/goldenimage/datasource.go
 	launchtemplate/config.go
 	internal/awscfg/access.go
 )

@@ -27,8 +27,10 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
+	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/awsproxy"
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
 	"github.com/wsgi-ami/packer-plugin-wsgi/launchtemplate"
 )
 
@@ -66,7 +68,7 @@ func run(m *testing.M) int {
 
 // fresh resets moto and the proxy, and registers refreshes that walk
 // through statuses.
-func fresh(t *testing.T, statuses []string, reason string) *awsproxy.InstanceRefreshes {
+func fresh(t testing.TB, statuses []string, reason string) *awsproxy.InstanceRefreshes {
 	t.Helper()
 	if err := moto.Reset(context.Background()); err != nil {
 		t.Fatal(err)
@@ -95,7 +97,7 @@ type clients struct {
 	as  *autoscaling.Client
 }
 
-func newClients(t *testing.T, region string) clients {
+func newClients(t testing.TB, region string) clients {
 	t.Helper()
 	a := awscfg.AccessConfig{Region: region, AccessKey: "testing", SecretKey: "testing",
 		CustomEndpointEC2: proxy.URL, CustomEndpointAutoScaling: proxy.URL}
@@ -115,7 +117,7 @@ type release struct {
 	AMI, Snapshot string
 }
 
-func makeReleases(t *testing.T, c clients, family string, n int) []release {
+func makeReleases(t testing.TB, c clients, family string, n int) []release {
 	t.Helper()
 	ctx := context.Background()
 	imgs, err := c.ec2.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"amazon"}, MaxResults: aws.Int32(5)})
@@ -162,7 +164,7 @@ func makeReleases(t *testing.T, c clients, family string, n int) []release {
 	return out
 }
 
-func describeImage(t *testing.T, c clients, id string) *types.Image {
+func describeImage(t testing.TB, c clients, id string) *types.Image {
 	t.Helper()
 	out, err := c.ec2.DescribeImages(context.Background(), &ec2.DescribeImagesInput{ImageIds: []string{id}})
 	if err != nil {
@@ -177,7 +179,7 @@ func describeImage(t *testing.T, c clients, id string) *types.Image {
 	return &out.Images[0]
 }
 
-func snapshotExists(t *testing.T, c clients, id string) bool {
+func snapshotExists(t testing.TB, c clients, id string) bool {
 	t.Helper()
 	out, err := c.ec2.DescribeSnapshots(context.Background(), &ec2.DescribeSnapshotsInput{SnapshotIds: []string{id}})
 	if err != nil {
@@ -189,7 +191,7 @@ func snapshotExists(t *testing.T, c clients, id string) bool {
 	return len(out.Snapshots) > 0
 }
 
-func createTemplate(t *testing.T, c clients, name, ami string) string {
+func createTemplate(t testing.TB, c clients, name, ami string) string {
 	t.Helper()
 	out, err := c.ec2.CreateLaunchTemplate(context.Background(), &ec2.CreateLaunchTemplateInput{
 		LaunchTemplateName: aws.String(name),
@@ -201,7 +203,7 @@ func createTemplate(t *testing.T, c clients, name, ami string) string {
 	return aws.ToString(out.LaunchTemplate.LaunchTemplateId)
 }
 
-func template(t *testing.T, c clients, id string) (types.LaunchTemplate, []types.LaunchTemplateVersion) {
+func template(t testing.TB, c clients, id string) (types.LaunchTemplate, []types.LaunchTemplateVersion) {
 	t.Helper()
 	ctx := context.Background()
 	lt, err := c.ec2.DescribeLaunchTemplates(ctx, &ec2.DescribeLaunchTemplatesInput{LaunchTemplateIds: []string{id}})
@@ -215,7 +217,7 @@ func template(t *testing.T, c clients, id string) (types.LaunchTemplate, []types
 	return lt.LaunchTemplates[0], vs.LaunchTemplateVersions
 }
 
-func createGroup(t *testing.T, c clients, name, templateID string) {
+func createGroup(t testing.TB, c clients, name, templateID string) {
 	t.Helper()
 	_, err := c.as.CreateAutoScalingGroup(context.Background(), &autoscaling.CreateAutoScalingGroupInput{
 		AutoScalingGroupName: aws.String(name),
@@ -230,7 +232,7 @@ func createGroup(t *testing.T, c clients, name, templateID string) {
 	}
 }
 
-func gzipBase64(t *testing.T, doc string) string {
+func gzipBase64(t testing.TB, doc string) string {
 	t.Helper()
 	var b bytes.Buffer
 	zw := gzip.NewWriter(&b)
@@ -241,7 +243,7 @@ func gzipBase64(t *testing.T, doc string) string {
 	return base64.StdEncoding.EncodeToString(b.Bytes())
 }
 
-func gunzipBase64(t *testing.T, s string) string {
+func gunzipBase64(t testing.TB, s string) string {
 	t.Helper()
 	raw, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
@@ -258,7 +260,7 @@ func gunzipBase64(t *testing.T, s string) string {
 	return string(b)
 }
 
-func postProcess(t *testing.T, raw map[string]interface{}, artifactID string) (*launchtemplate.Artifact, *packersdk.MockUi, error) {
+func postProcess(t testing.TB, raw map[string]interface{}, artifactID string) (*launchtemplate.Artifact, *packersdk.MockUi, error) {
 	t.Helper()
 	cfg := access()
 	for k, v := range raw {
@@ -555,4 +557,95 @@ func sayings(ui *packersdk.MockUi) []string {
 func firstLine(err error) string {
 	s, _, _ := strings.Cut(err.Error(), ";")
 	return s
+}
+
+// appPayload is a wsgi-cloudinit payload reduced to what the fit check reads: a #cloud-config
+// writing contract.AppFile with the needs line. release names the release in the app file so
+// that two payloads differ.
+func appPayload(release string, needs ...string) string {
+	return "#cloud-config\nwrite_files:\n  - path: " + contract.AppFile + "\n    permissions: '0644'\n    content: |\n" +
+		"      WSGI_APP='app:app'\n      WSGI_RELEASE='" + release + "'\n      " + cloudinit.NeedsLine(needs) +
+		"\nruncmd:\n  - [" + contract.DeployProgram + "]\n"
+}
+
+// tagStack gives an AMI the stack tags the wsgi-ami builder writes after a wsgi-stack bake.
+func tagStack(t testing.TB, c clients, ami, provides string) {
+	t.Helper()
+	_, err := c.ec2.CreateTags(context.Background(), &ec2.CreateTagsInput{
+		Resources: []string{ami},
+		Tags: []types.Tag{
+			{Key: aws.String(contract.TagSchema), Value: aws.String(fmt.Sprint(contract.SchemaVersion))},
+			{Key: aws.String(contract.TagDigest), Value: aws.String("sha256:" + strings.Repeat("ab", 32))},
+			{Key: aws.String(contract.TagProvides), Value: aws.String(provides)},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// changesAWS lists the calls the proxy saw that are not reads.
+func changesAWS(calls []awsproxy.Call) []string {
+	var out []string
+	for _, c := range calls {
+		if !strings.HasPrefix(c.Action, "Describe") && !strings.HasPrefix(c.Action, "Get") {
+			out = append(out, c.Service+":"+c.Action)
+		}
+	}
+	return out
+}
+
+// TestMotoPayloadFits: the payload's needs against the AMI's wsgi:stack-provides tag in moto.
+// An AMI that lacks git refuses a payload that needs it before any call that changes AWS; an
+// AMI that has it takes the release.
+func TestMotoPayloadFits(t *testing.T) {
+	refreshes := fresh(t, nil, "")
+	c := newClients(t, "us-east-1")
+	rel := makeReleases(t, c, "shop", 2)
+	tagStack(t, c, rel[0].AMI, "aws-requests schema-1")
+	tagStack(t, c, rel[1].AMI, "aws-requests git schema-1")
+	ltID := createTemplate(t, c, "web", rel[0].AMI)
+	createGroup(t, c, "web-asg", ltID)
+	raw := map[string]interface{}{
+		"launch_template_name": "web",
+		"user_data":            gzipBase64(t, appPayload("r1", contract.NeedGit, contract.SchemaNeed(1))),
+		"user_data_encoding":   "gzip+base64",
+		"keep_releases":        1,
+		"instance_refresh":     map[string]interface{}{"auto_scaling_group_name": "web-asg"},
+	}
+
+	proxy.Reset()
+	refreshes.Register(proxy)
+	_, _, err := postProcess(t, raw, "us-east-1:"+rel[0].AMI)
+	seen := proxy.Actions()
+	want := fmt.Sprintf(`check_payload_fits: the payload needs git, which image %s in us-east-1 does not provide (its wsgi:stack-provides tag: "aws-requests schema-1")`, rel[0].AMI)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("error = %v, want it to contain %q", err, want)
+	}
+	for _, op := range []string{"ec2:CreateLaunchTemplateVersion", "ec2:ModifyLaunchTemplate", "autoscaling:StartInstanceRefresh"} {
+		if slices.Contains(seen, op) {
+			t.Errorf("the refused release called %s", op)
+		}
+	}
+	if m := changesAWS(proxy.Calls()); len(m) > 0 {
+		t.Errorf("the refused release made calls that change AWS: %v", m)
+	}
+	if _, versions := template(t, c, ltID); len(versions) != 1 {
+		t.Errorf("web has %d versions after the refusal, want 1", len(versions))
+	}
+	t.Logf("CHECK misfit refused after %d calls, all reads (%v): %s", len(seen), seen, firstLine(err))
+
+	proxy.Reset()
+	refreshes.Register(proxy)
+	a, _, err := postProcess(t, raw, "us-east-1:"+rel[1].AMI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Versions) != 1 || a.Versions[0].Version != 2 || a.Versions[0].AMI != rel[1].AMI {
+		t.Fatalf("versions = %+v, want version 2 with %s", a.Versions, rel[1].AMI)
+	}
+	if s := refreshes.Started(); len(s) != 1 || s[0].Params.Get("DesiredConfiguration.LaunchTemplate.Version") != "2" {
+		t.Errorf("refreshes started: %+v, want one with version 2", s)
+	}
+	t.Logf("CHECK fitting AMI %s (provides git): version 2, refresh pinned to 2", rel[1].AMI)
 }

@@ -68,6 +68,8 @@ build {
     version_description         = "packer build ${build.ID}"
     user_data                   = data.wsgi-cloudinit.app.user_data_gzip_base64
     user_data_encoding          = "gzip+base64"
+    # communicator none: nothing ran wsgi-stack, so the AMI has no stack tags to check against.
+    check_payload_fits          = false
     keep_releases               = 2
     instance_refresh {
       auto_scaling_group_name = "web-asg"
@@ -201,7 +203,7 @@ func TestPackerChain(t *testing.T) {
 
 // renderPayload renders the template's wsgi-cloudinit block in-process;
 // the data source is a pure function, so these are the bytes to expect.
-func renderPayload(t *testing.T) string {
+func renderPayload(t testing.TB) string {
 	t.Helper()
 	d := &datasource.Datasource{}
 	if err := d.Configure(map[string]interface{}{
@@ -228,9 +230,9 @@ func packerBuild(ctx context.Context, packer string, env []string, dir, tpl stri
 }
 
 // installChainPlugin builds the repository's plugin, checks that it registers
-// the builder, the data source and the post-processor, and installs it with
+// the builder, the data sources and the post-processor, and installs it with
 // `packer plugins install --path`.
-func installChainPlugin(ctx context.Context, t *testing.T, packer string, env []string, repo, dir string) {
+func installChainPlugin(ctx context.Context, t testing.TB, packer string, env []string, repo, dir string) {
 	t.Helper()
 	bin := filepath.Join(dir, "packer-plugin-wsgi")
 	build := func(pkg string) {
@@ -253,8 +255,8 @@ func installChainPlugin(ctx context.Context, t *testing.T, packer string, env []
 	if err := json.Unmarshal(out, &desc); err != nil {
 		t.Fatalf("describe: %v: %s", err, out)
 	}
-	if !slices.Contains(desc.Builders, "ami") || !slices.Contains(desc.PostProcessors, "launch-template") || !slices.Contains(desc.Datasources, "cloudinit") {
-		t.Fatalf("the plugin does not register ami, cloudinit and launch-template: %s", out)
+	if !slices.Contains(desc.Builders, "ami") || !slices.Contains(desc.PostProcessors, "launch-template") || !slices.Contains(desc.Datasources, "cloudinit") || !slices.Contains(desc.Datasources, "golden-image") {
+		t.Fatalf("the plugin does not register ami, cloudinit, golden-image and launch-template: %s", out)
 	}
 	cmd := exec.CommandContext(ctx, packer, "plugins", "install", "--path", bin, pluginSource)
 	cmd.Env = env
