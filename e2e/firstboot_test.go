@@ -142,7 +142,7 @@ func TestFirstBoot(t *testing.T) {
 	// The golden image. Flask and Django come with the base image: installing python3-django
 	// inside the machine fails, because tzdata's postinst cannot replace the /etc/localtime
 	// that nspawn bind-mounts.
-	img, err := harness.BaseImage(ctx, "", log, harness.WithPackages("python3-flask", "python3-django"))
+	img, err := harness.BaseImage(ctx, harness.DefaultRelease, log, harness.WithPackages("python3-flask", "python3-django"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,7 +65,7 @@ func TestHarness(t *testing.T) {
 	ctx, log, repoRoot := begin(t, 25*time.Minute)
 
 	start := time.Now()
-	img, err := harness.BaseImage(ctx, "", log)
+	img, err := harness.BaseImage(ctx, harness.DefaultRelease, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ func TestStack(t *testing.T) {
 	ctx, log, repoRoot := begin(t, 35*time.Minute)
 	scratch := t.TempDir()
 
-	img, err := harness.BaseImage(ctx, "", log)
+	img, err := harness.BaseImage(ctx, harness.DefaultRelease, log)
 	if err != nil {
 		t.Fatal(err)
 	}
