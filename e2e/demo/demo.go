@@ -63,6 +63,8 @@ type Options struct {
 	Keep bool
 	// WorkDir holds the run's files (default: a temporary folder, removed at the end).
 	WorkDir string
+	// Release is the Debian release of the instances (default harness.DefaultRelease).
+	Release harness.Release
 }
 
 // Result is what a run proved.
@@ -183,8 +185,7 @@ func (r *run) all(ctx context.Context) error {
 		{"Debian base image (the stock AMI)", func() (err error) {
 			// Django comes with the base image: the distribution's package cannot be installed
 			// inside an nspawn machine (tzdata cannot replace the /etc/localtime nspawn binds).
-			// The same package set as the first-boot e2e test, so the two share one cached image.
-			base, err = harness.BaseImage(ctx, harness.DefaultRelease, r.opts.Log, harness.WithPackages("python3-flask", "python3-django"))
+			base, err = harness.BaseImage(ctx, r.opts.Release, r.opts.Log)
 			return err
 		}},
 		{"AWS APIs on moto, behind a local proxy", func() error {

@@ -91,3 +91,15 @@ func ForEachRelease(t *testing.T, f func(t *testing.T, r Release)) {
 		t.Run(r.Suite, func(t *testing.T) { f(t, r) })
 	}
 }
+
+// OnFirstRelease runs f as one subtest, named after the first release of
+// Releases(): for the parts of the matrix that one release is enough for,
+// named like the rest so -run patterns stay the same.
+func OnFirstRelease(t *testing.T, f func(t *testing.T, r Release)) {
+	t.Helper()
+	rs, err := Releases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run(rs[0].Suite, func(t *testing.T) { f(t, rs[0]) })
+}
