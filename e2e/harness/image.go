@@ -224,7 +224,22 @@ func BaseImage(ctx context.Context, release Release, log io.Writer, opts ...Imag
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("base image: mmdebstrap: %w", err)
+	}
+	// Its own process group gets no terminal Ctrl-C: stop it, and clear
+	// its folder, when a signal stops this process.
+	untrack := AtInterrupt(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		for i := 0; i < 100 && syscall.Kill(-cmd.Process.Pid, 0) == nil; i++ {
+			time.Sleep(100 * time.Millisecond) // until the whole group is gone
+		}
+		_ = unmountUnder(work)
+		_ = removeTree(work)
+	})
+	err = cmd.Wait()
+	untrack()
+	if err != nil {
 		// Children (dpkg in the chroot) may outlive a failed mmdebstrap.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		return "", fmt.Errorf("base image: mmdebstrap: %w:\n%s", err, tailFile(buildLog, 30))
