@@ -469,8 +469,12 @@ func (m *Machine) WaitCloudInit(ctx context.Context) error {
 				return fmt.Errorf("cloud-init on %s: result.json: %w", m.name, err)
 			}
 			if len(r.V1.Errors) > 0 {
-				return fmt.Errorf("%s: %w: %s\n/var/log/cloud-init-output.log:\n%s", m.name, ErrCloudInit,
-					strings.Join(r.V1.Errors, "; "), tailFile(filepath.Join(m.root, "var/log/cloud-init-output.log"), 30))
+				// What failed says why in the journal more often than in cloud-init's output.
+				jctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				journal, _, _ := m.Exec(jctx, "journalctl", "-b", "--no-pager", "-o", "short-monotonic", "-p", "warning", "-n", "25")
+				cancel()
+				return fmt.Errorf("%s: %w: %s\n/var/log/cloud-init-output.log:\n%s\njournal (warnings and worse):\n%s", m.name, ErrCloudInit,
+					strings.Join(r.V1.Errors, "; "), tailFile(filepath.Join(m.root, "var/log/cloud-init-output.log"), 30), strings.TrimSpace(journal))
 			}
 			return nil
 		}

@@ -275,6 +275,11 @@ func Leftovers() []string {
 	defer cancel()
 	var left []string
 	for _, m := range ms {
+		if reusedElsewhere(m.name) {
+			// Another process has a machine of the same name now: its link,
+			// table and state file are that machine's, not leftovers of ours.
+			continue
+		}
 		m.mu.Lock()
 		var pids []int
 		if m.nspawn != nil && m.nspawn.Process != nil {
@@ -306,4 +311,18 @@ func Leftovers() []string {
 		}
 	}
 	return left
+}
+
+// reusedElsewhere reports whether a live machine of another process holds
+// the name now.
+func reusedElsewhere(name string) bool {
+	b, err := os.ReadFile(stateFile(name))
+	if err != nil {
+		return false
+	}
+	var s machineState
+	if json.Unmarshal(b, &s) != nil {
+		return false
+	}
+	return s.Owner != os.Getpid() && s.Owner > 0 && procStart(s.Owner) == s.OwnerStart
 }
