@@ -40,14 +40,17 @@ const imageFormat = 2
 // apps need them and they cannot be installed inside an nspawn machine
 // (python3-django pulls tzdata, whose postinst cannot replace the
 // /etc/localtime that nspawn bind-mounts), so they are preinstalled here and
-// a bake's `extra_packages` finds them already there.
+// a bake's `extra_packages` finds them already there. mmdebstrap installs no
+// Recommends, so Django's are named: what `apt-get install python3-django`
+// would bring on an instance (on trixie the admin's jquery is a dangling
+// symlink without libjs-jquery, and collectstatic fails).
 var BasePackages = append([]string{
 	"amazon-ec2-utils", "awscli", "ca-certificates", "cloud-guest-utils", "cloud-init",
 	"curl", "dbus", "iproute2", "less", "locales", "netbase", "openssh-server",
 	"procps", "python3", "sudo", "systemd", "systemd-resolved", "systemd-sysv",
 }, testAppPackages...)
 
-var testAppPackages = []string{"python3-django", "python3-flask"}
+var testAppPackages = []string{"libjs-jquery", "python3-django", "python3-flask", "python3-tz"}
 
 // mmdebstrap customize hooks, run in order with the root as "$1".
 var imageHooks = []string{
