@@ -116,7 +116,14 @@ def index(request):
     return HttpResponse("unit=%s users=%d\n" % (os.environ.get("WSGI_UNIT"), User.objects.count()))
 
 
-urlpatterns = [path("healthz", health), path("", index)]
+def secrets(request):
+    # Digests, not values: the test proves the app read each secret without a response carrying it.
+    import hashlib
+    names = ["DJANGO_SECRET_KEY", "DATABASE_URL"]
+    return HttpResponse("".join("%s=%s\n" % (n, hashlib.sha256(os.environ.get(n, "").encode()).hexdigest()) for n in names))
+
+
+urlpatterns = [path("healthz", health), path("secrets", secrets), path("", index)]
 `,
 	"mysite/wsgi.py": `import os
 

@@ -55,7 +55,7 @@ const (
 	shareAccount = "123456789012"
 	// debianAlias is the public SSM parameter a real build resolves; the emulator has no
 	// Debian images, so the demo puts one of its own images behind the same name.
-	debianAlias = "/aws/service/debian/release/12/latest/amd64"
+	debianAlias = "/aws/service/debian/release/13/latest/amd64"
 )
 
 // Options tune a run.
