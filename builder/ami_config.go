@@ -4,8 +4,9 @@ package builder
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 )
@@ -135,22 +136,17 @@ func (c *AMIConfig) Prepare(buildRegion string, now time.Time) []error {
 			errs = append(errs, fmt.Errorf("deprecate_at: must be in the future, got %s", c.deprecateAt.Format(time.RFC3339)))
 		}
 	}
-	for _, m := range []struct {
-		key  string
-		tags map[string]string
-	}{{"tags", c.Tags}, {"snapshot_tags", c.SnapshotTags}} {
-		keys := make([]string, 0, len(m.tags))
-		for k := range m.tags {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			if strings.HasPrefix(k, "wsgi:") {
-				errs = append(errs, fmt.Errorf("%s: %q: the wsgi: prefix is reserved for the tags the builder writes", m.key, k))
-			}
-			if strings.HasPrefix(strings.ToLower(k), "aws:") {
-				errs = append(errs, fmt.Errorf("%s: %q: the aws: prefix is reserved by AWS", m.key, k))
-			}
+	errs = append(errs, reservedTagKeys("tags", c.Tags)...)
+	errs = append(errs, reservedTagKeys("snapshot_tags", c.SnapshotTags)...)
+	return errs
+}
+
+// reservedTagKeys checks every key of one tag map against reservedTagKey.
+func reservedTagKeys(field string, tags map[string]string) []error {
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		if err := reservedTagKey(k); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q: %w", field, k, err))
 		}
 	}
 	return errs

@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
 )
 
 // StateAMIs is the Artifact.State key of the region -> AMI id map, for
@@ -23,6 +25,9 @@ type Artifact struct {
 	SourceAMI string
 	// BuildRegion is the region the AMI was made in.
 	BuildRegion string
+	// StackTags are the wsgi:stack-* tags of every AMI (nil for an image
+	// not baked by wsgi-stack).
+	StackTags map[string]string
 	// StateData holds generated_data, for provisioners and post-processors.
 	StateData map[string]interface{}
 
@@ -62,6 +67,14 @@ func (a *Artifact) State(name string) interface{} {
 	return a.StateData[name]
 }
 
+// stackLabels are the HCP Packer labels that carry the stack tags, so a
+// registry channel tells the same as the AMI's tags.
+var stackLabels = map[string]string{
+	"stack_schema":   contract.TagSchema,
+	"stack_digest":   contract.TagDigest,
+	"stack_provides": contract.TagProvides,
+}
+
 // registryImages is the HCP Packer registry metadata: one image per region.
 func (a *Artifact) registryImages() []*registryimage.Image {
 	var out []*registryimage.Image
@@ -72,6 +85,11 @@ func (a *Artifact) registryImages() []*registryimage.Image {
 		}
 		if r == a.BuildRegion {
 			labels["build_region"] = "true"
+		}
+		for label, tag := range stackLabels {
+			if v, ok := a.StackTags[tag]; ok {
+				labels[label] = v
+			}
 		}
 		out = append(out, &registryimage.Image{
 			ImageID:        a.Amis[r],

@@ -15,13 +15,15 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 // fakeConnect stands in for communicator.StepConnect: it hands the build a
 // recording communicator instead of dialling the fake instance.
-type fakeConnect struct{ comm *packersdk.MockCommunicator }
+type fakeConnect struct{ comm packersdk.Communicator }
 
 func (f *fakeConnect) Run(_ context.Context, state multistep.StateBag) multistep.StepAction {
 	put(state, keyComm, f.comm)
@@ -52,14 +54,19 @@ type buildResult struct {
 	artifact packersdk.Artifact
 	err      error
 	ui       *recUI
-	comm     *packersdk.MockCommunicator
+	comm     *scriptComm
 }
 
 func runBuild(ctx context.Context, t *testing.T, b *Builder, cloud *fakeCloud) buildResult {
 	t.Helper()
-	state, u := testState(t)
-	state.Put("communicator_config", &b.config.Comm)
-	comm := &packersdk.MockCommunicator{}
+	return runBuildWith(ctx, t, b, cloud, newScriptComm())
+}
+
+// runBuildWith runs the build with comm as the instance's communicator.
+func runBuildWith(ctx context.Context, t *testing.T, b *Builder, cloud *fakeCloud, comm *scriptComm) buildResult {
+	t.Helper()
+	u := &recUI{Ui: packersdk.TestUi(t)}
+	state := b.newState(u, &packersdk.MockHook{})
 	steps := b.steps("eu-west-1", cloud.client("eu-west-1"), cloud.regional(), &fakeSSM{cloud})
 	for i, s := range steps {
 		if _, ok := s.(*communicator.StepConnect); ok {
@@ -125,8 +132,27 @@ func TestBuildSuccess(t *testing.T) {
 	if gd, _ := art.State("generated_data").(map[string]interface{}); gd["SourceAMIName"] != "debian-12-amd64-20250101" || gd["InstanceType"] != "t3.small" {
 		t.Fatalf("generated data %v", gd)
 	}
-	if res.comm.StartCmd == nil || res.comm.StartCmd.Command != cloudInitWaitCommand {
-		t.Fatal("cloud-init was not waited for")
+	if got := res.comm.commands(); len(got) != 2 || got[0] != cloudInitWaitCommand || got[1] != stackReadCommand {
+		t.Fatalf("commands on the instance: %q; want the cloud-init wait, then the stack read", got)
+	}
+	if gd, _ := art.State("generated_data").(map[string]interface{}); gd[GeneratedCloudInitDone] != "true" {
+		t.Fatalf("generated %s = %v after the wait", GeneratedCloudInitDone, gd[GeneratedCloudInitDone])
+	}
+	// The AMI and every copy carry the stack tags; so do the registry labels.
+	wantStack, err := contract.Tags([]byte(testStackFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for region, id := range art.Amis {
+		img := cloud.region(region).images[id]
+		for k, v := range wantStack {
+			if !hasTag(img.Tags, k, v) {
+				t.Errorf("%s %s: no tag %s=%s in %v", region, id, k, v, img.Tags)
+			}
+		}
+	}
+	if l := hcp[0].Labels; l["stack_digest"] != wantStack[contract.TagDigest] || l["stack_schema"] != "1" || l["stack_provides"] != "aws-requests git schema-1" {
+		t.Errorf("registry labels %v", l)
 	}
 	// Only the AMIs and their snapshots stay.
 	left := cloud.leftovers()

@@ -30,7 +30,7 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 	if err != nil {
 		return nil, warnings, err
 	}
-	generated := []string{"SourceAMI", "SourceAMIName", "SourceAMIOwner", "SourceAMICreationDate", "BuildRegion", "InstanceType"}
+	generated := []string{"SourceAMI", "SourceAMIName", "SourceAMIOwner", "SourceAMICreationDate", "BuildRegion", "InstanceType", GeneratedCloudInitDone}
 	return generated, warnings, nil
 }
 
@@ -67,14 +67,21 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		}
 		return c.AccessConfig.EC2(ctx, r)
 	}
-	state := new(multistep.BasicStateBag)
-	put(state, keyUI, ui)
-	put(state, keyHook, hook)
-	state.Put("communicator_config", &c.Comm)
-
+	state := b.newState(ui, hook)
 	b.runner = commonsteps.NewRunner(b.steps(region, build, regional, c.NewSSM(awsCfg)), c.PackerConfig, ui)
 	b.runner.Run(ctx, state)
 	return b.artifact(ctx, state, region, regional)
+}
+
+// newState is the state bag a build starts with.
+func (b *Builder) newState(ui packersdk.Ui, hook packersdk.Hook) *multistep.BasicStateBag {
+	state := new(multistep.BasicStateBag)
+	put(state, keyUI, ui)
+	put(state, keyHook, hook)
+	state.Put("communicator_config", &b.config.Comm)
+	// Declared in Prepare, so set from the start: "true" once stepWaitCloudInit is done.
+	putGenerated(state, map[string]string{GeneratedCloudInitDone: "false"})
+	return state
 }
 
 // steps is the build, in order; each step's Cleanup runs in reverse order.
@@ -98,6 +105,7 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 		},
 		multistep.If(c.Comm.Type != "none" && !c.SkipCloudInitWait, &stepWaitCloudInit{}),
 		&commonsteps.StepProvision{},
+		&stepStackTags{},
 		&commonsteps.StepCleanupTempKeys{Comm: &c.Comm},
 		&stepStopInstance{EC2: build, ENA: c.ENA(), Wait: wait},
 		multistep.If(c.ForceDeregister, &stepDeregister{EC2: clientAs[deregisterAPI](regional), Name: c.AMIName, Regions: c.allRegions(region)}),
@@ -147,6 +155,7 @@ func (b *Builder) artifact(ctx context.Context, state multistep.StateBag, region
 	return &Artifact{
 		Amis:        images,
 		Snapshots:   get[map[string][]string](state, keySnapshots),
+		StackTags:   get[map[string]string](state, keyStackTags),
 		SourceAMI:   aws.ToString(src.ImageId),
 		BuildRegion: region,
 		StateData:   map[string]interface{}{string(keyGenerated): state.Get(string(keyGenerated))},

@@ -99,6 +99,8 @@ func TestPrepareErrors(t *testing.T) {
 		{name: "past deprecate", set: map[string]interface{}{"deprecate_at": "2001-01-01T00:00:00Z"}, want: "deprecate_at: must be in the future, got 2001-01-01T00:00:00Z"},
 		{name: "reserved tag", set: map[string]interface{}{"tags": map[string]string{"wsgi:ami-family": "x"}}, want: `tags: "wsgi:ami-family": the wsgi: prefix is reserved`},
 		{name: "aws tag", set: map[string]interface{}{"snapshot_tags": map[string]string{"aws:x": "x"}}, want: `snapshot_tags: "aws:x": the aws: prefix is reserved by AWS`},
+		{name: "stack tag", set: map[string]interface{}{"tags": map[string]string{"wsgi:stack-digest": "sha256:0"}}, want: `tags: "wsgi:stack-digest": the wsgi: prefix is reserved`},
+		{name: "reserved run tag", set: map[string]interface{}{"run_tags": map[string]string{"aws:cloudformation:x": "x"}}, want: `run_tags: "aws:cloudformation:x": the aws: prefix is reserved by AWS`},
 		{name: "no ssh user", del: []string{"ssh_username"}, want: "ssh_username: required with the ssh communicator"},
 		{name: "winrm", set: map[string]interface{}{"communicator": "winrm", "winrm_username": "a"}, want: "communicator: winrm is not supported"},
 		{name: "access block", set: map[string]interface{}{"retry_mode": "legacy"}, want: `retry_mode: must be "standard" or "adaptive", got "legacy"`},

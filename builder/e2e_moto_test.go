@@ -41,6 +41,7 @@ import (
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/awsproxy"
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
 )
 
 const (
@@ -81,14 +82,16 @@ func TestMoto(t *testing.T) {
 				t.Fatalf("packer build failed: %v\n%s", err, out)
 			}
 			calls := e.proxy.ec2Calls()
-			e.assertArtifact(t, out)
+			e.assertArtifact(t, out, variant.ssh)
 			if left := e.leftovers(t, true); len(left) > 0 {
 				t.Fatalf("left behind after a successful build:\n  %s", strings.Join(left, "\n  "))
 			}
 			if variant.ssh {
-				if cmds := e.sshd.commands(); len(cmds) == 0 || cmds[0] != "cloud-init status --wait" {
+				if cmds := e.sshd.commands(); len(cmds) != 2 || cmds[0] != "cloud-init status --wait" || !strings.Contains(cmds[1], "cat "+contract.StackFile) {
 					t.Fatalf("commands run over SSH with the imported key: %q", cmds)
 				}
+			} else if !strings.Contains(out, "the post-processor cannot check a payload against it") {
+				t.Errorf("no line about the missing stack tags:\n%s", out)
 			}
 			t.Logf("one build against moto (communicator %s): %d EC2 API calls (%s), %s wall time (packer start to exit)",
 				variant.name, len(calls), summarize(calls), wall.Round(10*time.Millisecond))
@@ -348,7 +351,12 @@ func (e *env) build(t *testing.T, o runOpts) (string, error) {
 
 var amiLine = regexp.MustCompile(`(?m)^([a-z]+-[a-z]+-\d): (ami-[0-9a-f]+)$`)
 
-func (e *env) assertArtifact(t *testing.T, out string) {
+// e2eStackFile is the build instance's /etc/wsgi-stack.json.
+const e2eStackFile = `{"schema":1,"provides":["schema-1","git","aws-requests"],"app_name":"e2e","sockets":2}` + "\n"
+
+// assertArtifact checks both AMIs in moto; withStack: they carry the stack
+// tags of e2eStackFile (read over SSH), else none.
+func (e *env) assertArtifact(t *testing.T, out string, withStack bool) {
 	t.Helper()
 	found := map[string]string{}
 	for _, m := range amiLine.FindAllStringSubmatch(out, -1) {
@@ -374,6 +382,19 @@ func (e *env) assertArtifact(t *testing.T, out string) {
 		}
 		if tags["App"] != "demo" || tags[awscfg.TagAMIFamily] != "wsgi-e2e" || tags[awscfg.TagBuilder] != "wsgi-ami" || tags[awscfg.TagBuildID] == "" {
 			t.Errorf("%s: %s tags %v", region, id, tags)
+		}
+		wantStack, err := contract.Tags([]byte(e2eStackFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range wantStack {
+			got, ok := tags[k]
+			if withStack && got != v {
+				t.Errorf("%s: %s tag %s = %q, want %q", region, id, k, got, v)
+			}
+			if !withStack && ok {
+				t.Errorf("%s: %s has %s = %q without a stack file", region, id, k, got)
+			}
 		}
 		if !strings.HasPrefix(aws.ToString(img.Description), "wsgi e2e from ami-") {
 			t.Errorf("%s: description %q", region, aws.ToString(img.Description))
@@ -730,9 +751,12 @@ func (p *faultProxy) faultsInjected() int {
 // instanceSSH stands in for sshd on the build instance (moto runs no
 // machines): it accepts only public keys imported through EC2's
 // ImportKeyPair, as an EC2 image does through its metadata, and answers the
-// builder's `cloud-init status --wait`. Commands are recorded, not run.
+// builder's `cloud-init status --wait`. A command that reads the stack file
+// runs under sh with the path pointing at stackFile (e2eStackFile); every
+// other command is recorded, not run.
 type instanceSSH struct {
-	port int
+	port      int
+	stackFile string
 
 	mu   sync.Mutex
 	keys map[string]bool // authorized keys, wire format
@@ -748,7 +772,10 @@ func newInstanceSSH(t *testing.T) *instanceSSH {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &instanceSSH{keys: map[string]bool{}}
+	s := &instanceSSH{keys: map[string]bool{}, stackFile: filepath.Join(t.TempDir(), "wsgi-stack.json")}
+	if err := os.WriteFile(s.stackFile, []byte(e2eStackFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			s.mu.Lock()
@@ -832,9 +859,20 @@ func (s *instanceSSH) serve(conn net.Conn, cfg *ssh.ServerConfig) {
 				s.mu.Unlock()
 				_ = req.Reply(true, nil)
 				status := uint32(127)
-				if payload.Command == "cloud-init status --wait" {
+				switch {
+				case payload.Command == "cloud-init status --wait":
 					_, _ = io.WriteString(ch, "status: done\n")
 					status = 0
+				case strings.Contains(payload.Command, contract.StackFile):
+					cmd := exec.Command("sh", "-c", strings.ReplaceAll(payload.Command, contract.StackFile, s.stackFile))
+					cmd.Stdout, cmd.Stderr = ch, ch.Stderr()
+					status = 0
+					if err := cmd.Run(); err != nil {
+						status = 1
+						if exit, ok := err.(*exec.ExitError); ok {
+							status = uint32(exit.ExitCode())
+						}
+					}
 				}
 				_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
 				return

@@ -161,6 +161,7 @@ func (c *RunConfig) Prepare() []error {
 	if rv.KMSKeyID != "" && !c.EncryptRoot() {
 		errs = append(errs, fmt.Errorf("root_volume.kms_key_id: needs root_volume.encrypted = true"))
 	}
+	errs = append(errs, reservedTagKeys("run_tags", c.RunTags)...)
 	if c.UserData != "" && c.UserDataFile != "" {
 		errs = append(errs, fmt.Errorf("user_data: set user_data or user_data_file, not both"))
 	}

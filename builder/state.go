@@ -30,6 +30,7 @@ const (
 	keyImages        stateKey = "wsgi_images"         // map[string]string region -> AMI id
 	keySnapshots     stateKey = "wsgi_snapshots"      // map[string][]string region -> snapshot ids
 	keyImageDetails  stateKey = "wsgi_image_details"  // map[string]ec2types.Image region -> AMI
+	keyStackTags     stateKey = "wsgi_stack_tags"     // map[string]string, the wsgi:stack-* tags; absent without a stack
 	keyGenerated     stateKey = "generated_data"      // map[string]interface{}
 	keyComplete      stateKey = "wsgi_complete"       // bool, set by the last step
 )

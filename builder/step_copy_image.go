@@ -38,7 +38,7 @@ func (s *stepCopyImage) Run(ctx context.Context, state multistep.StateBag) multi
 	u := ui(state)
 	srcID := get[map[string]string](state, keyImages)[s.SourceRegion]
 	info := infoFrom(get[ec2types.Image](state, keySourceImage), s.SourceRegion)
-	text, err := s.Cfg.imageText(info)
+	text, err := s.Cfg.imageText(info, get[map[string]string](state, keyStackTags))
 	if err != nil {
 		return halt(state, err)
 	}

@@ -43,7 +43,7 @@ func (s *stepCreateImage) Run(ctx context.Context, state multistep.StateBag) mul
 	u := ui(state)
 	inst := get[ec2types.Instance](state, keyInstance)
 	info := infoFrom(get[ec2types.Image](state, keySourceImage), s.Region)
-	text, err := s.Cfg.imageText(info)
+	text, err := s.Cfg.imageText(info, get[map[string]string](state, keyStackTags))
 	if err != nil {
 		return halt(state, err)
 	}
