@@ -105,7 +105,7 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 		},
 		multistep.If(c.Comm.Type != "none" && !c.SkipCloudInitWait, &stepWaitCloudInit{}),
 		&commonsteps.StepProvision{},
-		&stepStackTags{},
+		&stepStackTags{NoCommunicator: c.Comm.Type == "none"},
 		&commonsteps.StepCleanupTempKeys{Comm: &c.Comm},
 		&stepStopInstance{EC2: build, ENA: c.ENA(), Wait: wait},
 		multistep.If(c.ForceDeregister, &stepDeregister{EC2: clientAs[deregisterAPI](regional), Name: c.AMIName, Regions: c.allRegions(region)}),

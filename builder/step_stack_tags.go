@@ -31,13 +31,16 @@ const maxTagValue = 256
 // An image without the file gets no stack tags; a file that does not parse
 // fails the build, since an AMI must not carry a description nobody can read.
 // It makes nothing.
-type stepStackTags struct{}
+type stepStackTags struct {
+	// NoCommunicator: communicator = "none", whose commands do nothing.
+	NoCommunicator bool
+}
 
 func (s *stepStackTags) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
 	u := ui(state)
 	comm := get[packersdk.Communicator](state, keyComm)
-	if comm == nil {
-		say(u, fmt.Sprintf("No communicator, so no %s to read: the AMI gets no wsgi:stack-* tags and the post-processor cannot check a payload against it", contract.StackFile))
+	if comm == nil || s.NoCommunicator {
+		say(u, fmt.Sprintf("communicator = \"none\", so no %s to read: the AMI gets no wsgi:stack-* tags and the post-processor cannot check a payload against it", contract.StackFile))
 		return multistep.ActionContinue
 	}
 	res, err := runRemote(ctx, comm, stackReadCommand)

@@ -28,7 +28,7 @@ func TestStepStackTags(t *testing.T) {
 			wantSay:  `Stack schema 1, provides "aws-requests git schema-1", sha256:`},
 		{name: "no stack file", answer: &remoteAnswer{status: stackAbsentStatus},
 			wantSay: "No /etc/wsgi-stack.json on the build instance (the image was not baked by wsgi-stack): the AMI gets no wsgi:stack-* tags and the post-processor cannot check a payload against it"},
-		{name: "no communicator", wantSay: "No communicator, so no /etc/wsgi-stack.json to read"},
+		{name: "no communicator", wantSay: `communicator = "none", so no /etc/wsgi-stack.json to read`},
 		{name: "not json", answer: &remoteAnswer{stdout: "schema=1\n"},
 			wantErr: []string{"the stack description on the build instance does not parse: /etc/wsgi-stack.json: invalid character", `JSON with "schema" and "provides"`}},
 		{name: "no schema", answer: &remoteAnswer{stdout: `{"provides":["git"]}`},
