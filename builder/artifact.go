@@ -3,7 +3,8 @@ package builder
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
@@ -40,7 +41,7 @@ func (a *Artifact) Files() []string { return nil }
 
 // Id is `region:ami-id` pairs joined by commas, sorted by region.
 func (a *Artifact) Id() string {
-	regions := sortedKeys(a.Amis)
+	regions := slices.Sorted(maps.Keys(a.Amis))
 	parts := make([]string, len(regions))
 	for i, r := range regions {
 		parts[i] = r + ":" + a.Amis[r]
@@ -51,7 +52,7 @@ func (a *Artifact) Id() string {
 func (a *Artifact) String() string {
 	var b strings.Builder
 	b.WriteString("AMIs were created:\n")
-	for _, r := range sortedKeys(a.Amis) {
+	for _, r := range slices.Sorted(maps.Keys(a.Amis)) {
 		fmt.Fprintf(&b, "%s: %s\n", r, a.Amis[r])
 	}
 	return b.String()
@@ -78,7 +79,7 @@ var stackLabels = map[string]string{
 // registryImages is the HCP Packer registry metadata: one image per region.
 func (a *Artifact) registryImages() []*registryimage.Image {
 	var out []*registryimage.Image
-	for _, r := range sortedKeys(a.Amis) {
+	for _, r := range slices.Sorted(maps.Keys(a.Amis)) {
 		labels := map[string]string{}
 		if a.SourceAMI != "" {
 			labels["source_ami"] = a.SourceAMI
@@ -109,9 +110,7 @@ func (a *Artifact) Destroy() error {
 	}
 	ctx := context.Background()
 	var errs []string
-	regions := sortedKeys(a.Amis)
-	sort.Strings(regions)
-	for _, r := range regions {
+	for _, r := range slices.Sorted(maps.Keys(a.Amis)) {
 		c, err := a.remover(ctx, r)
 		if err != nil {
 			errs = append(errs, err.Error())

@@ -4,8 +4,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -66,7 +68,7 @@ func runBuild(ctx context.Context, t *testing.T, b *Builder, cloud *fakeCloud) b
 func runBuildWith(ctx context.Context, t *testing.T, b *Builder, cloud *fakeCloud, comm *scriptComm) buildResult {
 	t.Helper()
 	u := &recUI{Ui: packersdk.TestUi(t)}
-	state := b.newState(u, &packersdk.MockHook{})
+	state := b.newState(u, &packersdk.MockHook{}, cloud.regional())
 	steps := b.steps("eu-west-1", cloud.client("eu-west-1"), cloud.regional(), &fakeSSM{cloud})
 	for i, s := range steps {
 		if _, ok := s.(*communicator.StepConnect); ok {
@@ -87,7 +89,7 @@ func perRegion(calls []string) string {
 		by[region] = append(by[region], action)
 	}
 	var b strings.Builder
-	for _, r := range sortedKeys(by) {
+	for _, r := range slices.Sorted(maps.Keys(by)) {
 		fmt.Fprintf(&b, "%s:\n  %s\n", r, strings.Join(by[r], "\n  "))
 	}
 	return b.String()
@@ -319,7 +321,7 @@ func TestCleanupOrder(t *testing.T) {
 	// The instance is gone before its security group is deleted.
 	term := first["eu-west-1 TerminateInstances"]
 	sg := first["eu-west-1 DeleteSecurityGroup"]
-	if !contains(all[term:sg], "eu-west-1 DescribeInstances") {
+	if !slices.Contains(all[term:sg], "eu-west-1 DescribeInstances") {
 		t.Fatal("no wait for termination before deleting the security group")
 	}
 	if left := cloud.leftovers(); len(left) != 0 {

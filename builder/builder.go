@@ -12,7 +12,6 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	"github.com/hashicorp/packer-plugin-sdk/multistep/commonsteps"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
-	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
 )
 
 // Builder is the wsgi-ami builder.
@@ -34,23 +33,6 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 	return generated, warnings, nil
 }
 
-// ec2API is every EC2 call the build makes; it only wires the steps
-// together, each of which takes its own narrow interface.
-type ec2API interface {
-	sourceImageAPI
-	networkAPI
-	keyPairAPI
-	securityGroupAPI
-	instanceAPI
-	stopInstanceAPI
-	imageAPI
-	copyImageAPI
-	imageAttributeAPI
-}
-
-// regionalEC2 returns the EC2 client of a region.
-type regionalEC2 func(ctx context.Context, region string) (ec2API, error)
-
 // Run makes the AMI. Every client, in every region, comes from the access
 // block, so custom endpoints hold for the whole build.
 func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook) (packersdk.Artifact, error) {
@@ -67,18 +49,19 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		}
 		return c.AccessConfig.EC2(ctx, r)
 	}
-	state := b.newState(ui, hook)
+	state := b.newState(ui, hook, regional)
 	b.runner = commonsteps.NewRunner(b.steps(region, build, regional, c.NewSSM(awsCfg)), c.PackerConfig, ui)
 	b.runner.Run(ctx, state)
 	return b.artifact(ctx, state, region, regional)
 }
 
 // newState is the state bag a build starts with.
-func (b *Builder) newState(ui packersdk.Ui, hook packersdk.Hook) *multistep.BasicStateBag {
+func (b *Builder) newState(ui packersdk.Ui, hook packersdk.Hook, regional regionalEC2) *multistep.BasicStateBag {
 	state := new(multistep.BasicStateBag)
 	put(state, keyUI, ui)
 	put(state, keyHook, hook)
-	state.Put("communicator_config", &b.config.Comm)
+	put(state, keyCommConfig, &b.config.Comm)
+	put(state, keyLedger, newImageLedger(clientAs[deleteImageAPI](regional), b.config.AMIName, b.config.buildID))
 	// Declared in Prepare, so set from the start: "true" once stepWaitCloudInit is done.
 	putGenerated(state, map[string]string{GeneratedCloudInitDone: "false"})
 	return state
@@ -122,27 +105,17 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 // A build whose context was cancelled returns no artifact even if every step
 // ran: Packer drops the artifacts of an interrupted run.
 func (b *Builder) artifact(ctx context.Context, state multistep.StateBag, region string, regional regionalEC2) (packersdk.Artifact, error) {
-	if err, ok := state.GetOk("error"); ok {
-		return nil, err.(error)
+	if err := get[error](state, keyError); err != nil {
+		return nil, err
 	}
 	images := get[map[string]string](state, keyImages)
 	if _, ok := state.GetOk(multistep.StateCancelled); ok || ctx.Err() != nil {
-		if get[bool](state, keyComplete) {
-			// Interrupted during the last cleanups, after the AMI steps had
-			// nothing left to undo. Packer drops the artifact of an
-			// interrupted run, so nothing may be left behind.
-			ctx, cancel := cleanupContext()
-			defer cancel()
-			remove := clientAs[deleteImageAPI](regional)
-			for _, r := range sortedKeys(images) {
-				c, err := remove(ctx, r)
-				if err != nil {
-					sayErr(ui(state), fmt.Sprintf("removing %s in %s after the interrupt: %v; deregister it by hand", images[r], r, err))
-					continue
-				}
-				removeImage(ctx, ui(state), c, r, images[r], "", "")
-			}
-		}
+		// Packer drops the artifact of an interrupted run, so no AMI may
+		// stay, also when the interrupt came during the last cleanups,
+		// after the AMI steps had kept theirs.
+		ctx, cancel := cleanupContext()
+		defer cancel()
+		get[*imageLedger](state, keyLedger).rollback(ctx, ui(state))
 		return nil, errors.New("build was cancelled")
 	}
 	if _, ok := state.GetOk(multistep.StateHalted); ok {
@@ -191,28 +164,4 @@ func orDefault(s, d string) string {
 	return s
 }
 
-// clientAs narrows the regional client constructor to one step's interface.
-func clientAs[T any](f regionalEC2) clientFor[T] {
-	return func(ctx context.Context, region string) (T, error) {
-		var zero T
-		c, err := f(ctx, region)
-		if err != nil {
-			return zero, err
-		}
-		t, ok := c.(T)
-		if !ok {
-			return zero, fmt.Errorf("ec2 client does not implement %T", zero)
-		}
-		return t, nil
-	}
-}
-
 var _ packersdk.Builder = (*Builder)(nil)
-
-// generated data, published for provisioners once the source is known.
-func putGenerated(state multistep.StateBag, kv map[string]string) {
-	gd := &packerbuilderdata.GeneratedData{State: state}
-	for k, v := range kv {
-		gd.Put(k, v)
-	}
-}

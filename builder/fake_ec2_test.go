@@ -3,6 +3,8 @@ package builder
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -182,12 +184,12 @@ func (f *fakeEC2) DescribeImages(_ context.Context, in *ec2.DescribeImagesInput,
 	}
 	defer unlock()
 	out := &ec2.DescribeImagesOutput{}
-	for _, id := range sortedKeys(f.r().images) {
+	for _, id := range slices.Sorted(maps.Keys(f.r().images)) {
 		img := f.r().images[id]
-		if len(in.ImageIds) > 0 && !contains(in.ImageIds, id) {
+		if len(in.ImageIds) > 0 && !slices.Contains(in.ImageIds, id) {
 			continue
 		}
-		if contains(in.Owners, "self") && aws.ToString(img.OwnerId) != "self" {
+		if slices.Contains(in.Owners, "self") && aws.ToString(img.OwnerId) != "self" {
 			continue
 		}
 		if !matches(in.Filters, map[string]string{"name": aws.ToString(img.Name)}, img.Tags) {
@@ -267,7 +269,7 @@ func (f *fakeEC2) DescribeSubnets(_ context.Context, in *ec2.DescribeSubnetsInpu
 	}
 	out := &ec2.DescribeSubnetsOutput{}
 	for _, s := range all {
-		if len(in.SubnetIds) > 0 && !contains(in.SubnetIds, aws.ToString(s.SubnetId)) {
+		if len(in.SubnetIds) > 0 && !slices.Contains(in.SubnetIds, aws.ToString(s.SubnetId)) {
 			continue
 		}
 		if !matches(in.Filters, map[string]string{"vpc-id": aws.ToString(s.VpcId)}, s.Tags) {
@@ -347,7 +349,7 @@ func (f *fakeEC2) DescribeSecurityGroups(_ context.Context, in *ec2.DescribeSecu
 	}
 	defer unlock()
 	out := &ec2.DescribeSecurityGroupsOutput{}
-	for _, id := range sortedKeys(f.r().groups) {
+	for _, id := range slices.Sorted(maps.Keys(f.r().groups)) {
 		g := f.r().groups[id]
 		if matches(in.Filters, map[string]string{"group-name": aws.ToString(g.GroupName), "vpc-id": aws.ToString(g.VpcId)}, g.Tags) {
 			out.SecurityGroups = append(out.SecurityGroups, *g)
@@ -414,9 +416,9 @@ func (f *fakeEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 	}
 	defer unlock()
 	res := ec2types.Reservation{}
-	for _, id := range sortedKeys(f.r().instances) {
+	for _, id := range slices.Sorted(maps.Keys(f.r().instances)) {
 		i := f.r().instances[id]
-		if len(in.InstanceIds) > 0 && !contains(in.InstanceIds, id) {
+		if len(in.InstanceIds) > 0 && !slices.Contains(in.InstanceIds, id) {
 			continue
 		}
 		if !matches(in.Filters, map[string]string{}, i.Tags) {
@@ -436,7 +438,7 @@ func (f *fakeEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 
 func matchesState(filters []ec2types.Filter, state string) bool {
 	for _, fl := range filters {
-		if aws.ToString(fl.Name) == "instance-state-name" && !contains(fl.Values, state) {
+		if aws.ToString(fl.Name) == "instance-state-name" && !slices.Contains(fl.Values, state) {
 			return false
 		}
 	}
@@ -566,7 +568,7 @@ func (f *fakeEC2) DescribeSnapshots(_ context.Context, in *ec2.DescribeSnapshots
 	}
 	defer unlock()
 	out := &ec2.DescribeSnapshotsOutput{}
-	for _, id := range sortedKeys(f.r().snapshots) {
+	for _, id := range slices.Sorted(maps.Keys(f.r().snapshots)) {
 		if s := f.r().snapshots[id]; matches(in.Filters, nil, s.Tags) {
 			out.Snapshots = append(out.Snapshots, *s)
 		}
@@ -582,7 +584,7 @@ func (f *fakeEC2) DeleteSnapshot(_ context.Context, in *ec2.DeleteSnapshotInput,
 	defer unlock()
 	id := aws.ToString(in.SnapshotId)
 	for _, img := range f.r().images {
-		if contains(snapshotIDs(*img), id) {
+		if slices.Contains(snapshotIDs(*img), id) {
 			return nil, apiError("InvalidSnapshot.InUse")
 		}
 	}

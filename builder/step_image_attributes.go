@@ -3,6 +3,8 @@ package builder
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -18,8 +20,8 @@ type imageAttributeAPI interface {
 
 // stepImageAttributes sets, on the AMI in every region: IMDSv2 required
 // (imds_support), launch permissions (ami_users, ami_org_arns, ami_ou_arns)
-// and deprecate_at. Its changes go with the AMI, which stepCreateImage and
-// stepCopyImage remove on failure, so Cleanup has nothing to undo.
+// and deprecate_at. Its changes go with the AMI, which the image ledger
+// removes on failure, so Cleanup has nothing to undo.
 type stepImageAttributes struct {
 	EC2         clientFor[imageAttributeAPI]
 	IMDSv2      bool
@@ -33,7 +35,7 @@ func (s *stepImageAttributes) Run(ctx context.Context, state multistep.StateBag)
 	u := ui(state)
 	images := get[map[string]string](state, keyImages)
 	details := get[map[string]ec2types.Image](state, keyImageDetails)
-	for _, region := range sortedKeys(images) {
+	for _, region := range slices.Sorted(maps.Keys(images)) {
 		id := images[region]
 		c, err := s.EC2(ctx, region)
 		if err != nil {
@@ -78,9 +80,6 @@ func (s *stepImageAttributes) Run(ctx context.Context, state multistep.StateBag)
 			}
 		}
 	}
-	// From here on no cleanup removes the AMIs: an interrupt during the
-	// remaining cleanups (the instance, group, key) is handled by Run.
-	put(state, keyComplete, true)
 	return multistep.ActionContinue
 }
 

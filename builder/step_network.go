@@ -1,9 +1,10 @@
 package builder
 
 import (
+	"cmp"
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -51,8 +52,9 @@ func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multist
 		case len(subnets) > 1 && (s.Net.SubnetFilter == nil || !s.Net.SubnetFilter.MostFree):
 			return halt(state, fmt.Errorf("subnet_filter: %d subnets match; narrow the filters or set most_free = true", len(subnets)))
 		}
-		sort.SliceStable(subnets, func(i, j int) bool {
-			return aws.ToInt32(subnets[i].AvailableIpAddressCount) > aws.ToInt32(subnets[j].AvailableIpAddressCount)
+		// Most free addresses first.
+		slices.SortStableFunc(subnets, func(a, b ec2types.Subnet) int {
+			return cmp.Compare(aws.ToInt32(b.AvailableIpAddressCount), aws.ToInt32(a.AvailableIpAddressCount))
 		})
 		subnetID = aws.ToString(subnets[0].SubnetId)
 		if vpcID != "" && vpcID != aws.ToString(subnets[0].VpcId) {
@@ -81,17 +83,3 @@ func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multist
 }
 
 func (s *stepNetwork) Cleanup(multistep.StateBag) {}
-
-// filters turns a map into EC2 filters in a stable order.
-func filters(m map[string]string) []ec2types.Filter {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := make([]ec2types.Filter, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, ec2types.Filter{Name: aws.String(k), Values: []string{m[k]}})
-	}
-	return out
-}

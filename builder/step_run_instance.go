@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -21,32 +20,6 @@ type instanceAPI interface {
 	RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error)
 	DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
 	TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
-}
-
-// waitConfig is aws_polling for the SDK waiters.
-type waitConfig struct {
-	Delay, Timeout time.Duration
-}
-
-func (w waitConfig) minDelay() time.Duration {
-	if w.Delay <= 0 {
-		return awscfg.DefaultPollDelay
-	}
-	return w.Delay
-}
-
-func (w waitConfig) timeout() time.Duration {
-	if w.Timeout <= 0 {
-		return awscfg.DefaultPollTimeout
-	}
-	return w.Timeout
-}
-
-func (w waitConfig) maxDelay() time.Duration {
-	if d := w.minDelay(); d > 30*time.Second {
-		return d
-	}
-	return 30 * time.Second
 }
 
 // stepRunInstance launches the build instance with IMDSv2 required and an
@@ -137,8 +110,7 @@ func (s *stepRunInstance) Run(ctx context.Context, state multistep.StateBag) mul
 		return halt(state, fmt.Errorf("launching the build instance: RunInstances returned %d instances", len(out.Instances)))
 	}
 	s.id = aws.ToString(out.Instances[0].InstanceId)
-	state.Put("instance_id", s.id)
-	put(state, keyInstanceType, used)
+	put(state, keyInstanceID, s.id)
 	putGenerated(state, map[string]string{"InstanceType": used})
 	say(u, fmt.Sprintf("Instance %s launched", s.id))
 

@@ -107,6 +107,15 @@ func infoFrom(img ec2types.Image, region string) buildInfo {
 	return buildInfo{SourceAMI: aws.ToString(img.ImageId), SourceAMIName: aws.ToString(img.Name), BuildRegion: region}
 }
 
+// filters turns a map into EC2 filters in key order.
+func filters(m map[string]string) []ec2types.Filter {
+	out := make([]ec2types.Filter, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, ec2types.Filter{Name: aws.String(k), Values: []string{m[k]}})
+	}
+	return out
+}
+
 // tagList turns a map into EC2 tags in key order.
 func tagList(m map[string]string) []ec2types.Tag {
 	tags := make([]ec2types.Tag, 0, len(m))
