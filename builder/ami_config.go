@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
 )
 
 var amiNamePattern = regexp.MustCompile(`^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$`)
@@ -95,6 +97,8 @@ func (c *AMIConfig) Prepare(buildRegion string, now time.Time) []error {
 		switch {
 		case r == "":
 			errs = append(errs, fmt.Errorf("ami_regions: empty region"))
+		case awscfg.CheckRegion("ami_regions", r) != nil:
+			errs = append(errs, awscfg.CheckRegion("ami_regions", r))
 		case r == buildRegion:
 			// The AMI is already there; copying it would make a second one.
 		case seen[r]:
@@ -104,15 +108,16 @@ func (c *AMIConfig) Prepare(buildRegion string, now time.Time) []error {
 		}
 	}
 	c.AMIRegions = regions
-	for r := range c.RegionKMSKeyIDs {
-		if !seen[r] {
+	for _, r := range slices.Sorted(maps.Keys(c.RegionKMSKeyIDs)) {
+		if err := awscfg.CheckRegion("region_kms_key_ids", r); err != nil {
+			errs = append(errs, err)
+		} else if !seen[r] {
 			errs = append(errs, fmt.Errorf("region_kms_key_ids: %q is not in ami_regions", r))
 		}
+		errs = appendErr(errs, awscfg.CheckKMSKey("region_kms_key_ids."+r, c.RegionKMSKeyIDs[r]))
 	}
 	for _, u := range c.AMIUsers {
-		if len(u) != 12 || strings.Trim(u, "0123456789") != "" {
-			errs = append(errs, fmt.Errorf("ami_users: %q is not a 12-digit account id", u))
-		}
+		errs = appendErr(errs, awscfg.CheckAccountID("ami_users", u))
 	}
 	for _, a := range c.AMIOrgARNs {
 		if !strings.HasPrefix(a, "arn:") || !strings.Contains(a, ":organization/") {

@@ -295,6 +295,11 @@ source "wsgi-ami" "e2e" {
   ami_family              = "wsgi-e2e"
   ami_regions             = [%q]
   ami_users               = [%q]
+  # Shared, so encrypted with keys the other account may use (Prepare refuses the default key).
+  region_kms_key_ids      = { %q = "alias/e2e-shared" }
+  root_volume {
+    kms_key_id = "alias/e2e-shared"
+  }
   deprecate_at            = "4320h"
   tags                    = { App = "demo" }
   snapshot_tags           = { Backup = "none" }
@@ -322,7 +327,7 @@ func (e *env) build(t *testing.T, o runOpts) (string, error) {
   ssh_timeout             = "30s"
   ssh_cidrs               = ["127.0.0.1/32"]`, e.sshd.port)
 	}
-	src := fmt.Sprintf(template, buildRegion, e.proxy.URL, e.proxy.URL, e.proxy.URL, sourceParam, comm, copyRegion, shareWith)
+	src := fmt.Sprintf(template, buildRegion, e.proxy.URL, e.proxy.URL, e.proxy.URL, sourceParam, comm, copyRegion, shareWith, copyRegion)
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}

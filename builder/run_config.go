@@ -7,8 +7,17 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"strings"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
 )
+
+// appendErr appends err when it is not nil.
+func appendErr(errs []error, err error) []error {
+	if err != nil {
+		return append(errs, err)
+	}
+	return errs
+}
 
 // DefaultCheckIPURL answers with the caller's public address; used for the
 // default of ssh_cidrs.
@@ -97,10 +106,15 @@ func (c *RunConfig) Prepare() []error {
 	if c.InstanceType == "" {
 		errs = append(errs, fmt.Errorf("instance_type: required, e.g. \"t3.small\""))
 	}
+	if c.InstanceType != "" {
+		errs = appendErr(errs, awscfg.CheckInstanceType("instance_type", c.InstanceType))
+	}
 	seen := map[string]bool{c.InstanceType: true}
 	for _, t := range c.FallbackInstanceTypes {
 		if t == "" || seen[t] {
 			errs = append(errs, fmt.Errorf("fallback_instance_types: %q is empty or listed twice", t))
+		} else {
+			errs = appendErr(errs, awscfg.CheckInstanceType("fallback_instance_types", t))
 		}
 		seen[t] = true
 	}
@@ -110,16 +124,14 @@ func (c *RunConfig) Prepare() []error {
 	if c.SubnetFilter != nil && len(c.SubnetFilter.Filters) == 0 {
 		errs = append(errs, fmt.Errorf("subnet_filter.filters: must have at least one filter"))
 	}
-	if c.SubnetID != "" && !strings.HasPrefix(c.SubnetID, "subnet-") {
-		errs = append(errs, fmt.Errorf("subnet_id: must look like subnet-0123456789abcdef0, got %q", c.SubnetID))
+	if c.SubnetID != "" {
+		errs = appendErr(errs, awscfg.CheckResourceID("subnet_id", "subnet", c.SubnetID))
 	}
-	if c.VpcID != "" && !strings.HasPrefix(c.VpcID, "vpc-") {
-		errs = append(errs, fmt.Errorf("vpc_id: must look like vpc-0123456789abcdef0, got %q", c.VpcID))
+	if c.VpcID != "" {
+		errs = appendErr(errs, awscfg.CheckResourceID("vpc_id", "vpc", c.VpcID))
 	}
 	for _, id := range c.SecurityGroupIDs {
-		if !strings.HasPrefix(id, "sg-") {
-			errs = append(errs, fmt.Errorf("security_group_ids: %q does not look like sg-0123456789abcdef0", id))
-		}
+		errs = appendErr(errs, awscfg.CheckResourceID("security_group_ids", "sg", id))
 	}
 	if len(c.SecurityGroupIDs) > 0 && len(c.SSHCIDRs) > 0 {
 		errs = append(errs, fmt.Errorf("ssh_cidrs: only used for the temporary security group; remove it or security_group_ids"))
@@ -160,6 +172,9 @@ func (c *RunConfig) Prepare() []error {
 	}
 	if rv.KMSKeyID != "" && !c.EncryptRoot() {
 		errs = append(errs, fmt.Errorf("root_volume.kms_key_id: needs root_volume.encrypted = true"))
+	}
+	if rv.KMSKeyID != "" {
+		errs = appendErr(errs, awscfg.CheckKMSKey("root_volume.kms_key_id", rv.KMSKeyID))
 	}
 	errs = append(errs, reservedTagKeys("run_tags", c.RunTags)...)
 	if c.UserData != "" && c.UserDataFile != "" {

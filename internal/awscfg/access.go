@@ -143,8 +143,10 @@ func (c *AccessConfig) Prepare() []error {
 	if c.Token != "" && c.AccessKey == "" {
 		errs = append(errs, fmt.Errorf("token: needs access_key and secret_key"))
 	}
-	if c.Region != "" && !validRegion(c.Region) {
-		errs = append(errs, fmt.Errorf("region: %q is not a region name like eu-west-1", c.Region))
+	if c.Region != "" {
+		if err := CheckRegion("region", c.Region); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	ar := &c.AssumeRole
 	if ar.RoleARN == "" && (ar.SessionName != "" || ar.ExternalID != "" || ar.Duration != 0) {
