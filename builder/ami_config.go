@@ -50,6 +50,16 @@ type AMIConfig struct {
 	AMIOrgARNs []string `mapstructure:"ami_org_arns" required:"false"`
 	// Organizational unit ARNs that may launch the AMI.
 	AMIOUARNs []string `mapstructure:"ami_ou_arns" required:"false"`
+	// Groups that may launch the AMI: only `all`, which makes it public.
+	// A public AMI cannot have encrypted snapshots, so this needs
+	// root_volume.encrypted = false.
+	AMIGroups []string `mapstructure:"ami_groups" required:"false"`
+	// Account ids that may create volumes from the AMI's snapshots, in
+	// every region.
+	SnapshotUsers []string `mapstructure:"snapshot_users" required:"false"`
+	// Groups that may create volumes from the AMI's snapshots: only `all`
+	// (public; needs root_volume.encrypted = false).
+	SnapshotGroups []string `mapstructure:"snapshot_groups" required:"false"`
 	// When the AMI becomes deprecated: an RFC 3339 time
 	// (`2027-01-01T00:00:00Z`) or a duration from the build (`4320h`).
 	DeprecateAt string `mapstructure:"deprecate_at" required:"false"`
@@ -118,6 +128,19 @@ func (c *AMIConfig) Prepare(buildRegion string, now time.Time) []error {
 	}
 	for _, u := range c.AMIUsers {
 		errs = appendErr(errs, awscfg.CheckAccountID("ami_users", u))
+	}
+	for _, u := range c.SnapshotUsers {
+		errs = appendErr(errs, awscfg.CheckAccountID("snapshot_users", u))
+	}
+	for _, m := range []struct {
+		key    string
+		groups []string
+	}{{"ami_groups", c.AMIGroups}, {"snapshot_groups", c.SnapshotGroups}} {
+		for _, g := range m.groups {
+			if g != "all" {
+				errs = append(errs, fmt.Errorf("%s: the only group is \"all\" (public), got %q", m.key, g))
+			}
+		}
 	}
 	for _, a := range c.AMIOrgARNs {
 		if !strings.HasPrefix(a, "arn:") || !strings.Contains(a, ":organization/") {

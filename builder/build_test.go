@@ -43,6 +43,7 @@ func fullConfig(t *testing.T) *Builder {
 	raw["ssh_cidrs"] = []string{"198.51.100.7/32"}
 	raw["ami_regions"] = []string{"us-east-1", "ap-southeast-2"}
 	raw["ami_users"] = []string{"123456789012"}
+	raw["snapshot_users"] = []string{"123456789012"}
 	// Shared, so encrypted with keys the other account may use.
 	raw["root_volume"] = map[string]interface{}{"kms_key_id": "alias/shared-ami"}
 	raw["region_kms_key_ids"] = map[string]string{"us-east-1": "alias/shared-ami", "ap-southeast-2": "alias/shared-ami"}

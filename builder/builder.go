@@ -90,13 +90,14 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 		&commonsteps.StepProvision{},
 		&stepStackTags{NoCommunicator: c.Comm.Type == "none"},
 		&commonsteps.StepCleanupTempKeys{Comm: &c.Comm},
-		&stepStopInstance{EC2: build, ENA: c.ENA(), Wait: wait},
+		&stepStopInstance{EC2: build, ENA: c.ENA(), Spot: c.Spot(), Wait: wait},
 		multistep.If(c.ForceDeregister, &stepDeregister{EC2: clientAs[deregisterAPI](regional), Name: c.AMIName, Regions: c.allRegions(region)}),
 		&stepCreateImage{EC2: build, Cfg: c, Region: region, Wait: wait},
 		multistep.If(len(c.AMIRegions) > 0, &stepCopyImage{EC2: clientAs[copyImageAPI](regional), Cfg: c, SourceRegion: region, Wait: wait}),
 		&stepImageAttributes{
 			EC2: clientAs[imageAttributeAPI](regional), IMDSv2: c.IMDSSupport == "v2.0",
-			Users: c.AMIUsers, OrgARNs: c.AMIOrgARNs, OUARNs: c.AMIOUARNs, DeprecateAt: c.DeprecationTime(),
+			Users: c.AMIUsers, OrgARNs: c.AMIOrgARNs, OUARNs: c.AMIOUARNs, Groups: c.AMIGroups,
+			SnapUsers: c.SnapshotUsers, SnapGroups: c.SnapshotGroups, DeprecateAt: c.DeprecationTime(),
 		},
 	}
 }

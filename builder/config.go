@@ -96,6 +96,18 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 // and a region copy without region_kms_key_ids gets that region's default
 // key. amazon-ebs lets such a build succeed and the launch fail elsewhere.
 func (c *Config) sharingErrors() []error {
+	if !c.EncryptRoot() {
+		return nil
+	}
+	var errs []error
+	for _, pub := range []struct {
+		key    string
+		groups []string
+	}{{"ami_groups", c.AMIGroups}, {"snapshot_groups", c.SnapshotGroups}} {
+		if len(pub.groups) > 0 {
+			errs = append(errs, fmt.Errorf("%s: a public AMI or snapshot cannot be encrypted; set root_volume.encrypted = false, or share with accounts (ami_users, snapshot_users) and a customer managed key instead", pub.key))
+		}
+	}
 	key := ""
 	switch {
 	case len(c.AMIUsers) > 0:
@@ -104,12 +116,13 @@ func (c *Config) sharingErrors() []error {
 		key = "ami_org_arns"
 	case len(c.AMIOUARNs) > 0:
 		key = "ami_ou_arns"
+	case len(c.SnapshotUsers) > 0:
+		key = "snapshot_users"
 	}
-	if key == "" || !c.EncryptRoot() {
-		return nil
+	if key == "" {
+		return errs
 	}
 	isDefault := func(k string) bool { return k == "" || strings.HasSuffix(k, "alias/aws/ebs") }
-	var errs []error
 	if isDefault(c.RootVolume.KMSKeyID) {
 		errs = append(errs, fmt.Errorf("%s: the AMI would be encrypted with the account's default EBS key (aws/ebs), which other accounts cannot use, so they could not launch it; "+
 			"set root_volume.kms_key_id to a customer managed key whose key policy lets them use it (kms:Decrypt, kms:DescribeKey, kms:CreateGrant, kms:ReEncrypt*, kms:GenerateDataKeyWithoutPlaintext), or root_volume.encrypted = false", key))

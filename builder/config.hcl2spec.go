@@ -21,6 +21,7 @@ type FlatConfig struct {
 	PackerSensitiveVars       []string                     `mapstructure:"packer_sensitive_variables" cty:"packer_sensitive_variables" hcl:"packer_sensitive_variables"`
 	Region                    *string                      `mapstructure:"region" required:"true" cty:"region" hcl:"region"`
 	Profile                   *string                      `mapstructure:"profile" required:"false" cty:"profile" hcl:"profile"`
+	SharedCredentialsFile     *string                      `mapstructure:"shared_credentials_file" required:"false" cty:"shared_credentials_file" hcl:"shared_credentials_file"`
 	AccessKey                 *string                      `mapstructure:"access_key" required:"false" cty:"access_key" hcl:"access_key"`
 	SecretKey                 *string                      `mapstructure:"secret_key" required:"false" cty:"secret_key" hcl:"secret_key"`
 	Token                     *string                      `mapstructure:"token" required:"false" cty:"token" hcl:"token"`
@@ -37,6 +38,10 @@ type FlatConfig struct {
 	SourceAMIFilter           *FlatAMIFilter               `mapstructure:"source_ami_filter" required:"false" cty:"source_ami_filter" hcl:"source_ami_filter"`
 	InstanceType              *string                      `mapstructure:"instance_type" required:"true" cty:"instance_type" hcl:"instance_type"`
 	FallbackInstanceTypes     []string                     `mapstructure:"fallback_instance_types" required:"false" cty:"fallback_instance_types" hcl:"fallback_instance_types"`
+	SpotPrice                 *string                      `mapstructure:"spot_price" required:"false" cty:"spot_price" hcl:"spot_price"`
+	SpotInstanceTypes         []string                     `mapstructure:"spot_instance_types" required:"false" cty:"spot_instance_types" hcl:"spot_instance_types"`
+	AssociatePublicIPAddress  *bool                        `mapstructure:"associate_public_ip_address" required:"false" cty:"associate_public_ip_address" hcl:"associate_public_ip_address"`
+	MetadataOptions           *FlatMetadataOptions         `mapstructure:"metadata_options" required:"false" cty:"metadata_options" hcl:"metadata_options"`
 	SubnetID                  *string                      `mapstructure:"subnet_id" required:"false" cty:"subnet_id" hcl:"subnet_id"`
 	SubnetFilter              *FlatSubnetFilter            `mapstructure:"subnet_filter" required:"false" cty:"subnet_filter" hcl:"subnet_filter"`
 	VpcID                     *string                      `mapstructure:"vpc_id" required:"false" cty:"vpc_id" hcl:"vpc_id"`
@@ -63,6 +68,9 @@ type FlatConfig struct {
 	AMIUsers                  []string                     `mapstructure:"ami_users" required:"false" cty:"ami_users" hcl:"ami_users"`
 	AMIOrgARNs                []string                     `mapstructure:"ami_org_arns" required:"false" cty:"ami_org_arns" hcl:"ami_org_arns"`
 	AMIOUARNs                 []string                     `mapstructure:"ami_ou_arns" required:"false" cty:"ami_ou_arns" hcl:"ami_ou_arns"`
+	AMIGroups                 []string                     `mapstructure:"ami_groups" required:"false" cty:"ami_groups" hcl:"ami_groups"`
+	SnapshotUsers             []string                     `mapstructure:"snapshot_users" required:"false" cty:"snapshot_users" hcl:"snapshot_users"`
+	SnapshotGroups            []string                     `mapstructure:"snapshot_groups" required:"false" cty:"snapshot_groups" hcl:"snapshot_groups"`
 	DeprecateAt               *string                      `mapstructure:"deprecate_at" required:"false" cty:"deprecate_at" hcl:"deprecate_at"`
 	ForceDeregister           *bool                        `mapstructure:"force_deregister" required:"false" cty:"force_deregister" hcl:"force_deregister"`
 	Type                      *string                      `mapstructure:"communicator" cty:"communicator" hcl:"communicator"`
@@ -138,6 +146,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"packer_sensitive_variables":   &hcldec.AttrSpec{Name: "packer_sensitive_variables", Type: cty.List(cty.String), Required: false},
 		"region":                       &hcldec.AttrSpec{Name: "region", Type: cty.String, Required: false},
 		"profile":                      &hcldec.AttrSpec{Name: "profile", Type: cty.String, Required: false},
+		"shared_credentials_file":      &hcldec.AttrSpec{Name: "shared_credentials_file", Type: cty.String, Required: false},
 		"access_key":                   &hcldec.AttrSpec{Name: "access_key", Type: cty.String, Required: false},
 		"secret_key":                   &hcldec.AttrSpec{Name: "secret_key", Type: cty.String, Required: false},
 		"token":                        &hcldec.AttrSpec{Name: "token", Type: cty.String, Required: false},
@@ -154,6 +163,10 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"source_ami_filter":            &hcldec.BlockSpec{TypeName: "source_ami_filter", Nested: hcldec.ObjectSpec((*FlatAMIFilter)(nil).HCL2Spec())},
 		"instance_type":                &hcldec.AttrSpec{Name: "instance_type", Type: cty.String, Required: false},
 		"fallback_instance_types":      &hcldec.AttrSpec{Name: "fallback_instance_types", Type: cty.List(cty.String), Required: false},
+		"spot_price":                   &hcldec.AttrSpec{Name: "spot_price", Type: cty.String, Required: false},
+		"spot_instance_types":          &hcldec.AttrSpec{Name: "spot_instance_types", Type: cty.List(cty.String), Required: false},
+		"associate_public_ip_address":  &hcldec.AttrSpec{Name: "associate_public_ip_address", Type: cty.Bool, Required: false},
+		"metadata_options":             &hcldec.BlockSpec{TypeName: "metadata_options", Nested: hcldec.ObjectSpec((*FlatMetadataOptions)(nil).HCL2Spec())},
 		"subnet_id":                    &hcldec.AttrSpec{Name: "subnet_id", Type: cty.String, Required: false},
 		"subnet_filter":                &hcldec.BlockSpec{TypeName: "subnet_filter", Nested: hcldec.ObjectSpec((*FlatSubnetFilter)(nil).HCL2Spec())},
 		"vpc_id":                       &hcldec.AttrSpec{Name: "vpc_id", Type: cty.String, Required: false},
@@ -180,6 +193,9 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"ami_users":                    &hcldec.AttrSpec{Name: "ami_users", Type: cty.List(cty.String), Required: false},
 		"ami_org_arns":                 &hcldec.AttrSpec{Name: "ami_org_arns", Type: cty.List(cty.String), Required: false},
 		"ami_ou_arns":                  &hcldec.AttrSpec{Name: "ami_ou_arns", Type: cty.List(cty.String), Required: false},
+		"ami_groups":                   &hcldec.AttrSpec{Name: "ami_groups", Type: cty.List(cty.String), Required: false},
+		"snapshot_users":               &hcldec.AttrSpec{Name: "snapshot_users", Type: cty.List(cty.String), Required: false},
+		"snapshot_groups":              &hcldec.AttrSpec{Name: "snapshot_groups", Type: cty.List(cty.String), Required: false},
 		"deprecate_at":                 &hcldec.AttrSpec{Name: "deprecate_at", Type: cty.String, Required: false},
 		"force_deregister":             &hcldec.AttrSpec{Name: "force_deregister", Type: cty.Bool, Required: false},
 		"communicator":                 &hcldec.AttrSpec{Name: "communicator", Type: cty.String, Required: false},

@@ -45,6 +45,8 @@ type fakeRegion struct {
 	launch    map[string][]ec2types.LaunchPermission
 	deprecate map[string]string
 	tokens    map[string]string // client token -> id
+	spot      map[string]string // Spot request id -> state (active, closed, cancelled)
+	snapPerms map[string][]ec2types.CreateVolumePermission
 }
 
 const fakeSourceAMI = "ami-0123456789abcdef0"
@@ -70,7 +72,8 @@ func (c *fakeCloud) region(name string) *fakeRegion {
 			images: map[string]*ec2types.Image{}, instances: map[string]*ec2types.Instance{},
 			keyPairs: map[string][]ec2types.Tag{}, groups: map[string]*ec2types.SecurityGroup{},
 			snapshots: map[string]*ec2types.Snapshot{}, launch: map[string][]ec2types.LaunchPermission{},
-			deprecate: map[string]string{}, tokens: map[string]string{},
+			deprecate: map[string]string{}, tokens: map[string]string{}, spot: map[string]string{},
+			snapPerms: map[string][]ec2types.CreateVolumePermission{},
 		}
 		c.regions[name] = r
 	}
@@ -142,6 +145,11 @@ func (c *fakeCloud) leftovers() []string {
 		}
 		for id := range r.snapshots {
 			out = append(out, name+" snapshot "+id)
+		}
+		for id, st := range r.spot {
+			if st == "active" {
+				out = append(out, name+" spot request "+id)
+			}
 		}
 	}
 	sort.Strings(out)
@@ -401,9 +409,29 @@ func (f *fakeEC2) RunInstances(_ context.Context, in *ec2.RunInstancesInput, _ .
 		BlockDeviceMappings: []ec2types.InstanceBlockDeviceMapping{{DeviceName: in.BlockDeviceMappings[0].DeviceName,
 			Ebs: &ec2types.EbsInstanceBlockDevice{VolumeId: aws.String(f.cloud.id("vol"))}}},
 	}
-	for _, g := range in.SecurityGroupIds {
+	groups := in.SecurityGroupIds
+	if len(in.NetworkInterfaces) > 0 {
+		nic := in.NetworkInterfaces[0]
+		groups = nic.Groups
+		if !aws.ToBool(nic.AssociatePublicIpAddress) {
+			inst.PublicIpAddress = nil
+		}
+		inst.SubnetId = nic.SubnetId
+	}
+	for _, g := range groups {
 		inst.SecurityGroups = append(inst.SecurityGroups, ec2types.GroupIdentifier{GroupId: aws.String(g)})
 	}
+	if mo := in.InstanceMarketOptions; mo != nil && mo.MarketType == ec2types.MarketTypeSpot {
+		if in.InstanceInitiatedShutdownBehavior == ec2types.ShutdownBehaviorStop {
+			return nil, apiError("InvalidParameterCombination")
+		}
+		req := f.cloud.id("sir")
+		f.r().spot[req] = "active"
+		inst.SpotInstanceRequestId = aws.String(req)
+		inst.InstanceLifecycle = ec2types.InstanceLifecycleTypeSpot
+	}
+	inst.MetadataOptions.HttpPutResponseHopLimit = in.MetadataOptions.HttpPutResponseHopLimit
+	inst.MetadataOptions.HttpEndpoint = ec2types.InstanceMetadataEndpointState(in.MetadataOptions.HttpEndpoint)
 	f.r().instances[id] = inst
 	f.r().tokens[aws.ToString(in.ClientToken)] = id
 	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{*inst}}, nil
@@ -457,8 +485,40 @@ func (f *fakeEC2) TerminateInstances(_ context.Context, in *ec2.TerminateInstanc
 			return nil, apiError("InvalidInstanceID.NotFound")
 		}
 		i.State = &ec2types.InstanceState{Name: ec2types.InstanceStateNameTerminated}
+		if req := aws.ToString(i.SpotInstanceRequestId); req != "" {
+			f.r().spot[req] = "closed"
+		}
 	}
 	return &ec2.TerminateInstancesOutput{}, nil
+}
+
+func (f *fakeEC2) CancelSpotInstanceRequests(_ context.Context, in *ec2.CancelSpotInstanceRequestsInput, _ ...func(*ec2.Options)) (*ec2.CancelSpotInstanceRequestsOutput, error) {
+	unlock, err := f.cloud.call(f.name, "CancelSpotInstanceRequests")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	for _, id := range in.SpotInstanceRequestIds {
+		if _, ok := f.r().spot[id]; !ok {
+			return nil, apiError("InvalidSpotInstanceRequestID.NotFound")
+		}
+		f.r().spot[id] = "cancelled"
+	}
+	return &ec2.CancelSpotInstanceRequestsOutput{}, nil
+}
+
+func (f *fakeEC2) ModifySnapshotAttribute(_ context.Context, in *ec2.ModifySnapshotAttributeInput, _ ...func(*ec2.Options)) (*ec2.ModifySnapshotAttributeOutput, error) {
+	unlock, err := f.cloud.call(f.name, "ModifySnapshotAttribute")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	id := aws.ToString(in.SnapshotId)
+	if f.r().snapshots[id] == nil {
+		return nil, apiError("InvalidSnapshot.NotFound")
+	}
+	f.r().snapPerms[id] = append(f.r().snapPerms[id], in.CreateVolumePermission.Add...)
+	return &ec2.ModifySnapshotAttributeOutput{}, nil
 }
 
 func (f *fakeEC2) StopInstances(_ context.Context, in *ec2.StopInstancesInput, _ ...func(*ec2.Options)) (*ec2.StopInstancesOutput, error) {
@@ -468,6 +528,9 @@ func (f *fakeEC2) StopInstances(_ context.Context, in *ec2.StopInstancesInput, _
 	}
 	defer unlock()
 	for _, id := range in.InstanceIds {
+		if f.r().instances[id].InstanceLifecycle == ec2types.InstanceLifecycleTypeSpot {
+			return nil, apiError("UnsupportedOperation")
+		}
 		f.r().instances[id].State = &ec2types.InstanceState{Name: ec2types.InstanceStateNameStopped}
 	}
 	return &ec2.StopInstancesOutput{}, nil

@@ -1,15 +1,76 @@
-//go:generate packer-sdc mapstructure-to-hcl2 -type RunConfig,SubnetFilter,RootVolume
+//go:generate packer-sdc mapstructure-to-hcl2 -type RunConfig,SubnetFilter,RootVolume,MetadataOptions
 
 package builder
 
 import (
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
 )
+
+// prepareSpot checks spot_price and spot_instance_types.
+func (c *RunConfig) prepareSpot() []error {
+	var errs []error
+	if c.SpotPrice != "" && c.SpotPrice != "auto" {
+		if p, err := strconv.ParseFloat(c.SpotPrice, 64); err != nil || p <= 0 || math.IsInf(p, 0) {
+			errs = append(errs, fmt.Errorf("spot_price: must be \"auto\" or a price in USD per hour like \"0.05\", got %q", c.SpotPrice))
+		}
+	}
+	if len(c.SpotInstanceTypes) > 0 && c.SpotPrice == "" {
+		errs = append(errs, fmt.Errorf("spot_instance_types: needs spot_price (\"auto\" for up to the On-Demand price)"))
+	}
+	if len(c.SpotInstanceTypes) > 0 && (c.InstanceType != "" || len(c.FallbackInstanceTypes) > 0) {
+		errs = append(errs, fmt.Errorf("spot_instance_types: replaces instance_type and fallback_instance_types; set one or the others"))
+	}
+	seen := map[string]bool{}
+	for _, t := range c.SpotInstanceTypes {
+		if t == "" || seen[t] {
+			errs = append(errs, fmt.Errorf("spot_instance_types: %q is empty or listed twice", t))
+		} else {
+			errs = appendErr(errs, awscfg.CheckInstanceType("spot_instance_types", t))
+		}
+		seen[t] = true
+	}
+	return errs
+}
+
+// prepare fills the defaults (IMDSv2 required, hop limit 1) and checks the block.
+func (m *MetadataOptions) prepare() []error {
+	var errs []error
+	oneOf := func(key string, v *string, def string, allowed ...string) {
+		if *v == "" {
+			*v = def
+		}
+		if !slices.Contains(allowed, *v) {
+			errs = append(errs, fmt.Errorf("metadata_options.%s: must be %s, got %q", key, strings.Join(quoteAll(allowed), " or "), *v))
+		}
+	}
+	oneOf("http_endpoint", &m.HTTPEndpoint, "enabled", "enabled", "disabled")
+	oneOf("http_tokens", &m.HTTPTokens, "required", "required", "optional")
+	oneOf("instance_metadata_tags", &m.InstanceMetadataTags, "disabled", "enabled", "disabled")
+	if m.HTTPPutResponseHopLimit == 0 {
+		m.HTTPPutResponseHopLimit = 1
+	}
+	if m.HTTPPutResponseHopLimit < 1 || m.HTTPPutResponseHopLimit > 64 {
+		errs = append(errs, fmt.Errorf("metadata_options.http_put_response_hop_limit: must be between 1 and 64, got %d", m.HTTPPutResponseHopLimit))
+	}
+	return errs
+}
+
+func quoteAll(s []string) []string {
+	out := make([]string, len(s))
+	for i, v := range s {
+		out[i] = strconv.Quote(v)
+	}
+	return out
+}
 
 // appendErr appends err when it is not nil.
 func appendErr(errs []error, err error) []error {
@@ -48,13 +109,45 @@ type RootVolume struct {
 	KMSKeyID string `mapstructure:"kms_key_id" required:"false"`
 }
 
+// MetadataOptions is the build instance's instance metadata service, as
+// amazon-ebs's metadata_options, with IMDSv2 required by default.
+type MetadataOptions struct {
+	// `enabled` (default) or `disabled`. Disabled, cloud-init cannot read
+	// the SSH key or the user data.
+	HTTPEndpoint string `mapstructure:"http_endpoint" required:"false"`
+	// `required` (default: IMDSv2 only) or `optional` (IMDSv1 too).
+	HTTPTokens string `mapstructure:"http_tokens" required:"false"`
+	// How many network hops a metadata response may travel, 1 to 64.
+	// Defaults to 1; 2 lets containers on the build instance reach it.
+	HTTPPutResponseHopLimit int32 `mapstructure:"http_put_response_hop_limit" required:"false"`
+	// `enabled` or `disabled` (default): the instance's tags in the metadata.
+	InstanceMetadataTags string `mapstructure:"instance_metadata_tags" required:"false"`
+}
+
 // RunConfig is the temporary build instance.
 type RunConfig struct {
-	// Instance type of the build instance, e.g. `t3.small`.
+	// Instance type of the build instance, e.g. `t3.small`. Required unless
+	// spot_instance_types is set.
 	InstanceType string `mapstructure:"instance_type" required:"true"`
 	// Instance types to try in order when `instance_type` has no capacity
 	// (InsufficientInstanceCapacity).
 	FallbackInstanceTypes []string `mapstructure:"fallback_instance_types" required:"false"`
+	// Maximum hourly price of a Spot build instance, e.g. `0.05`, or `auto`
+	// for up to the On-Demand price. Unset: On-Demand. A one-time Spot
+	// instance cannot be stopped, so it is imaged running: CreateImage
+	// reboots it for a consistent file system, and ena_support is left as
+	// the source AMI has it.
+	SpotPrice string `mapstructure:"spot_price" required:"false"`
+	// Instance types to try in order for the Spot instance, instead of
+	// instance_type and fallback_instance_types; the next one is tried when
+	// one has no Spot capacity or its price is above spot_price. Needs
+	// spot_price.
+	SpotInstanceTypes []string `mapstructure:"spot_instance_types" required:"false"`
+	// Give the build instance a public IPv4 address (true) or none (false),
+	// whatever the subnet's default. Unset: the subnet decides.
+	AssociatePublicIPAddress *bool `mapstructure:"associate_public_ip_address" required:"false"`
+	// Instance metadata options of the build instance.
+	MetadataOptions MetadataOptions `mapstructure:"metadata_options" required:"false"`
 	// Subnet to launch in. Without subnet_id and subnet_filter, the default
 	// VPC's default subnet of an availability zone AWS picks.
 	SubnetID string `mapstructure:"subnet_id" required:"false"`
@@ -95,17 +188,26 @@ func (c *RunConfig) EncryptRoot() bool {
 	return c.RootVolume.Encrypted == nil || *c.RootVolume.Encrypted
 }
 
-// InstanceTypes is instance_type followed by the fallbacks.
+// InstanceTypes are the types tried in order: spot_instance_types, else
+// instance_type followed by the fallbacks.
 func (c *RunConfig) InstanceTypes() []string {
+	if len(c.SpotInstanceTypes) > 0 {
+		return slices.Clone(c.SpotInstanceTypes)
+	}
 	return append([]string{c.InstanceType}, c.FallbackInstanceTypes...)
 }
+
+// Spot reports whether the build instance is a Spot instance.
+func (c *RunConfig) Spot() bool { return c.SpotPrice != "" }
 
 // Prepare fills defaults and validates the block.
 func (c *RunConfig) Prepare() []error {
 	var errs []error
-	if c.InstanceType == "" {
+	if c.InstanceType == "" && len(c.SpotInstanceTypes) == 0 {
 		errs = append(errs, fmt.Errorf("instance_type: required, e.g. \"t3.small\""))
 	}
+	errs = append(errs, c.prepareSpot()...)
+	errs = append(errs, c.MetadataOptions.prepare()...)
 	if c.InstanceType != "" {
 		errs = appendErr(errs, awscfg.CheckInstanceType("instance_type", c.InstanceType))
 	}

@@ -1,0 +1,134 @@
+package builder
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/packer-plugin-sdk/multistep"
+)
+
+// The amazon-ebs keys of the build instance reach RunInstances.
+func TestStepRunInstanceOptions(t *testing.T) {
+	cloud := newFakeCloud()
+	var got *ec2.RunInstancesInput
+	client := &inputRecorder{fakeEC2: cloud.client("eu-west-1"), run: &got}
+	state, _ := runInstanceState(t, cloud)
+	c := testConfig(t, map[string]interface{}{
+		"associate_public_ip_address": false,
+		"metadata_options":            map[string]interface{}{"http_put_response_hop_limit": 2, "instance_metadata_tags": "enabled"},
+		"spot_price":                  "0.05",
+		"instance_type":               "",
+		"spot_instance_types":         []string{"t3.small", "t3a.small"},
+	})
+	step := &stepRunInstance{EC2: client, Cfg: c, BuildID: c.buildID, Region: "eu-west-1", Wait: waitConfig{Delay: time.Millisecond}}
+	if step.Run(context.Background(), state) != multistep.ActionContinue {
+		t.Fatal(stateError(state))
+	}
+	if len(got.NetworkInterfaces) != 1 || aws.ToBool(got.NetworkInterfaces[0].AssociatePublicIpAddress) ||
+		aws.ToString(got.NetworkInterfaces[0].SubnetId) != "subnet-aaaaaaaa" || got.NetworkInterfaces[0].Groups[0] != "sg-1" ||
+		got.SubnetId != nil || got.SecurityGroupIds != nil {
+		t.Errorf("network interface %+v, subnet %v, groups %v", got.NetworkInterfaces, got.SubnetId, got.SecurityGroupIds)
+	}
+	md := got.MetadataOptions
+	if md.HttpTokens != ec2types.HttpTokensStateRequired || aws.ToInt32(md.HttpPutResponseHopLimit) != 2 || md.InstanceMetadataTags != ec2types.InstanceMetadataTagsStateEnabled {
+		t.Errorf("metadata options %+v", md)
+	}
+	mo := got.InstanceMarketOptions
+	if mo == nil || mo.MarketType != ec2types.MarketTypeSpot || aws.ToString(mo.SpotOptions.MaxPrice) != "0.05" ||
+		mo.SpotOptions.SpotInstanceType != ec2types.SpotInstanceTypeOneTime || got.InstanceInitiatedShutdownBehavior != ec2types.ShutdownBehaviorTerminate {
+		t.Errorf("market options %+v, shutdown %s", mo, got.InstanceInitiatedShutdownBehavior)
+	}
+	if inst := get[ec2types.Instance](state, keyInstance); inst.PublicIpAddress != nil {
+		t.Errorf("public address %s despite associate_public_ip_address = false", aws.ToString(inst.PublicIpAddress))
+	}
+	step.Cleanup(state)
+	if left := cloud.leftovers(); len(left) != 0 {
+		t.Fatalf("left %v", left)
+	}
+	if len(calls(cloud, "eu-west-1 CancelSpotInstanceRequests")) != 1 {
+		t.Fatalf("Spot request not cancelled: %v", cloud.Calls())
+	}
+}
+
+// A Spot build: the next type on SpotMaxPriceTooLow, no stop, and nothing
+// left when any call fails or the build is cancelled after any call.
+func TestBuildSpot(t *testing.T) {
+	spot := func(t *testing.T) *Builder {
+		b := &Builder{}
+		raw := minimal()
+		delete(raw, "instance_type")
+		raw["spot_price"] = "auto"
+		raw["spot_instance_types"] = []string{"t3.small", "t3a.small"}
+		raw["ssh_cidrs"] = []string{"198.51.100.7/32"}
+		raw["aws_polling"] = map[string]interface{}{"delay": "1ms", "timeout": "10s"}
+		if _, _, err := b.Prepare(raw); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	tooLow := func(_, action string, n int) error {
+		if action == "RunInstances" && n == 1 {
+			return apiError("SpotMaxPriceTooLow")
+		}
+		return nil
+	}
+	cloud := newFakeCloud()
+	cloud.fail = tooLow
+	res := runBuild(context.Background(), t, spot(t), cloud)
+	if res.err != nil {
+		t.Fatalf("spot build: %v\n%s", res.err, res.ui.text())
+	}
+	if len(calls(cloud, "eu-west-1 StopInstances")) != 0 || !strings.Contains(res.ui.text(), "is not stopped (a one-time Spot instance cannot be)") {
+		t.Errorf("a Spot instance was stopped: %v", cloud.Calls())
+	}
+	if gd, _ := res.artifact.State("generated_data").(map[string]interface{}); gd["InstanceType"] != "t3a.small" {
+		t.Errorf("instance type %v, want the second Spot type", gd["InstanceType"])
+	}
+	reference := cloud.Calls()
+	counts := map[string]int{}
+	for _, c := range reference {
+		counts[c]++
+		region, action, _ := strings.Cut(c, " ")
+		n := counts[c]
+		if tooLow(region, action, n) != nil {
+			continue // the call that already fails in the reference
+		}
+		t.Run("fault "+c, func(t *testing.T) {
+			cl := newFakeCloud()
+			cl.fail = func(r, a string, k int) error {
+				if r == region && a == action && k == n {
+					return apiError("InternalError")
+				}
+				return tooLow(r, a, k)
+			}
+			res := runBuild(context.Background(), t, spot(t), cl)
+			if res.err != nil && !cleanupActions[action] && action != "CancelSpotInstanceRequests" {
+				if left := cl.leftovers(); len(left) != 0 {
+					t.Fatalf("failed (%v) and left %v", res.err, left)
+				}
+			}
+		})
+		t.Run("cancel "+c, func(t *testing.T) {
+			cl := newFakeCloud()
+			cl.fail = tooLow
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			cl.after = func(r, a string, k int) {
+				if r == region && a == action && k == n {
+					cancel()
+				}
+			}
+			if res := runBuild(ctx, t, spot(t), cl); res.err == nil {
+				t.Fatal("cancelled build succeeded")
+			}
+			if left := cl.leftovers(); len(left) != 0 {
+				t.Fatalf("cancelled and left %v", left)
+			}
+		})
+	}
+}
