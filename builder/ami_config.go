@@ -66,6 +66,9 @@ type AMIConfig struct {
 	// Deregister an existing AMI of the same name (and delete its
 	// snapshots) in every target region before making the new one.
 	ForceDeregister bool `mapstructure:"force_deregister" required:"false"`
+	// Run the build instance and the provisioners, then stop without making
+	// an AMI (a test of the provisioning). The build has no artifact.
+	SkipCreateAMI bool `mapstructure:"skip_create_ami" required:"false"`
 
 	deprecateAt time.Time
 }

@@ -28,6 +28,7 @@ type FlatAMIConfig struct {
 	SnapshotGroups  []string          `mapstructure:"snapshot_groups" required:"false" cty:"snapshot_groups" hcl:"snapshot_groups"`
 	DeprecateAt     *string           `mapstructure:"deprecate_at" required:"false" cty:"deprecate_at" hcl:"deprecate_at"`
 	ForceDeregister *bool             `mapstructure:"force_deregister" required:"false" cty:"force_deregister" hcl:"force_deregister"`
+	SkipCreateAMI   *bool             `mapstructure:"skip_create_ami" required:"false" cty:"skip_create_ami" hcl:"skip_create_ami"`
 }
 
 // FlatMapstructure returns a new FlatAMIConfig.
@@ -60,6 +61,7 @@ func (*FlatAMIConfig) HCL2Spec() map[string]hcldec.Spec {
 		"snapshot_groups":    &hcldec.AttrSpec{Name: "snapshot_groups", Type: cty.List(cty.String), Required: false},
 		"deprecate_at":       &hcldec.AttrSpec{Name: "deprecate_at", Type: cty.String, Required: false},
 		"force_deregister":   &hcldec.AttrSpec{Name: "force_deregister", Type: cty.Bool, Required: false},
+		"skip_create_ami":    &hcldec.AttrSpec{Name: "skip_create_ami", Type: cty.Bool, Required: false},
 	}
 	return s
 }

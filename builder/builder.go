@@ -72,9 +72,10 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 	c := &b.config
 	wait := waitConfig{Delay: c.WaitDelay(), Timeout: c.WaitTimeout()}
 	tags := tagList(c.tempTags())
+	makeAMI := !c.SkipCreateAMI
 	return []multistep.Step{
 		&stepSourceAMI{EC2: build, SSM: ssmc, Source: c.SourceConfig, Types: c.InstanceTypes(), BootMode: c.BootMode, Region: region},
-		&stepCheckAMIName{EC2: clientAs[describeImagesAPI](regional), Name: c.AMIName, Regions: c.allRegions(region), Force: c.ForceDeregister},
+		multistep.If(makeAMI, &stepCheckAMIName{EC2: clientAs[describeImagesAPI](regional), Name: c.AMIName, Regions: c.allRegions(region), Force: c.ForceDeregister}),
 		&stepNetwork{EC2: build, Net: c.RunConfig, NeedsVPC: c.needTempSecurityGroup()},
 		multistep.If(c.needTempKey(), &stepKeyPair{EC2: build, Comm: &c.Comm, BuildID: c.buildID, Tags: tags}),
 		multistep.If(c.needTempSecurityGroup(), &stepSecurityGroup{
@@ -91,14 +92,14 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 		&stepStackTags{NoCommunicator: c.Comm.Type == "none"},
 		&commonsteps.StepCleanupTempKeys{Comm: &c.Comm},
 		&stepStopInstance{EC2: build, ENA: c.ENA(), Spot: c.Spot(), Wait: wait},
-		multistep.If(c.ForceDeregister, &stepDeregister{EC2: clientAs[deregisterAPI](regional), Name: c.AMIName, Regions: c.allRegions(region)}),
-		&stepCreateImage{EC2: build, Cfg: c, Region: region, Wait: wait},
-		multistep.If(len(c.AMIRegions) > 0, &stepCopyImage{EC2: clientAs[copyImageAPI](regional), Cfg: c, SourceRegion: region, Wait: wait}),
-		&stepImageAttributes{
+		multistep.If(makeAMI && c.ForceDeregister, &stepDeregister{EC2: clientAs[deregisterAPI](regional), Name: c.AMIName, Regions: c.allRegions(region)}),
+		multistep.If(makeAMI, &stepCreateImage{EC2: build, Cfg: c, Region: region, Wait: wait}),
+		multistep.If(makeAMI && len(c.AMIRegions) > 0, &stepCopyImage{EC2: clientAs[copyImageAPI](regional), Cfg: c, SourceRegion: region, Wait: wait}),
+		multistep.If(makeAMI, &stepImageAttributes{
 			EC2: clientAs[imageAttributeAPI](regional), IMDSv2: c.IMDSSupport == "v2.0",
 			Users: c.AMIUsers, OrgARNs: c.AMIOrgARNs, OUARNs: c.AMIOUARNs, Groups: c.AMIGroups,
 			SnapUsers: c.SnapshotUsers, SnapGroups: c.SnapshotGroups, DeprecateAt: c.DeprecationTime(),
-		},
+		}),
 	}
 }
 
@@ -121,6 +122,10 @@ func (b *Builder) artifact(ctx context.Context, state multistep.StateBag, region
 	}
 	if _, ok := state.GetOk(multistep.StateHalted); ok {
 		return nil, errors.New("build was halted")
+	}
+	if b.config.SkipCreateAMI {
+		say(ui(state), "skip_create_ami: no AMI made")
+		return nil, nil
 	}
 	if len(images) == 0 {
 		return nil, errors.New("build made no AMI")

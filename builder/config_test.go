@@ -121,6 +121,8 @@ func TestPrepareErrors(t *testing.T) {
 		{name: "snapshot user", set: map[string]interface{}{"snapshot_users": []string{"x"}}, want: `snapshot_users: "x" is not a 12-digit account id`},
 		{name: "snapshot shared with the default key", set: map[string]interface{}{"snapshot_users": []string{"123456789012"}},
 			want: "snapshot_users: the AMI would be encrypted with the account's default EBS key"},
+		{name: "subnet random and most free", set: map[string]interface{}{"subnet_filter": map[string]interface{}{"filters": map[string]string{"tag:A": "b"}, "most_free": true, "random": true}},
+			want: "subnet_filter.random: set most_free or random, not both"},
 		{name: "max_retries 0 written", set: map[string]interface{}{"max_retries": 0}, want: "max_retries: must be between 1 and 100, got 0; leave it out for the default (10)"},
 		{name: "shared with the default key", set: map[string]interface{}{"ami_users": []string{"123456789012"}},
 			want: "ami_users: the AMI would be encrypted with the account's default EBS key (aws/ebs), which other accounts cannot use"},

@@ -91,6 +91,9 @@ type SubnetFilter struct {
 	// Of several matches, take the one with the most free addresses
 	// instead of failing.
 	MostFree bool `mapstructure:"most_free" required:"false"`
+	// Of several matches, take one at random instead of failing (spreads
+	// builds over zones). Not with most_free.
+	Random bool `mapstructure:"random" required:"false"`
 }
 
 // RootVolume is the build instance's root volume, and so the AMI's.
@@ -225,6 +228,9 @@ func (c *RunConfig) Prepare() []error {
 	}
 	if c.SubnetFilter != nil && len(c.SubnetFilter.Filters) == 0 {
 		errs = append(errs, fmt.Errorf("subnet_filter.filters: must have at least one filter"))
+	}
+	if c.SubnetFilter != nil && c.SubnetFilter.MostFree && c.SubnetFilter.Random {
+		errs = append(errs, fmt.Errorf("subnet_filter.random: set most_free or random, not both"))
 	}
 	if c.SubnetID != "" {
 		errs = appendErr(errs, awscfg.CheckResourceID("subnet_id", "subnet", c.SubnetID))

@@ -133,6 +133,7 @@ func (*FlatRunConfig) HCL2Spec() map[string]hcldec.Spec {
 type FlatSubnetFilter struct {
 	Filters  map[string]string `mapstructure:"filters" required:"true" cty:"filters" hcl:"filters"`
 	MostFree *bool             `mapstructure:"most_free" required:"false" cty:"most_free" hcl:"most_free"`
+	Random   *bool             `mapstructure:"random" required:"false" cty:"random" hcl:"random"`
 }
 
 // FlatMapstructure returns a new FlatSubnetFilter.
@@ -149,6 +150,7 @@ func (*FlatSubnetFilter) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
 		"filters":   &hcldec.AttrSpec{Name: "filters", Type: cty.Map(cty.String), Required: false},
 		"most_free": &hcldec.AttrSpec{Name: "most_free", Type: cty.Bool, Required: false},
+		"random":    &hcldec.AttrSpec{Name: "random", Type: cty.Bool, Required: false},
 	}
 	return s
 }

@@ -132,3 +132,30 @@ func TestBuildSpot(t *testing.T) {
 		})
 	}
 }
+
+// skip_create_ami runs the instance and the provisioners, makes no AMI and
+// leaves nothing.
+func TestBuildSkipCreateAMI(t *testing.T) {
+	b := &Builder{}
+	raw := minimal()
+	raw["skip_create_ami"] = true
+	raw["ssh_cidrs"] = []string{"198.51.100.7/32"}
+	raw["aws_polling"] = map[string]interface{}{"delay": "1ms", "timeout": "10s"}
+	if _, _, err := b.Prepare(raw); err != nil {
+		t.Fatal(err)
+	}
+	cloud := newFakeCloud()
+	res := runBuild(context.Background(), t, b, cloud)
+	if res.err != nil || res.artifact != nil {
+		t.Fatalf("artifact %v, error %v", res.artifact, res.err)
+	}
+	if n := len(calls(cloud, "eu-west-1 CreateImage")); n != 0 {
+		t.Fatalf("%d CreateImage calls", n)
+	}
+	if got := res.comm.commands(); len(got) != 2 {
+		t.Fatalf("provisioning did not run: %q", got)
+	}
+	if left := cloud.leftovers(); len(left) != 0 {
+		t.Fatalf("left %v", left)
+	}
+}

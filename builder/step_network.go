@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -49,13 +50,17 @@ func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multist
 			return halt(state, fmt.Errorf("subnet_id: %s not found", subnetID))
 		case len(subnets) == 0:
 			return halt(state, fmt.Errorf("subnet_filter: no subnet matches"))
-		case len(subnets) > 1 && (s.Net.SubnetFilter == nil || !s.Net.SubnetFilter.MostFree):
-			return halt(state, fmt.Errorf("subnet_filter: %d subnets match; narrow the filters or set most_free = true", len(subnets)))
+		case len(subnets) > 1 && (s.Net.SubnetFilter == nil || !s.Net.SubnetFilter.MostFree && !s.Net.SubnetFilter.Random):
+			return halt(state, fmt.Errorf("subnet_filter: %d subnets match; narrow the filters or set most_free = true or random = true", len(subnets)))
+		case len(subnets) > 1 && s.Net.SubnetFilter.Random:
+			pick := rand.IntN(len(subnets))
+			subnets[0], subnets[pick] = subnets[pick], subnets[0]
 		}
-		// Most free addresses first.
-		slices.SortStableFunc(subnets, func(a, b ec2types.Subnet) int {
-			return cmp.Compare(aws.ToInt32(b.AvailableIpAddressCount), aws.ToInt32(a.AvailableIpAddressCount))
-		})
+		if s.Net.SubnetFilter != nil && s.Net.SubnetFilter.MostFree {
+			slices.SortStableFunc(subnets, func(a, b ec2types.Subnet) int {
+				return cmp.Compare(aws.ToInt32(b.AvailableIpAddressCount), aws.ToInt32(a.AvailableIpAddressCount))
+			})
+		}
 		subnetID = aws.ToString(subnets[0].SubnetId)
 		if vpcID != "" && vpcID != aws.ToString(subnets[0].VpcId) {
 			return halt(state, fmt.Errorf("vpc_id: subnet %s is in %s, not %s", subnetID, aws.ToString(subnets[0].VpcId), vpcID))

@@ -164,6 +164,8 @@ func TestStepNetwork(t *testing.T) {
 		{name: "filter ambiguous", run: RunConfig{SubnetFilter: &SubnetFilter{Filters: map[string]string{"tag:Tier": "build"}}}, wantErr: "subnet_filter: 2 subnets match"},
 		{name: "filter most free", run: RunConfig{SubnetFilter: &SubnetFilter{Filters: map[string]string{"tag:Tier": "build"}, MostFree: true}},
 			wantSubnet: "subnet-bbbbbbbb", wantVP: "vpc-11111111"},
+		{name: "filter random", run: RunConfig{SubnetFilter: &SubnetFilter{Filters: map[string]string{"tag:Tier": "build"}, Random: true}},
+			wantSubnet: "random", wantVP: "vpc-11111111"},
 		{name: "vpc mismatch", run: RunConfig{SubnetID: "subnet-cccccccc", VpcID: "vpc-11111111"}, wantErr: "vpc_id: subnet subnet-cccccccc is in vpc-22222222, not vpc-11111111"},
 	}
 	for _, tt := range tests {
@@ -181,7 +183,11 @@ func TestStepNetwork(t *testing.T) {
 			if action != multistep.ActionContinue {
 				t.Fatal(stateError(state))
 			}
-			if s, v := get[string](state, keySubnetID), get[string](state, keyVpcID); s != tt.wantSubnet || v != tt.wantVP {
+			s, v := get[string](state, keySubnetID), get[string](state, keyVpcID)
+			if tt.wantSubnet == "random" && (s == "subnet-aaaaaaaa" || s == "subnet-bbbbbbbb") {
+				tt.wantSubnet = s
+			}
+			if s != tt.wantSubnet || v != tt.wantVP {
 				t.Fatalf("got subnet %q vpc %q, want %q %q", s, v, tt.wantSubnet, tt.wantVP)
 			}
 		})
