@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/hashicorp/packer-plugin-sdk/communicator"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -151,6 +152,11 @@ func TestBuildSuccess(t *testing.T) {
 	}
 	for region, id := range art.Amis {
 		img := cloud.region(region).images[id]
+		for _, sn := range snapshotIDs(*img) {
+			if p := cloud.region(region).snapPerms[sn]; len(p) != 1 || aws.ToString(p[0].UserId) != "123456789012" {
+				t.Errorf("%s snapshot %s create-volume permissions %+v (snapshot_users)", region, sn, p)
+			}
+		}
 		for k, v := range wantStack {
 			if !hasTag(img.Tags, k, v) {
 				t.Errorf("%s %s: no tag %s=%s in %v", region, id, k, v, img.Tags)

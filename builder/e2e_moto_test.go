@@ -70,19 +70,20 @@ func TestMoto(t *testing.T) {
 	e := setup(t)
 
 	for _, variant := range []struct {
-		name string
-		ssh  bool
-	}{{"none", false}, {"ssh", true}} {
+		name      string
+		ssh, spot bool
+	}{{"none", false, false}, {"ssh", true, false}, {"ssh/spot", true, true}} {
 		t.Run("build/communicator="+variant.name, func(t *testing.T) {
 			e.reset()
 			start := time.Now()
-			out, err := e.build(t, runOpts{ssh: variant.ssh})
+			out, err := e.build(t, runOpts{ssh: variant.ssh, spot: variant.spot})
 			wall := time.Since(start)
 			if err != nil {
 				t.Fatalf("packer build failed: %v\n%s", err, out)
 			}
 			calls := e.proxy.ec2Calls()
 			e.assertArtifact(t, out, variant.ssh)
+			e.assertInstance(t, calls, variant.spot, out)
 			if left := e.leftovers(t, true); len(left) > 0 {
 				t.Fatalf("left behind after a successful build:\n  %s", strings.Join(left, "\n  "))
 			}
@@ -271,6 +272,7 @@ func (e *env) reset() {
 		}
 	}
 	e.proxy.reset()
+	e.sshd.reset()
 }
 
 // --- one packer build -----------------------------------------------------
@@ -278,6 +280,7 @@ func (e *env) reset() {
 type runOpts struct {
 	interruptAfter string // send SIGINT to packer after the first call of this action
 	ssh            bool   // use the SSH communicator against the test's SSH endpoint
+	spot           bool   // a Spot build instance (spot_price, spot_instance_types)
 }
 
 const template = `
@@ -287,14 +290,18 @@ source "wsgi-ami" "e2e" {
   custom_endpoint_ssm     = %q
   custom_endpoint_sts     = %q
   source_ami              = "resolve:ssm:%s"
-  instance_type           = "t3.micro"
-  fallback_instance_types = ["t3a.micro"]
 %s
+%s
+  associate_public_ip_address = true
+  metadata_options {
+    http_put_response_hop_limit = 2
+  }
   ami_name                = "wsgi-e2e-{{timestamp}}"
   ami_description         = "wsgi e2e from {{ .SourceAMI }}"
   ami_family              = "wsgi-e2e"
   ami_regions             = [%q]
   ami_users               = [%q]
+  snapshot_users          = [%q]
   # Shared, so encrypted with keys the other account may use (Prepare refuses the default key).
   region_kms_key_ids      = { %q = "alias/e2e-shared" }
   root_volume {
@@ -327,7 +334,13 @@ func (e *env) build(t *testing.T, o runOpts) (string, error) {
   ssh_timeout             = "30s"
   ssh_cidrs               = ["127.0.0.1/32"]`, e.sshd.port)
 	}
-	src := fmt.Sprintf(template, buildRegion, e.proxy.URL, e.proxy.URL, e.proxy.URL, sourceParam, comm, copyRegion, shareWith, copyRegion)
+	instance := `  instance_type           = "t3.micro"
+  fallback_instance_types = ["t3a.micro"]`
+	if o.spot {
+		instance = `  spot_price              = "auto"
+  spot_instance_types     = ["t3.micro", "t3a.micro"]`
+	}
+	src := fmt.Sprintf(template, buildRegion, e.proxy.URL, e.proxy.URL, e.proxy.URL, sourceParam, instance, comm, copyRegion, shareWith, shareWith, copyRegion)
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -421,6 +434,48 @@ func (e *env) assertArtifact(t *testing.T, out string, withStack bool) {
 		if err != nil || len(snaps.Snapshots) == 0 {
 			t.Errorf("%s: no snapshot tagged with the family: %v", region, err)
 		}
+		for _, sn := range snaps.Snapshots {
+			attr, err := c.DescribeSnapshotAttribute(ctx, &ec2.DescribeSnapshotAttributeInput{SnapshotId: sn.SnapshotId, Attribute: ec2types.SnapshotAttributeNameCreateVolumePermission})
+			if err != nil {
+				t.Fatal(err)
+			}
+			shared := false
+			for _, p := range attr.CreateVolumePermissions {
+				shared = shared || aws.ToString(p.UserId) == shareWith
+			}
+			if !shared {
+				t.Errorf("%s: snapshot %s not shared with %s (snapshot_users): %+v", region, aws.ToString(sn.SnapshotId), shareWith, attr.CreateVolumePermissions)
+			}
+		}
+	}
+}
+
+// assertInstance checks the build instance as moto keeps it after
+// termination: metadata_options reached it, and a Spot one was never stopped.
+func (e *env) assertInstance(t *testing.T, calls []string, spot bool, out string) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := e.direct.EC2(ctx, buildRegion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{})
+	if err != nil || len(inst.Reservations) != 1 || len(inst.Reservations[0].Instances) != 1 {
+		t.Fatalf("want the one build instance in moto: %v %+v", err, inst)
+	}
+	i := inst.Reservations[0].Instances[0]
+	if i.MetadataOptions == nil || aws.ToInt32(i.MetadataOptions.HttpPutResponseHopLimit) != 2 || i.MetadataOptions.HttpTokens != ec2types.HttpTokensStateRequired {
+		t.Errorf("metadata options of %s: %+v", aws.ToString(i.InstanceId), i.MetadataOptions)
+	}
+	stopped := false
+	for _, c := range calls {
+		stopped = stopped || strings.HasSuffix(c, " StopInstances")
+	}
+	if spot && (stopped || !strings.Contains(out, "is not stopped (a one-time Spot instance cannot be)")) {
+		t.Errorf("the Spot instance was stopped (%v), or the build did not say why not:\n%s", stopped, out)
+	}
+	if !spot && !stopped {
+		t.Error("the on-demand instance was not stopped before imaging")
 	}
 }
 
@@ -824,6 +879,12 @@ func (s *instanceSSH) authorize(material string) {
 	s.mu.Lock()
 	s.keys[string(key.Marshal())] = true
 	s.mu.Unlock()
+}
+
+func (s *instanceSSH) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cmds = nil
 }
 
 func (s *instanceSSH) commands() []string {

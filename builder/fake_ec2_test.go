@@ -517,7 +517,15 @@ func (f *fakeEC2) ModifySnapshotAttribute(_ context.Context, in *ec2.ModifySnaps
 	if f.r().snapshots[id] == nil {
 		return nil, apiError("InvalidSnapshot.NotFound")
 	}
-	f.r().snapPerms[id] = append(f.r().snapPerms[id], in.CreateVolumePermission.Add...)
+	if in.OperationType != ec2types.OperationTypeAdd {
+		return nil, apiError("InvalidParameterValue")
+	}
+	for _, u := range in.UserIds {
+		f.r().snapPerms[id] = append(f.r().snapPerms[id], ec2types.CreateVolumePermission{UserId: aws.String(u)})
+	}
+	for _, g := range in.GroupNames {
+		f.r().snapPerms[id] = append(f.r().snapPerms[id], ec2types.CreateVolumePermission{Group: ec2types.PermissionGroup(g)})
+	}
 	return &ec2.ModifySnapshotAttributeOutput{}, nil
 }
 

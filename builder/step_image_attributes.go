@@ -79,17 +79,13 @@ func (s *stepImageAttributes) Run(ctx context.Context, state multistep.StateBag)
 			}
 		}
 		if len(s.SnapUsers)+len(s.SnapGroups) > 0 {
-			var add []ec2types.CreateVolumePermission
-			for _, a := range s.SnapUsers {
-				add = append(add, ec2types.CreateVolumePermission{UserId: aws.String(a)})
-			}
-			for _, g := range s.SnapGroups {
-				add = append(add, ec2types.CreateVolumePermission{Group: ec2types.PermissionGroup(g)})
-			}
 			for _, sn := range snapshotIDs(details[region]) {
-				say(u, fmt.Sprintf("Sharing snapshot %s of %s in %s with %d principals", sn, id, region, len(add)))
+				say(u, fmt.Sprintf("Sharing snapshot %s of %s in %s with %d principals", sn, id, region, len(s.SnapUsers)+len(s.SnapGroups)))
+				// The OperationType form: EC2 takes it as well as
+				// CreateVolumePermission, and moto only this one.
 				if _, err := c.ModifySnapshotAttribute(ctx, &ec2.ModifySnapshotAttributeInput{
-					SnapshotId: aws.String(sn), CreateVolumePermission: &ec2types.CreateVolumePermissionModifications{Add: add},
+					SnapshotId: aws.String(sn), Attribute: ec2types.SnapshotAttributeNameCreateVolumePermission,
+					OperationType: ec2types.OperationTypeAdd, UserIds: s.SnapUsers, GroupNames: s.SnapGroups,
 				}); err != nil {
 					return halt(state, fmt.Errorf("snapshot_users: sharing snapshot %s of %s in %s: %w", sn, id, region, err))
 				}
