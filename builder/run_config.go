@@ -1,4 +1,4 @@
-//go:generate packer-sdc mapstructure-to-hcl2 -type RunConfig,SubnetFilter,RootVolume,MetadataOptions
+//go:generate packer-sdc mapstructure-to-hcl2 -type RunConfig,SubnetFilter,RootVolume,MetadataOptions,BlockDevice
 
 package builder
 
@@ -112,6 +112,38 @@ type RootVolume struct {
 	KMSKeyID string `mapstructure:"kms_key_id" required:"false"`
 }
 
+// BlockDevice is one entry of launch_block_device_mappings or
+// ami_block_device_mappings, with amazon-ebs's keys: an EBS volume, an
+// instance store volume (virtual_name) or a mapping removed (no_device).
+type BlockDevice struct {
+	// Device name, e.g. `/dev/sdf` or `/dev/xvdb`. Required; not the root
+	// device (that is root_volume).
+	DeviceName string `mapstructure:"device_name" required:"true"`
+	// EBS volume type. Defaults to `gp3`.
+	VolumeType string `mapstructure:"volume_type" required:"false"`
+	// Size in GiB. Required for an EBS volume without snapshot_id.
+	VolumeSize int32 `mapstructure:"volume_size" required:"false"`
+	// Provisioned IOPS (gp3, io1, io2).
+	IOPS int32 `mapstructure:"iops" required:"false"`
+	// Throughput in MiB/s (gp3).
+	Throughput int32 `mapstructure:"throughput" required:"false"`
+	// Encrypt the volume. Defaults to root_volume.encrypted.
+	Encrypted *bool `mapstructure:"encrypted" required:"false"`
+	// KMS key for the encryption. Defaults to root_volume.kms_key_id, so a
+	// shared AMI's extra volumes use the key its users may use.
+	KMSKeyID string `mapstructure:"kms_key_id" required:"false"`
+	// Snapshot to create the volume from, e.g. `snap-0123456789abcdef0`.
+	SnapshotID string `mapstructure:"snapshot_id" required:"false"`
+	// Delete the volume when the instance terminates. Defaults to true; in
+	// launch_block_device_mappings only true is accepted, so that no
+	// volume of the build instance outlives it.
+	DeleteOnTermination *bool `mapstructure:"delete_on_termination" required:"false"`
+	// Instance store volume, e.g. `ephemeral0`, instead of an EBS volume.
+	VirtualName string `mapstructure:"virtual_name" required:"false"`
+	// Remove the source AMI's mapping of this device.
+	NoDevice bool `mapstructure:"no_device" required:"false"`
+}
+
 // MetadataOptions is the build instance's instance metadata service, as
 // amazon-ebs's metadata_options, with IMDSv2 required by default.
 type MetadataOptions struct {
@@ -176,6 +208,13 @@ type RunConfig struct {
 	IAMInstanceProfile string `mapstructure:"iam_instance_profile" required:"false"`
 	// Root volume settings.
 	RootVolume RootVolume `mapstructure:"root_volume" required:"false"`
+	// More volumes of the build instance (amazon-ebs's key): extra EBS
+	// volumes, instance store volumes, or source mappings removed. They go
+	// into the AMI as the instance has them.
+	LaunchBlockDevices []BlockDevice `mapstructure:"launch_block_device_mappings" required:"false"`
+	// Volumes the AMI maps besides the instance's (amazon-ebs's key): an
+	// instance of the AMI gets them; they are not on the build instance.
+	AMIBlockDevices []BlockDevice `mapstructure:"ami_block_device_mappings" required:"false"`
 	// Tags for the build instance and its volumes.
 	RunTags map[string]string `mapstructure:"run_tags" required:"false"`
 	// User data for the build instance (not for the AMI's instances).
@@ -285,6 +324,8 @@ func (c *RunConfig) Prepare() []error {
 		errs = appendErr(errs, awscfg.CheckKMSKey("root_volume.kms_key_id", rv.KMSKeyID))
 	}
 	errs = append(errs, reservedTagKeys("run_tags", c.RunTags)...)
+	errs = append(errs, prepareBlockDevices("launch_block_device_mappings", c.LaunchBlockDevices, true)...)
+	errs = append(errs, prepareBlockDevices("ami_block_device_mappings", c.AMIBlockDevices, false)...)
 	if c.UserData != "" && c.UserDataFile != "" {
 		errs = append(errs, fmt.Errorf("user_data: set user_data or user_data_file, not both"))
 	}

@@ -159,3 +159,41 @@ func TestBuildSkipCreateAMI(t *testing.T) {
 		t.Fatalf("left %v", left)
 	}
 }
+
+// Extra volumes reach RunInstances and CreateImage, encrypted like the root.
+func TestBlockDeviceMappings(t *testing.T) {
+	cloud := newFakeCloud()
+	var got *ec2.RunInstancesInput
+	client := &inputRecorder{fakeEC2: cloud.client("eu-west-1"), run: &got}
+	state, _ := runInstanceState(t, cloud)
+	c := testConfig(t, map[string]interface{}{
+		"root_volume": map[string]interface{}{"kms_key_id": "alias/root"},
+		"launch_block_device_mappings": []map[string]interface{}{
+			{"device_name": "/dev/sdf", "volume_size": 20, "volume_type": "gp3", "throughput": 250},
+			{"device_name": "/dev/sdb", "virtual_name": "ephemeral0"},
+		},
+		"ami_block_device_mappings": []map[string]interface{}{{"device_name": "/dev/sdg", "volume_size": 5, "encrypted": false}},
+	})
+	step := &stepRunInstance{EC2: client, Cfg: c, BuildID: c.buildID, Region: "eu-west-1", Wait: waitConfig{Delay: time.Millisecond}}
+	if step.Run(context.Background(), state) != multistep.ActionContinue {
+		t.Fatal(stateError(state))
+	}
+	defer step.Cleanup(state)
+	m := got.BlockDeviceMappings
+	if len(m) != 3 || aws.ToString(m[1].DeviceName) != "/dev/sdf" || aws.ToInt32(m[1].Ebs.VolumeSize) != 20 || aws.ToInt32(m[1].Ebs.Throughput) != 250 ||
+		!aws.ToBool(m[1].Ebs.Encrypted) || aws.ToString(m[1].Ebs.KmsKeyId) != "alias/root" || !aws.ToBool(m[1].Ebs.DeleteOnTermination) ||
+		aws.ToString(m[2].VirtualName) != "ephemeral0" || m[2].Ebs != nil {
+		t.Fatalf("launch mappings %+v", m)
+	}
+	ami := c.mappings(c.AMIBlockDevices)
+	if len(ami) != 1 || aws.ToBool(ami[0].Ebs.Encrypted) || ami[0].Ebs.KmsKeyId != nil {
+		t.Fatalf("ami mappings %+v", ami)
+	}
+	// The root device is root_volume's.
+	bad := testConfig(t, map[string]interface{}{"ami_block_device_mappings": []map[string]interface{}{{"device_name": "/dev/xvda", "volume_size": 5}}})
+	state2, _ := runInstanceState(t, cloud)
+	run2 := &stepRunInstance{EC2: cloud.client("eu-west-1"), Cfg: bad, BuildID: bad.buildID, Region: "eu-west-1", Wait: waitConfig{Delay: time.Millisecond}}
+	if run2.Run(context.Background(), state2) != multistep.ActionHalt || !strings.Contains(stateError(state2), "ami_block_device_mappings: /dev/xvda is the root device of the source AMI") {
+		t.Fatalf("root device: %q", stateError(state2))
+	}
+}

@@ -48,6 +48,9 @@ func (s *stepCreateImage) Run(ctx context.Context, state multistep.StateBag) mul
 	if desc != "" {
 		in.Description = aws.String(desc)
 	}
+	if len(s.Cfg.AMIBlockDevices) > 0 {
+		in.BlockDeviceMappings = s.Cfg.mappings(s.Cfg.AMIBlockDevices)
+	}
 	say(u, fmt.Sprintf("Creating AMI %q from %s", s.Cfg.AMIName, aws.ToString(inst.InstanceId)))
 	ledger := get[*imageLedger](state, keyLedger)
 	ledger.begin(s.Region, true)

@@ -50,6 +50,9 @@ func (s *stepRunInstance) Run(ctx context.Context, state multistep.StateBag) mul
 	if err != nil {
 		return halt(state, err)
 	}
+	if err := s.checkRootDevice(src); err != nil {
+		return halt(state, err)
+	}
 	md := s.Cfg.MetadataOptions
 	in := &ec2.RunInstancesInput{
 		ImageId:  src.ImageId,
@@ -61,7 +64,7 @@ func (s *stepRunInstance) Run(ctx context.Context, state multistep.StateBag) mul
 			HttpPutResponseHopLimit: aws.Int32(md.HTTPPutResponseHopLimit),
 			InstanceMetadataTags:    ec2types.InstanceMetadataTagsState(md.InstanceMetadataTags),
 		},
-		BlockDeviceMappings: []ec2types.BlockDeviceMapping{s.rootVolume(src)},
+		BlockDeviceMappings: append([]ec2types.BlockDeviceMapping{s.rootVolume(src)}, s.Cfg.mappings(s.Cfg.LaunchBlockDevices)...),
 		TagSpecifications: []ec2types.TagSpecification{
 			{ResourceType: ec2types.ResourceTypeInstance, Tags: tags},
 			{ResourceType: ec2types.ResourceTypeVolume, Tags: tags},
@@ -186,6 +189,23 @@ func (s *stepRunInstance) userData() (string, error) {
 		return "", nil
 	}
 	return base64.StdEncoding.EncodeToString(data), nil
+}
+
+// checkRootDevice refuses a block device mapping of the source's root
+// device, which only Run knows: the root is root_volume's.
+func (s *stepRunInstance) checkRootDevice(src ec2types.Image) error {
+	root := aws.ToString(src.RootDeviceName)
+	for _, m := range []struct {
+		key  string
+		devs []BlockDevice
+	}{{"launch_block_device_mappings", s.Cfg.LaunchBlockDevices}, {"ami_block_device_mappings", s.Cfg.AMIBlockDevices}} {
+		for _, d := range m.devs {
+			if d.DeviceName == root {
+				return fmt.Errorf("%s: %s is the root device of the source AMI %s; set the root volume with root_volume", m.key, root, aws.ToString(src.ImageId))
+			}
+		}
+	}
+	return nil
 }
 
 func (s *stepRunInstance) rootVolume(src ec2types.Image) ec2types.BlockDeviceMapping {
