@@ -155,7 +155,7 @@ func (c *Config) needTempKey() bool {
 
 // needTempSecurityGroup says whether the build makes a security group.
 func (c *Config) needTempSecurityGroup() bool {
-	return c.Comm.Type == "ssh" && len(c.SecurityGroupIDs) == 0
+	return c.Comm.Type == "ssh" && len(c.SecurityGroupIDs) == 0 && c.SecurityGroupFilter == nil
 }
 
 // allRegions is the build region followed by the copy regions.

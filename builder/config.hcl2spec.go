@@ -45,7 +45,9 @@ type FlatConfig struct {
 	SubnetID                  *string                      `mapstructure:"subnet_id" required:"false" cty:"subnet_id" hcl:"subnet_id"`
 	SubnetFilter              *FlatSubnetFilter            `mapstructure:"subnet_filter" required:"false" cty:"subnet_filter" hcl:"subnet_filter"`
 	VpcID                     *string                      `mapstructure:"vpc_id" required:"false" cty:"vpc_id" hcl:"vpc_id"`
+	VpcFilter                 *FlatResourceFilter          `mapstructure:"vpc_filter" required:"false" cty:"vpc_filter" hcl:"vpc_filter"`
 	SecurityGroupIDs          []string                     `mapstructure:"security_group_ids" required:"false" cty:"security_group_ids" hcl:"security_group_ids"`
+	SecurityGroupFilter       *FlatResourceFilter          `mapstructure:"security_group_filter" required:"false" cty:"security_group_filter" hcl:"security_group_filter"`
 	SSHCIDRs                  []string                     `mapstructure:"ssh_cidrs" required:"false" cty:"ssh_cidrs" hcl:"ssh_cidrs"`
 	CheckIPURL                *string                      `mapstructure:"checkip_url" required:"false" cty:"checkip_url" hcl:"checkip_url"`
 	SSHInterface              *string                      `mapstructure:"ssh_interface" required:"false" cty:"ssh_interface" hcl:"ssh_interface"`
@@ -173,7 +175,9 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"subnet_id":                    &hcldec.AttrSpec{Name: "subnet_id", Type: cty.String, Required: false},
 		"subnet_filter":                &hcldec.BlockSpec{TypeName: "subnet_filter", Nested: hcldec.ObjectSpec((*FlatSubnetFilter)(nil).HCL2Spec())},
 		"vpc_id":                       &hcldec.AttrSpec{Name: "vpc_id", Type: cty.String, Required: false},
+		"vpc_filter":                   &hcldec.BlockSpec{TypeName: "vpc_filter", Nested: hcldec.ObjectSpec((*FlatResourceFilter)(nil).HCL2Spec())},
 		"security_group_ids":           &hcldec.AttrSpec{Name: "security_group_ids", Type: cty.List(cty.String), Required: false},
+		"security_group_filter":        &hcldec.BlockSpec{TypeName: "security_group_filter", Nested: hcldec.ObjectSpec((*FlatResourceFilter)(nil).HCL2Spec())},
 		"ssh_cidrs":                    &hcldec.AttrSpec{Name: "ssh_cidrs", Type: cty.List(cty.String), Required: false},
 		"checkip_url":                  &hcldec.AttrSpec{Name: "checkip_url", Type: cty.String, Required: false},
 		"ssh_interface":                &hcldec.AttrSpec{Name: "ssh_interface", Type: cty.String, Required: false},

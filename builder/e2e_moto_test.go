@@ -126,6 +126,12 @@ func TestMoto(t *testing.T) {
 		}
 		rows = append(rows, e.faultRun(t, fault{action: "RunInstances", n: 1, code: "InsufficientInstanceCapacity", status: 500, times: 1}, true))
 		rows = append(rows, e.faultRun(t, fault{action: "RunInstances", n: 1, code: "InsufficientInstanceCapacity", status: 500, times: 2}, false))
+		// A Spot build instance: no capacity for the first type, then the
+		// image calls of a running instance denied or interrupted.
+		rows = append(rows, e.faultRun(t, fault{action: "RunInstances", n: 1, code: "InsufficientInstanceCapacity", status: 500, times: 1, spot: true}, true))
+		rows = append(rows, e.faultRun(t, fault{action: "CreateImage", n: 1, code: "UnauthorizedOperation", status: 403, spot: true}, false))
+		rows = append(rows, e.interruptRunWith(t, "RunInstances", false, true))
+		rows = append(rows, e.interruptRunWith(t, "CreateImage", false, true))
 		printTable(t, rows)
 		for _, r := range rows {
 			if r.bad != "" {
@@ -573,6 +579,7 @@ type fault struct {
 	times  int // how many calls fail from there (default 1)
 	code   string
 	status int
+	spot   bool // with a Spot build instance
 }
 
 type row struct {
@@ -585,11 +592,14 @@ type row struct {
 func (e *env) faultRun(t *testing.T, f fault, wantOK bool) row {
 	e.reset()
 	e.proxy.setFault(&f)
-	out, err := e.build(t, runOpts{ssh: true})
+	out, err := e.build(t, runOpts{ssh: true, spot: f.spot})
 	e.proxy.setFault(nil)
 	r := row{point: f.action, fault: f.code}
 	if f.times > 1 {
 		r.fault = fmt.Sprintf("%s x%d", f.code, f.times)
+	}
+	if f.spot {
+		r.point += " (Spot)"
 	}
 	hit := e.proxy.faultsInjected()
 	if hit == 0 {
@@ -632,12 +642,19 @@ func cleanupAction(action string) bool {
 // artifact, and the AMIs of the finished build stay (no plugin can see an
 // interrupt that comes after it returned).
 func (e *env) interruptRun(t *testing.T, action string, last bool) row {
+	return e.interruptRunWith(t, action, last, false)
+}
+
+func (e *env) interruptRunWith(t *testing.T, action string, last, spot bool) row {
 	e.reset()
-	out, err := e.build(t, runOpts{interruptAfter: action, ssh: true})
+	out, err := e.build(t, runOpts{interruptAfter: action, ssh: true, spot: spot})
 	ok := err == nil
 	finished := last && !strings.Contains(out, "Deregistering AMI")
 	left := e.leftovers(t, ok || finished)
 	r := row{point: action, fault: "SIGINT after it", outcome: outcome(ok, out), leftovers: fmt.Sprint(len(left))}
+	if spot {
+		r.point += " (Spot)"
+	}
 	if finished && !ok {
 		r.outcome = "builder done first; AMIs kept"
 	}

@@ -1,4 +1,4 @@
-//go:generate packer-sdc mapstructure-to-hcl2 -type RunConfig,SubnetFilter,RootVolume,MetadataOptions,BlockDevice
+//go:generate packer-sdc mapstructure-to-hcl2 -type RunConfig,SubnetFilter,RootVolume,MetadataOptions,BlockDevice,ResourceFilter
 
 package builder
 
@@ -96,6 +96,13 @@ type SubnetFilter struct {
 	Random bool `mapstructure:"random" required:"false"`
 }
 
+// ResourceFilter selects EC2 resources by Describe filters (vpc_filter,
+// security_group_filter).
+type ResourceFilter struct {
+	// Describe filters, e.g. `"tag:Name" = "build"` or `"is-default" = "false"`.
+	Filters map[string]string `mapstructure:"filters" required:"true"`
+}
+
 // RootVolume is the build instance's root volume, and so the AMI's.
 type RootVolume struct {
 	// Size in GiB. Defaults to the source AMI's root snapshot size.
@@ -191,9 +198,16 @@ type RunConfig struct {
 	// VPC for the temporary security group. Defaults to the subnet's VPC,
 	// else the default VPC.
 	VpcID string `mapstructure:"vpc_id" required:"false"`
+	// Find vpc_id with DescribeVpcs (amazon-ebs's key); exactly one VPC
+	// must match.
+	VpcFilter *ResourceFilter `mapstructure:"vpc_filter" required:"false"`
 	// Existing security groups. When set, no temporary group is made and
 	// they must let the communicator in.
 	SecurityGroupIDs []string `mapstructure:"security_group_ids" required:"false"`
+	// Find security_group_ids with DescribeSecurityGroups (amazon-ebs's
+	// key), in the build's VPC when it is known; every match is used, and
+	// at least one must match.
+	SecurityGroupFilter *ResourceFilter `mapstructure:"security_group_filter" required:"false"`
 	// CIDRs the temporary security group opens the SSH port to. Defaults
 	// to this machine's public address (/32) as answered by checkip_url.
 	// 0.0.0.0/0 is accepted only when written here.
@@ -279,6 +293,25 @@ func (c *RunConfig) Prepare() []error {
 	}
 	for _, id := range c.SecurityGroupIDs {
 		errs = appendErr(errs, awscfg.CheckResourceID("security_group_ids", "sg", id))
+	}
+	for _, f := range []struct {
+		key    string
+		filter *ResourceFilter
+		other  bool
+		with   string
+	}{{"vpc_filter", c.VpcFilter, c.VpcID != "", "vpc_id"}, {"security_group_filter", c.SecurityGroupFilter, len(c.SecurityGroupIDs) > 0, "security_group_ids"}} {
+		if f.filter == nil {
+			continue
+		}
+		if len(f.filter.Filters) == 0 {
+			errs = append(errs, fmt.Errorf("%s.filters: must have at least one filter, e.g. \"tag:Name\" = \"build\"", f.key))
+		}
+		if f.other {
+			errs = append(errs, fmt.Errorf("%s: set %s or %s, not both", f.key, f.with, f.key))
+		}
+	}
+	if c.SecurityGroupFilter != nil && len(c.SSHCIDRs) > 0 {
+		errs = append(errs, fmt.Errorf("ssh_cidrs: only used for the temporary security group; remove it or security_group_filter"))
 	}
 	if len(c.SecurityGroupIDs) > 0 && len(c.SSHCIDRs) > 0 {
 		errs = append(errs, fmt.Errorf("ssh_cidrs: only used for the temporary security group; remove it or security_group_ids"))

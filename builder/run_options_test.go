@@ -197,3 +197,32 @@ func TestBlockDeviceMappings(t *testing.T) {
 		t.Fatalf("root device: %q", stateError(state2))
 	}
 }
+
+// vpc_filter and security_group_filter fill vpc_id and the groups.
+func TestStepNetworkFilters(t *testing.T) {
+	cloud := newFakeCloud()
+	cloud.region("eu-west-1").groups["sg-0000000000000b001"] = &ec2types.SecurityGroup{GroupId: aws.String("sg-0000000000000b001"),
+		GroupName: aws.String("build"), VpcId: aws.String("vpc-default0"), Tags: []ec2types.Tag{{Key: aws.String("Role"), Value: aws.String("build")}}}
+	cloud.region("eu-west-1").groups["sg-0000000000000b002"] = &ec2types.SecurityGroup{GroupId: aws.String("sg-0000000000000b002"),
+		GroupName: aws.String("other"), VpcId: aws.String("vpc-22222222"), Tags: []ec2types.Tag{{Key: aws.String("Role"), Value: aws.String("build")}}}
+	state, _ := testState(t)
+	step := &stepNetwork{EC2: cloud.client("eu-west-1"), Net: RunConfig{
+		VpcFilter:           &ResourceFilter{Filters: map[string]string{"is-default": "true"}},
+		SecurityGroupFilter: &ResourceFilter{Filters: map[string]string{"tag:Role": "build"}},
+	}}
+	if step.Run(context.Background(), state) != multistep.ActionContinue {
+		t.Fatal(stateError(state))
+	}
+	if v := get[string](state, keyVpcID); v != "vpc-default0" {
+		t.Errorf("vpc %q", v)
+	}
+	// Only the group in the VPC found.
+	if g := get[[]string](state, keySecurityGroup); len(g) != 1 || g[0] != "sg-0000000000000b001" {
+		t.Errorf("groups %v", g)
+	}
+	none := &stepNetwork{EC2: cloud.client("eu-west-1"), Net: RunConfig{SecurityGroupFilter: &ResourceFilter{Filters: map[string]string{"tag:Role": "web"}}}}
+	state2, _ := testState(t)
+	if none.Run(context.Background(), state2) != multistep.ActionHalt || !strings.Contains(stateError(state2), "security_group_filter: no security group matches") {
+		t.Fatalf("no match: %q", stateError(state2))
+	}
+}
