@@ -313,6 +313,10 @@ source "wsgi-ami" "e2e" {
   root_volume {
     kms_key_id = "alias/e2e-shared"
   }
+  launch_block_device_mappings {
+    device_name = "/dev/sdf"
+    volume_size = 1
+  }
   deprecate_at            = "4320h"
   tags                    = { App = "demo" }
   snapshot_tags           = { Backup = "none" }
@@ -506,6 +510,15 @@ func (e *env) leftovers(t *testing.T, keepAMIs bool) []string {
 				if i.State.Name != ec2types.InstanceStateNameTerminated {
 					left = append(left, fmt.Sprintf("%s instance %s (%s)", region, aws.ToString(i.InstanceId), i.State.Name))
 				}
+			}
+		}
+		vols, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vols.Volumes {
+			if v.State != ec2types.VolumeStateDeleted && v.State != ec2types.VolumeStateDeleting {
+				left = append(left, fmt.Sprintf("%s volume %s (%s)", region, aws.ToString(v.VolumeId), v.State))
 			}
 		}
 		kps, err := c.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{})
