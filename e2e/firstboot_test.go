@@ -246,6 +246,13 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 			WSGIApp: "mysite.wsgi:application", Framework: cloudinit.FrameworkDjango, DjangoSettingsModule: "mysite.settings",
 			Env: map[string]string{"DATABASE_PATH": "/nonexistent/db.sqlite3"}}},
 	}
+	// The failure semantics are the deploy's and cloud-init's, measured on both releases once
+	// (docs/datasources/cloudinit.mdx); the matrix checks them on the default release only, so the
+	// older release's run stays within CI's time: bake, Flask, Django, serving.
+	if release != harness.DefaultRelease {
+		t.Logf("failure cases run on %s only", harness.DefaultRelease)
+		return
+	}
 	for _, f := range failures {
 		t.Run("failure "+f.name, func(t *testing.T) {
 			m := boot(ctx, t, harness.BootOptions{Image: golden, Name: f.name, UserData: payload(t, f.app), WorkDir: scratch, Log: log, AllowCloudInitErrors: true})
