@@ -113,7 +113,7 @@ def health(request):
 
 
 def index(request):
-    return HttpResponse("unit=%s users=%d\n" % (os.environ.get("WSGI_UNIT"), User.objects.count()))
+    return HttpResponse("unit=%s users=%d release=%s\n" % (os.environ.get("WSGI_UNIT"), User.objects.count(), os.environ.get("RELEASE", "")))
 
 
 def secrets(request):
