@@ -130,8 +130,9 @@ def main():
         run_migrate(manage_py, command)
         return
     if vendor not in LOCKS:
-        raise Failure("no fleet-wide migration lock for the %s database backend (PostgreSQL and MySQL/MariaDB have one): "
-                      "set django_migrate_lock = \"off\" and migrate once per release yourself" % vendor)
+        raise Failure("no fleet-wide migration lock for the database backend %s (PostgreSQL and MySQL/MariaDB have one): "
+                      "set django_migrate_lock = \"off\" and migrate once per release yourself"
+                      % connection.settings_dict.get("ENGINE", vendor))
     if not command:
         started = time.monotonic()
         if not pending(connection):
