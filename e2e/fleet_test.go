@@ -234,13 +234,27 @@ func testFleet(t *testing.T, release harness.Release) {
 			runs, applied, served, migrated, waited)
 	})
 
+	t.Run("scale-out of release 1: nothing to migrate, no lock", func(t *testing.T) {
+		asg.reset()
+		m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "fl1-d", InstanceID: fleetInstance("fl1", fleetSize),
+			UserData: app("v1"), WorkDir: scratch, Log: log})
+		checkServing(ctx, t, m, "fleet host=fl1-d runs=1")
+		out := mustExec(ctx, t, m, "grep", "^wsgi-migrate: ", "/var/log/wsgi-deploy.log")
+		if !strings.HasPrefix(out, "wsgi-migrate: no migrations to apply (checked in ") || strings.Contains(out, "lock (key") {
+			t.Errorf("a release with nothing to migrate took the lock or migrated:\n%s", out)
+		}
+		asg.check(t, []*harness.Machine{m}, "CONTINUE")
+		t.Logf("CHECK scale-out of release 1: %s", out)
+	})
+
 	t.Run("release 2: a failed migration fails every instance", func(t *testing.T) {
 		asg.reset()
 		start := time.Now()
 		fleet := bootFleet(ctx, t, golden, "fl2", app("v2"), scratch, log, true)
 		t.Logf("CHECK %d instances of release 2 booted at once, all cloud-init finished %v after the first boot started", fleetSize, time.Since(start).Round(100*time.Millisecond))
 		for _, m := range fleet {
-			checkFailed(ctx, t, m, "django migrate", "django migrate failed")
+			// The journal's reason is the migration's own error.
+			checkFailed(ctx, t, m, "django migrate", "RuntimeError: e2e: release 2's migration fails")
 			if _, _, err := m.Exec(ctx, "grep", "-qF", "RuntimeError: e2e: release 2's migration fails", "/var/log/wsgi-deploy.log"); err != nil {
 				t.Errorf("%s: the migration's own error is not in /var/log/wsgi-deploy.log", m.Name())
 			}
@@ -282,7 +296,7 @@ func bootFleet(ctx context.Context, t *testing.T, image, prefix string, userData
 }
 
 func fleetInstance(prefix string, i int) string {
-	return fmt.Sprintf("i-0f1ee7%s%08d", strings.TrimPrefix(prefix, "fl"), i+1)
+	return fmt.Sprintf("i-0f1ee7%s%010d", strings.TrimPrefix(prefix, "fl"), i+1) // 17 hex digits, as EC2's
 }
 
 // writeFleetRepo puts the fleet app's git repository, tags v1 and v2, under the fixtures' git

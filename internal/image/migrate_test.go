@@ -96,8 +96,13 @@ func TestMigrateHelper(t *testing.T) {
 	}
 
 	out, code = runMigrate(t, py, dir, "DB=dummy", "WSGI_MIGRATE_LOCK=off", "WSGI_MIGRATE_COMMAND=echo custom migrate ran; exit 3")
+	// The reason of a failed migrate is its last line on stderr.
+	if out2, code2 := runMigrate(t, py, dir, "DB=dummy", "WSGI_MIGRATE_LOCK=off", "WSGI_MIGRATE_COMMAND=echo Traceback >&2; echo 'RuntimeError: broken' >&2; exit 1"); code2 != 1 ||
+		!strings.HasSuffix(out2, "s: RuntimeError: broken\n") {
+		t.Errorf("a failing migrate's reason: exit %d\n%s", code2, out2)
+	}
 	if !strings.Contains(out, `no fleet lock (django_migrate_lock = "off")`) || !strings.Contains(out, "custom migrate ran") ||
-		code != 1 || !strings.Contains(out, "wsgi-migrate: migrate exited with status 3 after") {
+		code != 1 || !strings.Contains(out, "wsgi-migrate: migrate exited with status 3 after") || !strings.HasSuffix(out, "s: no error output\n") {
 		t.Errorf("lock off, a custom command that fails: exit %d\n%s", code, out)
 	}
 }

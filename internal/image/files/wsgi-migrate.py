@@ -101,10 +101,19 @@ def run_migrate(manage_py, command):
     else:
         argv = [sys.executable, manage_py, "migrate", "--noinput"]
     started = time.monotonic()
-    rc = subprocess.call(argv)
+    # Its stderr passes through line by line; the last line (the exception, for a failed
+    # migration) becomes the reason the deploy reports.
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, errors="replace")
+    last = ""
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        if line.strip():
+            last = line.strip()
+    rc = proc.wait()
     took = time.monotonic() - started
     if rc != 0:
-        raise Failure("migrate exited with status %d after %.1fs (its output is above)" % (rc, took))
+        raise Failure("migrate exited with status %d after %.1fs: %s" % (rc, took, last[:300] or "no error output"))
     say("migrate finished in %.1fs" % took)
 
 
