@@ -18,6 +18,7 @@ import (
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/awsproxy"
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/quote"
 )
 
 // contractTemplate is example.pkr.hcl's shape on the harness: the payload (a Django app from git
@@ -94,21 +95,11 @@ func testImagePayloadContract(t *testing.T, release harness.Release) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	packer, err := harness.Packer(ctx, repoRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := harness.PackerEnv(filepath.Join(scratch, "packer"))
-	installPlugin(ctx, t, packer, env, repoRoot, scratch)
-	key, pub, err := harness.NewSSHKey(scratch)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pb, pub := newPackerRun(ctx, t, repoRoot, scratch)
 	build := boot(ctx, t, harness.BootOptions{Image: img, Name: "ct-bake", UserData: harness.SSHUserData("packer", pub), WorkDir: scratch, Log: log})
 	if out, _, err := build.Exec(ctx, "sh", "-c", "command -v git"); err == nil {
 		t.Fatalf("the base image has git (%s): it must match Debian's EC2 image, which has none", strings.TrimSpace(out))
 	}
-	pb := &packerRun{t: t, packer: packer, env: env, dir: scratch, key: key}
 	userDataFile := filepath.Join(scratch, "user-data")
 	out, took, err := pb.build(ctx, "contract-bake", build.IP(), contractTemplate(motoURL, userDataFile))
 	if err != nil {
@@ -198,17 +189,25 @@ func testImagePayloadContract(t *testing.T, release harness.Release) {
 }
 
 // checkNoSecretInLogs greps every log on the machine, the journal and cloud-init's copies of the
-// user data for each secret value: a value may only be in the app's environment file.
+// user data for each secret value, as written and as the environment file quotes it: a value may
+// only be in the app's environment file, and must be found there (so the grep can find it).
 func checkNoSecretInLogs(ctx context.Context, t *testing.T, m *harness.Machine, secrets map[string]string) {
 	t.Helper()
 	journal := mustExec(ctx, t, m, "journalctl", "-o", "cat", "--no-pager")
 	for name, value := range secrets {
-		if strings.Contains(journal, value) {
-			t.Errorf("the value of %s is in the journal", name)
+		quoted := strings.Trim(quote.Env(value), `"`)
+		found := map[string]bool{}
+		for _, form := range []string{value, quoted} {
+			if strings.Contains(journal, form) {
+				t.Errorf("the value of %s is in the journal", name)
+			}
+			out, _, _ := m.Exec(ctx, "grep", "-rlF", "--", form, "/var/log", "/var/lib/cloud", "/run/cloud-init", "/etc", "/srv/wsgi", "/tmp", "/var/tmp")
+			for _, f := range strings.Fields(out) {
+				found[f] = true
+			}
 		}
-		out, _, _ := m.Exec(ctx, "grep", "-rlF", "--", value, "/var/log", "/var/lib/cloud", "/run/cloud-init", "/etc", "/srv/wsgi", "/tmp", "/var/tmp")
-		if files := strings.Fields(out); len(files) != 1 || files[0] != "/etc/wsgi/wsgi.env" {
-			t.Errorf("the value of %s is in %q; it may only be in /etc/wsgi/wsgi.env", name, files)
+		if len(found) != 1 || !found["/etc/wsgi/wsgi.env"] {
+			t.Errorf("the value of %s is in %v; it must be in /etc/wsgi/wsgi.env and nowhere else", name, found)
 		}
 	}
 }

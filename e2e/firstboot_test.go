@@ -154,17 +154,7 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	packer, err := harness.Packer(ctx, repoRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := harness.PackerEnv(filepath.Join(scratch, "packer"))
-	installPlugin(ctx, t, packer, env, repoRoot, scratch)
-	key, pub, err := harness.NewSSHKey(scratch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pb := &packerRun{t: t, packer: packer, env: env, dir: scratch, key: key}
+	pb, pub := newPackerRun(ctx, t, repoRoot, scratch)
 	build := boot(ctx, t, harness.BootOptions{Image: img, Name: "fb-bake", UserData: harness.SSHUserData("packer", pub), WorkDir: scratch, Log: log})
 	if _, took, err := pb.build(ctx, "firstboot-bake", build.IP(), stackTemplate(`    gunicorn_source = "distro"
     extra_packages  = ["python3-flask", "python3-django"]
@@ -255,6 +245,13 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 			Source:  cloudinit.Source{GitURL: fixtureGit + "/shop.git", GitRef: "v1.0.0"},
 			WSGIApp: "mysite.wsgi:application", Framework: cloudinit.FrameworkDjango, DjangoSettingsModule: "mysite.settings",
 			Env: map[string]string{"DATABASE_PATH": "/nonexistent/db.sqlite3"}}},
+	}
+	// The failure semantics are the deploy's and cloud-init's, measured on both releases once
+	// (docs/datasources/cloudinit.mdx); the matrix checks them on the default release only, so the
+	// older release's run stays within CI's time: bake, Flask, Django, serving.
+	if release != harness.DefaultRelease {
+		t.Logf("failure cases run on %s only", harness.DefaultRelease)
+		return
 	}
 	for _, f := range failures {
 		t.Run("failure "+f.name, func(t *testing.T) {
