@@ -44,6 +44,32 @@ type view struct {
 // StopTimeout gives Gunicorn's graceful shutdown room before systemd kills it.
 func (v view) StopTimeout() int { return v.GracefulTimeoutSeconds + 5 }
 
+// StartLimitBurst and StartLimitIntervalSec bound a unit's crash loop (see wsgi@.service).
+func (v view) StartLimitBurst() int       { return 5 }
+func (v view) StartLimitIntervalSec() int { return 10 }
+
+// UpstreamTries lets a request try every socket of the upstream, where each is listed twice.
+func (v view) UpstreamTries() int { return 2 * v.Sockets }
+
+// NginxWorkerConnections is NGINX's connection limit per worker; NginxRlimitNofile its
+// descriptor limit: two descriptors per proxied client and room for logs and files.
+func (v view) NginxWorkerConnections() int { return 8192 }
+func (v view) NginxRlimitNofile() int      { return 2*v.NginxWorkerConnections() + 1024 }
+
+// NginxModulesInclude is where the distribution's nginx.conf loads its dynamic modules from.
+func (v view) NginxModulesInclude() string {
+	if v.Family == FamilyDnf {
+		return "/usr/share/nginx/modules/*.conf"
+	}
+	return "/etc/nginx/modules-enabled/*.conf"
+}
+
+// NginxStateDir holds NGINX's temp folders (client bodies, proxy buffers) on both families.
+func (v view) NginxStateDir() string { return "/var/lib/nginx" }
+
+// NginxHardeningDropInName is the file name of the nginx.service drop-in.
+func (v view) NginxHardeningDropInName() string { return "50-wsgi-hardening.conf" }
+
 // MaxRequestsJitter spreads worker recycling so workers do not restart together.
 func (v view) MaxRequestsJitter() int { return v.MaxRequests / 8 }
 
@@ -94,6 +120,8 @@ func Render(s Stack) (*Bundle, error) {
 		{"gunicorn.conf.py.tmpl", s.GunicornConfig(), s.Group, 0o640},
 		{"nginx-site.conf.tmpl", s.NginxSite(), "", 0o644},
 		{"wsgi_proxy_params.tmpl", "/etc/nginx/wsgi_proxy_params", "", 0o644},
+		{"nginx.conf.tmpl", "/etc/nginx/nginx.conf", "", 0o644},
+		{"nginx-hardening.conf.tmpl", s.UnitDir() + "/nginx.service.d/50-wsgi-hardening.conf", "", 0o644},
 		{"maintenance.html.tmpl", s.MaintenancePage(), "", 0o644},
 	}
 	b := &Bundle{Stack: s}
