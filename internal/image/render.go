@@ -3,10 +3,13 @@ package image
 import (
 	"bytes"
 	"embed"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"strings"
 	"text/template"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
 )
 
 //go:embed files/*.tmpl
@@ -50,6 +53,28 @@ func (v view) StartLimitIntervalSec() int { return 10 }
 
 // UpstreamTries lets a request try every socket of the upstream, where each is listed twice.
 func (v view) UpstreamTries() int { return 2 * v.Sockets }
+
+// CtlKeepReleases is how many releases wsgi-ctl keeps on disk by default.
+func (v view) CtlKeepReleases() int { return 3 }
+
+// CtlConfig is what wsgi-ctl needs to know of the stack, as a Python literal: JSON of strings and
+// numbers only, whose escapes Python reads alike.
+func (v view) CtlConfig() (string, error) {
+	b, err := json.MarshalIndent(map[string]any{
+		"sockets":     v.Sockets,
+		"workers":     v.WorkersPerUnit,
+		"socket":      v.RunDir + "/app-%d.sock",
+		"service":     "wsgi@%d.service",
+		"socket_unit": "wsgi@%d.socket",
+		"health_path": v.HealthPath,
+		"current":     v.CurrentLink(),
+		"releases":    v.ReleasesDir(),
+		"deploy":      contract.DeployProgram,
+		"deploy_log":  v.DeployLog(),
+		"keep":        v.CtlKeepReleases(),
+	}, "", "    ")
+	return string(b), err
+}
 
 // NginxWorkerConnections is NGINX's connection limit per worker; NginxRlimitNofile its
 // descriptor limit: two descriptors per proxied client and room for logs and files.
@@ -123,6 +148,7 @@ func Render(s Stack) (*Bundle, error) {
 		{"nginx.conf.tmpl", "/etc/nginx/nginx.conf", "", 0o644},
 		{"nginx-hardening.conf.tmpl", s.UnitDir() + "/nginx.service.d/50-wsgi-hardening.conf", "", 0o644},
 		{"maintenance.html.tmpl", s.MaintenancePage(), "", 0o644},
+		{"wsgi-ctl.tmpl", contract.CtlProgram, "", 0o755},
 	}
 	b := &Bundle{Stack: s}
 	for _, sp := range specs {

@@ -193,3 +193,54 @@ func TestValidatorsCatchBrokenFiles(t *testing.T) {
 		t.Errorf("nginx -t accepted a proxy_pass to a missing upstream:\n%s", out)
 	}
 }
+
+// TestValidatorsCtl runs the rendered wsgi-ctl with the host's Python: it must compile, print its
+// help with exit 0 and refuse an unknown command or option with exit 2, the usage code a
+// script tests for.
+func TestValidatorsCtl(t *testing.T) {
+	python := requireTool(t, "python3")
+	b, err := Render(Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ctl []byte
+	for _, f := range b.Files {
+		if f.Path == "/usr/local/sbin/wsgi-ctl" {
+			ctl = f.Content
+			if f.Mode.Perm() != 0o755 {
+				t.Errorf("wsgi-ctl mode %04o, want 0755", f.Mode.Perm())
+			}
+		}
+	}
+	if ctl == nil {
+		t.Fatal("Render has no /usr/local/sbin/wsgi-ctl")
+	}
+	p := filepath.Join(t.TempDir(), "wsgi-ctl")
+	writeFile(t, p, ctl, 0o755)
+	if out, err := exec.Command(python, "-m", "py_compile", p).CombinedOutput(); err != nil {
+		t.Fatalf("py_compile wsgi-ctl: %v\n%s", err, out)
+	}
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"--help"}, 0, "exit codes:"},
+		{[]string{"bogus"}, 2, "unknown command 'bogus'"},
+		{[]string{"status", "--frobnicate"}, 2, "unknown option --frobnicate"},
+		{[]string{"restart", "9"}, 2, "unit must be a number from 1 to 3"},
+		{[]string{"prune", "--keep", "x"}, 2, "--keep needs a number"},
+		{nil, 2, "no command"},
+	} {
+		out, err := exec.Command(python, append([]string{p}, c.args...)...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != c.code || !strings.Contains(string(out), c.want) {
+			t.Errorf("wsgi-ctl %s: exit %d, want %d with %q:\n%s", strings.Join(c.args, " "), code, c.code, c.want, out)
+		}
+	}
+}

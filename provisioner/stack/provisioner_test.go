@@ -14,7 +14,7 @@ import (
 
 const (
 	stage      = "/tmp/wsgi-stack.Ab12Cd34"
-	mkStage    = `umask 077 && d=$(mktemp -d /tmp/wsgi-stack.XXXXXXXX) && cd "$d" && mkdir -p files/etc/nginx files/etc/nginx/conf.d files/etc/systemd/system files/etc/systemd/system-preset files/etc/systemd/system/nginx.service.d files/etc/wsgi files/usr/share/wsgi && echo "$d"`
+	mkStage    = `umask 077 && d=$(mktemp -d /tmp/wsgi-stack.XXXXXXXX) && cd "$d" && mkdir -p files/etc/nginx files/etc/nginx/conf.d files/etc/systemd/system files/etc/systemd/system-preset files/etc/systemd/system/nginx.service.d files/etc/wsgi files/usr/local/sbin files/usr/share/wsgi && echo "$d"`
 	debian12   = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n"
 	amazon2023 = "NAME=\"Amazon Linux\"\nVERSION=\"2023\"\nID=\"amzn\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"2023\"\nPRETTY_NAME=\"Amazon Linux 2023.6.20241121\"\n"
 )
@@ -32,6 +32,7 @@ var uploads = []string{
 	"upload: " + stage + "/files/etc/nginx/nginx.conf",
 	"upload: " + stage + "/files/etc/systemd/system/nginx.service.d/50-wsgi-hardening.conf",
 	"upload: " + stage + "/files/usr/share/wsgi/maintenance.html",
+	"upload: " + stage + "/files/usr/local/sbin/wsgi-ctl",
 }
 
 func seq(parts ...any) []string {

@@ -55,6 +55,7 @@ install -D -m 0644 -o root -g root "$STAGE/etc/nginx/wsgi_proxy_params" "/etc/ng
 install -D -m 0644 -o root -g root "$STAGE/etc/nginx/nginx.conf" "/etc/nginx/nginx.conf"
 install -D -m 0644 -o root -g root "$STAGE/etc/systemd/system/nginx.service.d/50-wsgi-hardening.conf" "/etc/systemd/system/nginx.service.d/50-wsgi-hardening.conf"
 install -D -m 0644 -o root -g root "$STAGE/usr/share/wsgi/maintenance.html" "/usr/share/wsgi/maintenance.html"
+install -D -m 0755 -o root -g root "$STAGE/usr/local/sbin/wsgi-ctl" "/usr/local/sbin/wsgi-ctl"
 
 phase "units"
 systemctl daemon-reload

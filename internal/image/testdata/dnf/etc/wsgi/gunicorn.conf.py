@@ -29,6 +29,26 @@ def post_fork(server, worker):
     if (worker.cfg.uid, worker.cfg.gid) == (os.getuid(), os.getgid()):
         util.set_owner_process = lambda uid, gid, initgroups=False: None
 
+    # A stopping gthread worker (restart, reload) no longer reads its idle keep-alive
+    # connections but keeps them open until it exits, so a request NGINX sends on one waits
+    # for that exit before it is retried elsewhere. Closing them when the stop begins lets
+    # NGINX retry at once (a closed idle connection is dropped from its cache, or fails fast).
+    handle_exit = worker.handle_exit
+
+    def close_idle_and_exit(sig, frame):
+        handle_exit(sig, frame)
+        keep, poller = getattr(worker, "_keep", None), getattr(worker, "poller", None)
+        while keep and poller is not None:
+            conn = keep.popleft()
+            try:
+                poller.unregister(conn.sock)
+            except (KeyError, ValueError, OSError):
+                pass
+            conn.close()
+            worker.nr_conns -= 1
+
+    worker.handle_exit = close_idle_and_exit
+
     releases = "/srv/wsgi/releases/"
     sys.path[:] = release_path + [p for p in sys.path if not p.startswith(releases) and p not in release_path]
     os.chdir(release)
