@@ -1,0 +1,43 @@
+package ops
+
+import (
+	"testing"
+	"time"
+)
+
+func TestParseWrk(t *testing.T) {
+	out := `Running 10s test @ http://10.0.0.2/
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    12.01ms    3.10ms  80.22ms   91.00%
+    Req/Sec     2.67k   210.11     3.01k    70.00%
+  Latency Distribution
+     50%   11.50ms
+     75%   12.80ms
+     90%   14.00ms
+     99%    1.20s
+  53210 requests in 10.01s, 8.12MB read
+  Socket errors: connect 0, read 3, write 1, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec:   5315.68
+Transfer/sec:    830.20KB
+`
+	r, err := ParseWrk(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Result{Requests: 53210, RPS: 5315.68, P50: 11500 * time.Microsecond, P99: 1200 * time.Millisecond,
+		Max: 80220 * time.Microsecond, Non2xx: 7, Read: 3, Write: 1, Tmo: 2}
+	if r != want {
+		t.Errorf("got %+v\nwant %+v", r, want)
+	}
+	if r.Failed() != 13 || r.SocketErrors() != 6 {
+		t.Errorf("Failed %d, SocketErrors %d; want 13 and 6", r.Failed(), r.SocketErrors())
+	}
+	if _, err := ParseWrk("Requests/sec: 10\n"); err == nil {
+		t.Error("a report without a latency distribution was accepted")
+	}
+	if _, err := ParseWrk("garbage"); err == nil {
+		t.Error("garbage was accepted")
+	}
+}
