@@ -21,6 +21,11 @@ type Op struct {
 	Name    string
 	Cmd     string
 	Cleanup string
+	// ClosesIdleClients: the operation makes NGINX close its idle client keep-alive connections
+	// (an NGINX reload: its old workers do so at once). A client that sends its next request on
+	// one at that instant sees a read error, which no server setting prevents; those are
+	// reported, not counted as failed requests. HTTP errors still are.
+	ClosesIdleClients bool
 }
 
 // crashLoop breaks unit 2 (its app cannot be imported) and restarts it: it crash-loops until it
@@ -40,7 +45,7 @@ var All = []Op{
 	{Name: "systemctl reload wsgi@1 wsgi@2 wsgi@3 (HUP)", Cmd: "systemctl reload wsgi@1 wsgi@2 wsgi@3"},
 	{Name: "kill -9 of wsgi@2's Gunicorn master", Cmd: "kill -9 $(systemctl show -P MainPID wsgi@2.service)"},
 	{Name: "crash loop of wsgi@2 until its start limit", Cmd: crashLoop, Cleanup: crashLoopCleanup},
-	{Name: "systemctl reload nginx", Cmd: "systemctl reload nginx"},
+	{Name: "systemctl reload nginx", Cmd: "systemctl reload nginx", ClosesIdleClients: true},
 	{Name: "wsgi-ctl restart", Cmd: "wsgi-ctl restart"},
 	{Name: "wsgi-ctl reload", Cmd: "wsgi-ctl reload"},
 }
@@ -71,6 +76,14 @@ type Result struct {
 // Failed is the number of requests a client saw fail: an HTTP error or a request lost to a
 // socket error or time-out.
 func (r Result) Failed() int { return r.Non2xx + r.SocketErrors() }
+
+// FailedFor is Failed, less the read errors op is known to cause (see Op.ClosesIdleClients).
+func (r Result) FailedFor(op Op) int {
+	if op.ClosesIdleClients {
+		return r.Failed() - r.Read
+	}
+	return r.Failed()
+}
 
 // SocketErrors adds wrk's socket error counts.
 func (r Result) SocketErrors() int { return r.Connect + r.Read + r.Write + r.Tmo }

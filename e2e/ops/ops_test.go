@@ -41,3 +41,13 @@ Transfer/sec:    830.20KB
 		t.Error("garbage was accepted")
 	}
 }
+
+func TestFailedFor(t *testing.T) {
+	r := Result{Non2xx: 1, Read: 3, Tmo: 1}
+	if got := r.FailedFor(Op{}); got != 5 {
+		t.Errorf("FailedFor(plain op) = %d, want 5", got)
+	}
+	if got := r.FailedFor(Op{ClosesIdleClients: true}); got != 2 {
+		t.Errorf("FailedFor(NGINX reload) = %d, want 2: read errors are not counted, HTTP errors and time-outs are", got)
+	}
+}
