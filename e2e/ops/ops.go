@@ -172,6 +172,11 @@ func ParseWrk(out string) (Result, error) {
 			r.P99 = d
 		}
 	}
+	if r.Requests == 0 && totalRe.MatchString(out) {
+		// Nothing completed within the run (a setup far past its capacity): 0 req/s is the
+		// measurement, not a parse failure.
+		return r, nil
+	}
 	if r.P50 == 0 || r.P99 == 0 {
 		return r, fmt.Errorf("no latency distribution in wrk output (run it with --latency):\n%s", out)
 	}

@@ -37,6 +37,10 @@ Transfer/sec:    830.20KB
 	if _, err := ParseWrk("Requests/sec: 10\n"); err == nil {
 		t.Error("a report without a latency distribution was accepted")
 	}
+	none, err := ParseWrk("  Latency Distribution\n     50%    0.00us\n     99%    0.00us\n  0 requests in 6.08s, 0.00B read\nRequests/sec:      0.00\n")
+	if err != nil || none.Requests != 0 || none.RPS != 0 {
+		t.Errorf("a run where nothing completed: %+v, %v; want 0 requests and no error", none, err)
+	}
 	if _, err := ParseWrk("garbage"); err == nil {
 		t.Error("garbage was accepted")
 	}
