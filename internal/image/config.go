@@ -77,6 +77,11 @@ type Config struct {
 	HealthPath string `mapstructure:"health_path"`
 	// URL prefix NGINX serves from the release's static/ folder. Default "/static/".
 	StaticURL string `mapstructure:"static_url"`
+	// Address ranges of the load balancer: only a peer in one of them may set X-Forwarded-For and
+	// X-Forwarded-Proto; a direct client's are replaced by its own address and scheme. Default
+	// the private ranges ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"], which hold any VPC's
+	// range; set the load balancer's subnets to trust nothing else in the VPC.
+	TrustedProxyCIDRs []string `mapstructure:"trusted_proxy_cidrs"`
 
 	// The baked virtualenv. Default "/opt/wsgi/venv".
 	VenvDir string `mapstructure:"venv_dir"`
@@ -133,6 +138,7 @@ func (c *Config) Stack(family Family) Stack {
 		ClientMaxBodySize: c.ClientMaxBodySize,
 		HealthPath:        c.HealthPath,
 		StaticURL:         c.StaticURL,
+		TrustedProxyCIDRs: c.TrustedProxyCIDRs,
 		VenvDir:           c.VenvDir,
 		SrvDir:            c.SrvDir,
 		EtcDir:            c.EtcDir,

@@ -171,7 +171,7 @@ func TestInstallScriptHostileValues(t *testing.T) {
 		{"python", []string{"-m", "pip", "install", "--index-url", s.PipIndexURL, "--find-links", s.PipFindLinks, "gunicorn==" + s.GunicornVersion}},
 		{"install", []string{"-D", "-g", s.Group, s.GunicornConfig()}},
 		{"rm", []string{"-f", "/etc/nginx/sites-enabled/default"}},
-		{"systemctl", []string{"reload-or-restart", "nginx"}},
+		{"systemctl", []string{"restart", "nginx"}},
 	} {
 		if !called(want.name, want.args...) {
 			t.Errorf("no call %s with the arguments %q; calls:\n%q", want.name, want.args, calls)

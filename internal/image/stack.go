@@ -7,6 +7,7 @@ package image
 
 import (
 	"fmt"
+	"net/netip"
 	"path"
 	"regexp"
 	"slices"
@@ -97,6 +98,10 @@ type Stack struct {
 	ProxyReadTimeout  int
 	HealthPath        string
 	StaticURL         string
+	// TrustedProxyCIDRs are the address ranges of the load balancer in front of the instance:
+	// only a peer in one of them may set X-Forwarded-For and X-Forwarded-Proto. Default
+	// DefaultTrustedProxyCIDRs.
+	TrustedProxyCIDRs []string
 
 	// Paths. All absolute.
 	VenvDir  string // baked virtualenv with Gunicorn
@@ -105,6 +110,13 @@ type Stack struct {
 	RunDir   string // the UNIX sockets
 	ShareDir string // maintenance page
 }
+
+// DefaultTrustedProxyCIDRs are the private IPv4 ranges (RFC 1918). An AWS load balancer's nodes
+// take their addresses from the VPC's subnets, and the VPC's range is not known when the image is
+// baked; these ranges hold every usual VPC range, so the default works behind any ALB while a
+// client on the internet can never set the forwarded headers. Set trusted_proxy_cidrs to the
+// load balancer's subnets to also keep other hosts in the VPC from setting them.
+var DefaultTrustedProxyCIDRs = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
 
 // Default returns the documented defaults for a Debian/Ubuntu machine.
 func Default() Stack {
@@ -131,6 +143,7 @@ func Default() Stack {
 		ProxyReadTimeout:       60,
 		HealthPath:             "/healthz",
 		StaticURL:              "/static/",
+		TrustedProxyCIDRs:      slices.Clone(DefaultTrustedProxyCIDRs),
 		VenvDir:                "/opt/wsgi/venv",
 		SrvDir:                 "/srv/wsgi",
 		EtcDir:                 "/etc/wsgi",
@@ -189,6 +202,9 @@ func (s Stack) WithDefaults() Stack {
 	num(&s.ProxyReadTimeout, d.ProxyReadTimeout)
 	str(&s.HealthPath, d.HealthPath)
 	str(&s.StaticURL, d.StaticURL)
+	if s.TrustedProxyCIDRs == nil {
+		s.TrustedProxyCIDRs = d.TrustedProxyCIDRs
+	}
 	str(&s.VenvDir, d.VenvDir)
 	str(&s.SrvDir, d.SrvDir)
 	str(&s.EtcDir, d.EtcDir)
@@ -287,6 +303,19 @@ func (s Stack) Validate() report.Report {
 	}
 	if !urlPathRe.MatchString(s.StaticURL) || !strings.HasSuffix(s.StaticURL, "/") || s.StaticURL == "/" {
 		r.Add("static_url", "must be a URL path that ends in '/', such as /static/, got %q", s.StaticURL)
+	}
+
+	for i, c := range s.TrustedProxyCIDRs {
+		key := fmt.Sprintf("trusted_proxy_cidrs[%d]", i)
+		p, err := netip.ParsePrefix(c)
+		switch {
+		case err != nil:
+			r.Add(key, "must be an address range such as 10.0.0.0/16, got %q", c)
+		case p.Masked() != p:
+			r.Add(key, "has host bits set; the range is %s, got %q", p.Masked(), c)
+		case p.Bits() == 0:
+			r.Add(key, "%s trusts every address, so any client could set the forwarded headers; name the load balancer's range", c)
+		}
 	}
 
 	for _, p := range []struct{ key, v string }{

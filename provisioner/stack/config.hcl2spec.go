@@ -46,6 +46,7 @@ type FlatConfig struct {
 	ProxyReadTimeout    *int              `mapstructure:"proxy_read_timeout" cty:"proxy_read_timeout" hcl:"proxy_read_timeout"`
 	HealthPath          *string           `mapstructure:"health_path" cty:"health_path" hcl:"health_path"`
 	StaticURL           *string           `mapstructure:"static_url" cty:"static_url" hcl:"static_url"`
+	TrustedProxyCIDRs   []string          `mapstructure:"trusted_proxy_cidrs" cty:"trusted_proxy_cidrs" hcl:"trusted_proxy_cidrs"`
 	VenvDir             *string           `mapstructure:"venv_dir" cty:"venv_dir" hcl:"venv_dir"`
 	SrvDir              *string           `mapstructure:"srv_dir" cty:"srv_dir" hcl:"srv_dir"`
 	EtcDir              *string           `mapstructure:"etc_dir" cty:"etc_dir" hcl:"etc_dir"`
@@ -105,6 +106,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"proxy_read_timeout":         &hcldec.AttrSpec{Name: "proxy_read_timeout", Type: cty.Number, Required: false},
 		"health_path":                &hcldec.AttrSpec{Name: "health_path", Type: cty.String, Required: false},
 		"static_url":                 &hcldec.AttrSpec{Name: "static_url", Type: cty.String, Required: false},
+		"trusted_proxy_cidrs":        &hcldec.AttrSpec{Name: "trusted_proxy_cidrs", Type: cty.List(cty.String), Required: false},
 		"venv_dir":                   &hcldec.AttrSpec{Name: "venv_dir", Type: cty.String, Required: false},
 		"srv_dir":                    &hcldec.AttrSpec{Name: "srv_dir", Type: cty.String, Required: false},
 		"etc_dir":                    &hcldec.AttrSpec{Name: "etc_dir", Type: cty.String, Required: false},

@@ -35,7 +35,8 @@ func TestPrepareEveryKey(t *testing.T) {
 		"system_site_packages": true, "extra_packages": []string{"libpq5"},
 		"listen_port": 8080, "server_name": "shop.example.com", "client_max_body_size": "20m",
 		"proxy_read_timeout": 90, "health_path": "/up", "static_url": "/assets/",
-		"venv_dir": "/opt/shop/venv", "srv_dir": "/srv/shop", "etc_dir": "/etc/shop",
+		"trusted_proxy_cidrs": []string{"10.1.0.0/16"},
+		"venv_dir":            "/opt/shop/venv", "srv_dir": "/srv/shop", "etc_dir": "/etc/shop",
 		"run_dir": "/run/shop", "share_dir": "/usr/share/shop",
 		"image_hygiene": false, "wait_for_cloud_init": false, "staging_dir": "/var/tmp",
 		"execute_command": "doas {{.Command}}",
@@ -52,7 +53,8 @@ func TestPrepareEveryKey(t *testing.T) {
 		SystemSitePackages: true, ExtraPackages: []string{"libpq5"},
 		ListenPort: 8080, ServerName: "shop.example.com", ClientMaxBodySize: "20m",
 		ProxyReadTimeout: 90, HealthPath: "/up", StaticURL: "/assets/",
-		VenvDir: "/opt/shop/venv", SrvDir: "/srv/shop", EtcDir: "/etc/shop",
+		TrustedProxyCIDRs: []string{"10.1.0.0/16"},
+		VenvDir:           "/opt/shop/venv", SrvDir: "/srv/shop", EtcDir: "/etc/shop",
 		RunDir: "/run/shop", ShareDir: "/usr/share/shop",
 	}
 	if got := c.Stack(image.FamilyDnf); !reflect.DeepEqual(got, want) {
@@ -136,7 +138,7 @@ func TestValidationKeysAreHCLKeys(t *testing.T) {
 		"backlog": 0, "distro_family": "x", "python": "perl", "gunicorn_version": "latest",
 		"pip_index_url": "ftp://x", "pip_find_links": "a b", "extra_packages": []string{"-x"},
 		"listen_port": 0, "server_name": "'", "client_max_body_size": "big", "proxy_read_timeout": 0,
-		"health_path": "/", "static_url": "/", "venv_dir": "v", "srv_dir": "s", "etc_dir": "e",
+		"health_path": "/", "static_url": "/", "trusted_proxy_cidrs": []string{"0.0.0.0/0"}, "venv_dir": "v", "srv_dir": "s", "etc_dir": "e",
 		"run_dir": "r", "share_dir": "d", "staging_dir": "t", "execute_command": "x",
 	})
 	if err == nil {
