@@ -7,13 +7,18 @@ PACKER_VERSION  := v1.12.0
 BIN             := $(CURDIR)/bin
 PACKER          := $(BIN)/packer
 PACKER_SDC      := $(BIN)/packer-sdc
-HOST_PACKAGES   := systemd systemd-container nginx-light cloud-init mmdebstrap zstd dnsmasq-base nftables iproute2 wrk git curl ca-certificates
+HOST_PACKAGES   := systemd systemd-container nginx cloud-init mmdebstrap zstd dnsmasq-base nftables iproute2 wrk git curl ca-certificates
 E2E_TIMEOUT     ?= 75m
 E2E_RUN         ?= .
+# The Debian releases every e2e test runs on (harness.Releases); the first is the default.
+E2E_RELEASES    ?= trixie bookworm
+# e2e packages run side by side: each machine has its own subnet, name and nft table, moto
+# its own port, and the image cache its own locks; two fit the 2-core machine.
+E2E_PARALLEL    ?= 2
 
 export PACKER_CHECKPOINT_DISABLE := 1
 
-.PHONY: help build dev generate docs testacc release-check test unit validate vet plugin-check packer deps validate-example e2e e2e-builder demo bench-firstboot bench-stack clean
+.PHONY: help build dev generate docs testacc release-check test unit validate vet plugin-check packer deps validate-example e2e e2e-images e2e-builder demo bench-firstboot bench-stack clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -97,8 +102,11 @@ validate-example: build packer ## packer validate example.pkr.hcl and release.pk
 # the acceptance suite's clean-up sweep against moto (acceptance).
 E2E_PACKAGES := ./e2e/... ./builder/ ./acceptance/
 
-e2e: build packer ## end to end: real packer, nspawn machines, moto (root)
-	go test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' $(E2E_PACKAGES)
+e2e: build packer e2e-images ## end to end on each of E2E_RELEASES: real packer, nspawn machines, moto (root)
+	WSGI_E2E_RELEASES="$(E2E_RELEASES)" go test -tags e2e -count=1 -v -p $(E2E_PARALLEL) -timeout $(E2E_TIMEOUT) -run '$(E2E_RUN)' $(E2E_PACKAGES)
+
+e2e-images: ## build (or find cached) the base image of each of E2E_RELEASES, side by side, with their times
+	WSGI_E2E_RELEASES="$(E2E_RELEASES)" go test -tags e2e -count=1 -v -timeout 30m -run '^TestBaseImages$$' ./e2e/harness/
 
 e2e-builder: build packer ## the builder against moto: full builds, the fault table, SIGINT in every step
 	go test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) -run TestMoto ./builder/

@@ -196,7 +196,7 @@ data "wsgi-cloudinit" "shop" {
 
 source "wsgi-ami" "acc" {
   region                  = %[1]q
-  source_ami              = "resolve:ssm:/aws/service/debian/release/12/latest/amd64"
+  source_ami              = "resolve:ssm:/aws/service/debian/release/13/latest/amd64"
   instance_type           = "t3.small"
   fallback_instance_types = ["t3a.small", "m6i.large"]
   ssh_username            = "admin"

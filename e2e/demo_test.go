@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/demo"
+	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
 )
 
 // TestDemo runs `make demo`'s path: wsgi-ami against moto with its SSH session on the local
@@ -16,9 +17,11 @@ import (
 // wsgi-launch-template with an instance refresh; then an instance of the golden image, booted
 // with the user data read back from the launch template's new default version, must answer
 // from every unit.
-func TestDemo(t *testing.T) {
+func TestDemo(t *testing.T) { harness.ForEachRelease(t, testDemo) }
+
+func testDemo(t *testing.T, release harness.Release) {
 	ctx, log, _ := begin(t, 20*time.Minute)
-	res, err := demo.Run(ctx, demo.Options{Log: log, WorkDir: t.TempDir()})
+	res, err := demo.Run(ctx, demo.Options{Log: log, WorkDir: t.TempDir(), Release: release})
 	if err != nil {
 		t.Fatal(err)
 	}

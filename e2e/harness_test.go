@@ -61,11 +61,13 @@ var shellTemplate = nullTemplate(`  provisioner "shell" {
 // with an SSH seed, the real packer over SSH with apt reaching Debian's
 // mirror through the host's NAT, a snapshot, and two new instances of the
 // snapshot booted side by side.
-func TestHarness(t *testing.T) {
+func TestHarness(t *testing.T) { harness.ForEachRelease(t, testHarness) }
+
+func testHarness(t *testing.T, release harness.Release) {
 	ctx, log, repoRoot := begin(t, 25*time.Minute)
 
 	start := time.Now()
-	img, err := harness.BaseImage(ctx, "", log)
+	img, err := harness.BaseImage(ctx, release, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,10 +124,10 @@ func TestHarness(t *testing.T) {
 		t.Fatalf("packer build: %v", err)
 	}
 	for _, want := range []string{
-		"build-host",                 // uname -a shows the meta-data hostname
-		"GNU/Linux",                  // uname -a
-		"running",                    // systemctl is-system-running --wait
-		"bookworm-updates InRelease", // sudo apt-get update reached the mirror
+		"build-host",                         // uname -a shows the meta-data hostname
+		"GNU/Linux",                          // uname -a
+		"running",                            // systemctl is-system-running --wait
+		release.Suite + "-updates InRelease", // sudo apt-get update reached the mirror
 		"Reading package lists...",
 		"Builds finished. The artifacts of successful builds are:",
 	} {
@@ -184,7 +186,7 @@ func TestHarness(t *testing.T) {
 		t.Errorf("both instances got address %s", machines[0].IP())
 	}
 	for i, m := range machines {
-		checkInstance(ctx, t, m, ids[i])
+		checkInstance(ctx, t, release, m, ids[i])
 	}
 
 	// A boot whose cloud-init fails is an error that says why, and
@@ -214,7 +216,7 @@ func TestHarness(t *testing.T) {
 
 // checkInstance asserts that a machine booted from the snapshot is a new
 // instance to cloud-init, kept what the build did, and reaches the mirror.
-func checkInstance(ctx context.Context, t *testing.T, m *harness.Machine, id string) {
+func checkInstance(ctx context.Context, t *testing.T, release harness.Release, m *harness.Machine, id string) {
 	t.Helper()
 	exec := func(cmd ...string) string {
 		t.Helper()
@@ -241,11 +243,11 @@ func checkInstance(ctx context.Context, t *testing.T, m *harness.Machine, id str
 	}
 	// The build's work survived into the image: its user and apt lists.
 	exec("id", "packer")
-	if got := exec("sh", "-c", "ls /var/lib/apt/lists/ | grep -c bookworm-updates"); got == "0" {
+	if got := exec("sh", "-c", "ls /var/lib/apt/lists/ | grep -c "+release.Suite+"-updates"); got == "0" {
 		t.Errorf("%s: apt lists from the build are missing", m.Name())
 	}
 	if got := exec("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-		"http://deb.debian.org/debian/dists/bookworm/Release"); got != "200" {
+		"http://deb.debian.org/debian/dists/"+release.Suite+"/Release"); got != "200" {
 		t.Errorf("%s: mirror answered %q, want 200", m.Name(), got)
 	}
 }

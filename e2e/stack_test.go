@@ -52,11 +52,13 @@ var pipBody = fmt.Sprintf(`    sockets          = %d
 // snapshots it as the golden image, proves a second build changes nothing, and checks a fresh
 // boot of the golden image before and after a release is placed. It also bakes once with the
 // distribution's Gunicorn.
-func TestStack(t *testing.T) {
+func TestStack(t *testing.T) { harness.ForEachRelease(t, testStack) }
+
+func testStack(t *testing.T, release harness.Release) {
 	ctx, log, repoRoot := begin(t, 35*time.Minute)
 	scratch := t.TempDir()
 
-	img, err := harness.BaseImage(ctx, "", log)
+	img, err := harness.BaseImage(ctx, release, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,9 +84,9 @@ func TestStack(t *testing.T) {
 	}
 	t.Logf("CHECK packer build (null + wsgi-stack, pip Gunicorn %s from the local index): %v", pinnedVersion, took.Round(100*time.Millisecond))
 	for _, want := range []string{
-		"Detected Debian GNU/Linux 12 (bookworm): apt family",
+		"Detected Debian GNU/Linux " + release.Version + " (" + release.Suite + "): apt family",
 		"[1/8] packages", "[4/8] python venv /opt/wsgi/venv", "[8/8] done",
-		"gunicorn " + pinnedVersion + " on python 3.11",
+		"gunicorn " + pinnedVersion + " on python " + release.Python,
 		"[1/2] image hygiene", "[2/2] image hygiene done",
 	} {
 		if !strings.Contains(out, want) {

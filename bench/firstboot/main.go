@@ -123,7 +123,7 @@ func run(ctx context.Context, o options) (err error) {
 	}
 
 	// Flask and Django in the base image, as in the e2e tests, so the image cache is shared.
-	base, err := harness.BaseImage(ctx, "", log, harness.WithPackages("python3-flask", "python3-django"))
+	base, err := harness.BaseImage(ctx, harness.DefaultRelease, log)
 	if err != nil {
 		return err
 	}

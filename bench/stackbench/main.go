@@ -96,7 +96,7 @@ func run(ctx context.Context, o options) error {
 	golden := o.golden
 	if golden == "" {
 		start := time.Now()
-		base, err := harness.BaseImage(ctx, "", log)
+		base, err := harness.BaseImage(ctx, harness.DefaultRelease, log)
 		if err != nil {
 			return err
 		}

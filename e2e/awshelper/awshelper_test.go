@@ -9,14 +9,10 @@ package awshelpere2e
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"github.com/wsgi-ami/packer-plugin-wsgi/internal/quote"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -30,14 +26,12 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/autoscaling"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
-	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/awsproxy"
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/quote"
 )
 
 const region = "eu-west-1"
@@ -130,56 +124,20 @@ func newIMDS(t *testing.T, instanceID string) *imds {
 
 // ---------------------------------------------------------------- putting things into moto
 
-// signedCall sends one request to moto itself, signed as the SDKs do, for the services this
-// module has no SDK client for (S3, Secrets Manager).
-func signedCall(t *testing.T, service, method, path string, header http.Header, body []byte) []byte {
-	t.Helper()
-	req, err := http.NewRequest(method, moto.URL+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	sum := sha256.Sum256(body)
-	hash := hex.EncodeToString(sum[:])
-	if service == "s3" {
-		req.Header.Set("X-Amz-Content-Sha256", hash)
-	}
-	creds := aws.Credentials{AccessKeyID: "testing", SecretAccessKey: "testing"}
-	signer := v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = service == "s3" })
-	if err := signer.SignHTTP(context.Background(), creds, req, hash, service, region, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode/100 != 2 {
-		t.Fatalf("%s %s %s: %s\n%s", service, method, path, resp.Status, out)
-	}
-	return out
-}
-
 func putObject(t *testing.T, bucket, key string, data []byte) {
 	t.Helper()
-	signedCall(t, "s3", http.MethodPut, "/"+bucket, nil,
-		[]byte(`<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LocationConstraint>`+region+`</LocationConstraint></CreateBucketConfiguration>`))
-	signedCall(t, "s3", http.MethodPut, "/"+bucket+"/"+(&url.URL{Path: key}).EscapedPath(), nil, data)
+	if err := moto.PutObject(context.Background(), region, bucket, key, data); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func createSecret(t *testing.T, name, value string) (arn string) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]string{"Name": name, "SecretString": value})
-	out := signedCall(t, "secretsmanager", http.MethodPost, "/", http.Header{
-		"Content-Type": {"application/x-amz-json-1.1"}, "X-Amz-Target": {"secretsmanager.CreateSecret"}}, body)
-	var doc struct{ ARN string }
-	if err := json.Unmarshal(out, &doc); err != nil || doc.ARN == "" {
-		t.Fatalf("CreateSecret: %v %s", err, out)
+	arn, err := moto.CreateSecret(context.Background(), region, name, value)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return doc.ARN
+	return arn
 }
 
 func access(t *testing.T) (awscfg.AccessConfig, aws.Config) {
@@ -198,10 +156,7 @@ func access(t *testing.T) (awscfg.AccessConfig, aws.Config) {
 
 func putSecureString(t *testing.T, name, value string) {
 	t.Helper()
-	a, cfg := access(t)
-	_, err := a.NewSSM(cfg).PutParameter(context.Background(), &ssm.PutParameterInput{
-		Name: aws.String(name), Value: aws.String(value), Type: ssmtypes.ParameterTypeSecureString})
-	if err != nil {
+	if err := moto.PutSecureString(context.Background(), region, name, value); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -55,11 +55,7 @@ const (
 	shareAccount = "123456789012"
 	// debianAlias is the public SSM parameter a real build resolves; the emulator has no
 	// Debian images, so the demo puts one of its own images behind the same name.
-	debianAlias = "/aws/service/debian/release/12/latest/amd64"
-	// artifactAddr serves the app's release archive to the instances. It is the instance
-	// metadata address, added to the host's loopback for the run: every machine routes to it
-	// through its gateway, wherever the harness put that machine.
-	artifactAddr = "169.254.169.254"
+	debianAlias = "/aws/service/debian/release/13/latest/amd64"
 )
 
 // Options tune a run.
@@ -70,6 +66,8 @@ type Options struct {
 	Keep bool
 	// WorkDir holds the run's files (default: a temporary folder, removed at the end).
 	WorkDir string
+	// Release is the Debian release of the instances (default harness.DefaultRelease).
+	Release harness.Release
 }
 
 // Result is what a run proved.
@@ -122,7 +120,10 @@ func Run(ctx context.Context, opts Options) (res *Result, err error) {
 		if r.work, err = os.MkdirTemp("", "wsgi-demo-"); err != nil {
 			return nil, err
 		}
-		r.defer_(func() { os.RemoveAll(r.work) })
+		// Also on Ctrl-C, after the harness has closed the machines whose folders are in it.
+		work := r.work
+		untrack := harness.AtInterrupt(func() { os.RemoveAll(work) })
+		r.defer_(func() { untrack(); os.RemoveAll(work) })
 	}
 	if err := r.all(ctx); err != nil {
 		return r.res, err
@@ -187,8 +188,7 @@ func (r *run) all(ctx context.Context) error {
 		{"Debian base image (the stock AMI)", func() (err error) {
 			// Django comes with the base image: the distribution's package cannot be installed
 			// inside an nspawn machine (tzdata cannot replace the /etc/localtime nspawn binds).
-			// The same package set as the first-boot e2e test, so the two share one cached image.
-			base, err = harness.BaseImage(ctx, "", r.opts.Log, harness.WithPackages("python3-flask", "python3-django"))
+			base, err = harness.BaseImage(ctx, r.opts.Release, r.opts.Log)
 			return err
 		}},
 		{"AWS APIs on moto, behind a local proxy", func() error {
@@ -226,7 +226,7 @@ func (r *run) all(ctx context.Context) error {
 			proxy.Intercept(authorizeImportedKey(ctx, build, "admin"))
 			return nil
 		}},
-		{"release archive of the sample Django app on " + artifactAddr, func() (err error) {
+		{"release archive of the sample Django app, on loopback, published to the machines", func() (err error) {
 			appURL, appSHA, err = r.serveApp(ctx)
 			return err
 		}},
@@ -358,20 +358,23 @@ What to try next (make demo KEEP=1 keeps the instance running until Ctrl-C):
 `, r.res.URL, r.res.InstanceLeader)
 }
 
-// serveApp packs the sample app, serves it on the metadata address for the rest of the run,
-// and returns its URL and sha256.
+// serveApp packs the sample app, serves it on loopback for the rest of the run, publishes it
+// to the machines, and returns the URL they fetch it from and its sha256.
 func (r *run) serveApp(ctx context.Context) (string, string, error) {
 	archive, err := tarGz(shopApp, "shop")
 	if err != nil {
 		return "", "", err
 	}
 	sum := sha256.Sum256(archive)
-	if out, err := exec.CommandContext(ctx, "ip", "addr", "replace", artifactAddr+"/32", "dev", "lo").CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("ip addr add %s dev lo: %w: %s", artifactAddr, err, out)
-	}
-	r.defer_(func() { _ = exec.Command("ip", "addr", "del", artifactAddr+"/32", "dev", "lo").Run() })
-	ln, err := net.Listen("tcp", artifactAddr+":0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
+		return "", "", err
+	}
+	// The harness rewrites a machine's traffic to the published address into this loopback
+	// port (DNAT on the machine's own link): no address is added to the host.
+	base, err := harness.Publish("http://" + ln.Addr().String())
+	if err != nil {
+		ln.Close()
 		return "", "", err
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -384,7 +387,7 @@ func (r *run) serveApp(ctx context.Context) (string, string, error) {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	r.defer_(func() { _ = srv.Close() })
-	return fmt.Sprintf("http://%s/releases/shop-1.0.0.tar.gz", ln.Addr()), hex.EncodeToString(sum[:]), nil
+	return base + "/releases/shop-1.0.0.tar.gz", hex.EncodeToString(sum[:]), nil
 }
 
 // tarGz packs dir of fsys as a reproducible gzip tar archive with paths relative to dir.

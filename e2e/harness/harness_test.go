@@ -139,46 +139,98 @@ func TestParseLease(t *testing.T) {
 }
 
 func TestImageSpecKey(t *testing.T) {
-	base := newImageSpec(nil)
-	if base.key() != newImageSpec(nil).key() {
-		t.Error("same inputs gave different keys")
+	base := newImageSpec(Release{}, nil)
+	if base.key() != newImageSpec(DefaultRelease, nil).key() {
+		t.Error("the zero Release is not DefaultRelease")
 	}
-	a := newImageSpec([]ImageOption{WithPackages("python3-flask", "python3-django")})
-	b := newImageSpec([]ImageOption{WithPackages("python3-django"), WithPackages("python3-flask", "curl")})
+	if base.key() == newImageSpec(Bookworm, nil).key() {
+		t.Error("another release did not change the key")
+	}
+	a := newImageSpec(Trixie, []ImageOption{WithPackages("nginx", "wrk")})
+	b := newImageSpec(Trixie, []ImageOption{WithPackages("wrk"), WithPackages("nginx", "curl")})
 	if a.key() != b.key() {
 		t.Error("package order or duplicates changed the key")
 	}
 	if a.key() == base.key() {
 		t.Error("extra packages did not change the key")
 	}
-	if m := newImageSpec([]ImageOption{WithMirror("http://mirror.example/debian", "")}); m.key() == base.key() {
+	if again := newImageSpec(Trixie, []ImageOption{WithPackages(testAppPackages...)}); again.key() != base.key() {
+		t.Error("asking for packages the base already has changed the key")
+	}
+	if m := newImageSpec(Trixie, []ImageOption{WithMirror("http://mirror.example/debian", "")}); m.key() == base.key() {
 		t.Error("another mirror did not change the key")
 	}
+	if c := newImageSpec(Trixie, []ImageOption{WithCacheDir("/elsewhere")}); c.key() != base.key() {
+		t.Error("the cache folder changed the key")
+	}
 
-	args := a.mmdebstrapArgs("/out.tar.zst")
-	include := ""
-	for _, arg := range args {
-		if v, ok := strings.CutPrefix(arg, "--include="); ok {
-			include = v
+	for _, r := range []Release{Trixie, Bookworm} {
+		args := newImageSpec(r, nil).mmdebstrapArgs("/out.tar.zst")
+		include := ""
+		for _, arg := range args {
+			if v, ok := strings.CutPrefix(arg, "--include="); ok {
+				include = v
+			}
+		}
+		pkgs := strings.Split(include, ",")
+		// What Debian's EC2 image has, and what the tests' apps cannot install in nspawn.
+		for _, p := range []string{"systemd", "cloud-init", "locales", "openssh-server", "sudo", "curl", "ca-certificates",
+			"awscli", "python3-flask", "python3-django"} {
+			if !slices.Contains(pkgs, p) {
+				t.Errorf("%s: --include lacks %s: %s", r, p, include)
+			}
+		}
+		// What Debian's EC2 image does not have: a test must get it through the product.
+		for _, p := range []string{"git", "nginx", "nginx-light", "gunicorn", "python3-gunicorn"} {
+			if slices.Contains(pkgs, p) {
+				t.Errorf("%s: --include has %s, which Debian's EC2 image lacks: %s", r, p, include)
+			}
+		}
+		tail := args[len(args)-5:]
+		want := []string{
+			r.Suite, "/out.tar.zst",
+			"deb http://deb.debian.org/debian " + r.Suite + " main",
+			"deb http://deb.debian.org/debian " + r.Suite + "-updates main",
+			"deb http://deb.debian.org/debian-security " + r.Suite + "-security main",
+		}
+		if os.Getenv("WSGI_E2E_MIRROR") == "" && os.Getenv("WSGI_E2E_SECURITY_MIRROR") == "" && !slices.Equal(tail, want) {
+			t.Errorf("%s: suite, output and sources: got %q, want %q", r, tail, want)
+		}
+		if n := strings.Count(strings.Join(args, "\n"), "--customize-hook="); n != len(imageHooks) {
+			t.Errorf("%s: customize hooks: got %d, want %d", r, n, len(imageHooks))
 		}
 	}
-	for _, p := range []string{"systemd", "cloud-init", "locales", "openssh-server", "python3-flask", "python3-django"} {
-		if !slices.Contains(strings.Split(include, ","), p) {
-			t.Errorf("--include lacks %s: %s", p, include)
+}
+
+func TestParseReleases(t *testing.T) {
+	for _, tc := range []struct {
+		in, want, err string
+	}{
+		{"", "trixie", ""},
+		{"  ", "trixie", ""},
+		{"bookworm", "bookworm", ""},
+		{"trixie bookworm", "trixie,bookworm", ""},
+		{"bookworm,trixie,bookworm", "bookworm,trixie", ""},
+		{"trixie sid", "", `WSGI_E2E_RELEASES: release "sid": want one of trixie, bookworm`},
+	} {
+		got, err := parseReleases(tc.in)
+		if tc.err != "" {
+			if err == nil || err.Error() != tc.err {
+				t.Errorf("parseReleases(%q): error %v, want %q", tc.in, err, tc.err)
+			}
+			continue
 		}
-	}
-	tail := args[len(args)-5:]
-	want := []string{
-		"bookworm", "/out.tar.zst",
-		"deb http://deb.debian.org/debian bookworm main",
-		"deb http://deb.debian.org/debian bookworm-updates main",
-		"deb http://deb.debian.org/debian-security bookworm-security main",
-	}
-	if os.Getenv("WSGI_E2E_MIRROR") == "" && os.Getenv("WSGI_E2E_SECURITY_MIRROR") == "" && !slices.Equal(tail, want) {
-		t.Errorf("suite, output and sources: got %q, want %q", tail, want)
-	}
-	if n := strings.Count(strings.Join(args, "\n"), "--customize-hook="); n != len(imageHooks) {
-		t.Errorf("customize hooks: got %d, want %d", n, len(imageHooks))
+		if err != nil {
+			t.Errorf("parseReleases(%q): %v", tc.in, err)
+			continue
+		}
+		var names []string
+		for _, r := range got {
+			names = append(names, r.Suite)
+		}
+		if strings.Join(names, ",") != tc.want {
+			t.Errorf("parseReleases(%q) = %v, want %s", tc.in, names, tc.want)
+		}
 	}
 }
 

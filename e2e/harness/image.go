@@ -17,22 +17,40 @@ import (
 	"time"
 )
 
-// Suite is the Debian release of every image the harness builds.
-const Suite = "bookworm"
-
 // imageFormat changes whenever the way an image is built changes in a way
 // the spec below does not capture, so old cache entries stop matching.
-const imageFormat = 1
+const imageFormat = 2
 
-// BasePackages are installed in every base image. systemd, dbus and
-// systemd-resolved make a bootable machine under nspawn; locales is needed
-// because cloud-init's locale module fails without it; python3 and git are
-// there for the later tests' apps.
-var BasePackages = []string{
-	"ca-certificates", "cloud-init", "curl", "dbus", "git", "iproute2", "locales",
-	"netbase", "openssh-server", "procps", "python3", "sudo", "systemd",
-	"systemd-resolved", "systemd-sysv",
-}
+// BasePackages are installed in every base image, the same for every
+// release. The image stands in for Debian's published EC2 image, so it
+// carries what that image's build (debian-cloud-images: its CLOUD, EC2 and
+// EXTRAS package classes) installs and nothing a test would like to find
+// there: awscli, cloud-init, cloud-guest-utils, amazon-ec2-utils,
+// openssh-server, sudo, curl, ca-certificates, less; and NOT git, which
+// Debian's EC2 image lacks: a test whose app comes from git must install it
+// through the product (wsgi-stack), as a user on AWS would have to.
+//
+// Beyond that: systemd, systemd-sysv, dbus, systemd-resolved (Debian's cloud
+// images enable resolved), iproute2, netbase and procps make a machine that
+// boots under nspawn (the kernel, grub and growroot of the real image do not
+// apply); locales with one generated UTF-8 locale stands in for the real
+// image's locales-all, without which cloud-init's locale module fails.
+//
+// testAppPackages are not in Debian's image: the tests' Flask and Django
+// apps need them and they cannot be installed inside an nspawn machine
+// (python3-django pulls tzdata, whose postinst cannot replace the
+// /etc/localtime that nspawn bind-mounts), so they are preinstalled here and
+// a bake's `extra_packages` finds them already there. mmdebstrap installs no
+// Recommends, so Django's are named: what `apt-get install python3-django`
+// would bring on an instance (on trixie the admin's jquery is a dangling
+// symlink without libjs-jquery, and collectstatic fails).
+var BasePackages = append([]string{
+	"amazon-ec2-utils", "awscli", "ca-certificates", "cloud-guest-utils", "cloud-init",
+	"curl", "dbus", "iproute2", "less", "locales", "netbase", "openssh-server",
+	"procps", "python3", "sudo", "systemd", "systemd-resolved", "systemd-sysv",
+}, testAppPackages...)
+
+var testAppPackages = []string{"libjs-jquery", "python3-django", "python3-flask", "python3-tz"}
 
 // mmdebstrap customize hooks, run in order with the root as "$1".
 var imageHooks = []string{
@@ -48,6 +66,11 @@ var imageHooks = []string{
 
 // ImageOption changes what BaseImage builds.
 type ImageOption func(*imageSpec)
+
+// WithCacheDir sets the image cache folder (default DefaultCacheDir).
+func WithCacheDir(dir string) ImageOption {
+	return func(s *imageSpec) { s.cacheDir = dir }
+}
 
 // WithPackages adds Debian packages to the image, for example a variant
 // with python3-flask preinstalled. The cache key includes them.
@@ -79,14 +102,17 @@ type imageSpec struct {
 	Sources  []string `json:"sources"`
 	Hooks    []string `json:"hooks"`
 
-	mirror, securityMirror string
+	mirror, securityMirror, cacheDir string
 }
 
-func newImageSpec(opts []ImageOption) imageSpec {
+func newImageSpec(release Release, opts []ImageOption) imageSpec {
+	if release.Suite == "" {
+		release = DefaultRelease
+	}
 	s := imageSpec{
 		Format:         imageFormat,
 		Variant:        "apt",
-		Suite:          Suite,
+		Suite:          release.Suite,
 		Packages:       slices.Clone(BasePackages),
 		Hooks:          slices.Clone(imageHooks),
 		mirror:         envOr("WSGI_E2E_MIRROR", "http://deb.debian.org/debian"),
@@ -127,14 +153,17 @@ func (s imageSpec) mmdebstrapArgs(out string) []string {
 	return append(args, s.Sources...)
 }
 
-// BaseImage returns the path of a Debian bookworm root file system tarball
-// (.tar.zst) built with mmdebstrap, building it first unless the cache
-// already holds one with the same inputs (packages, sources, hooks). A
-// build takes about a minute and writes its full log next to the image;
-// progress lines go to log (may be nil). cacheDir "" means DefaultCacheDir.
-// Concurrent callers, in this process or another, build an image once.
+// BaseImage returns the path of a root file system tarball (.tar.zst) of
+// the Debian release built with mmdebstrap (the zero Release means
+// DefaultRelease), building it first unless the cache already holds one
+// with the same inputs (release, packages, sources, hooks). A build takes
+// one to two minutes and writes its full log next to the image; progress
+// lines go to log (may be nil). Concurrent callers, in this process or
+// another, build an image once; different releases build side by side.
 // Delete the cache folder to pick up newer Debian packages.
-func BaseImage(ctx context.Context, cacheDir string, log io.Writer, opts ...ImageOption) (string, error) {
+func BaseImage(ctx context.Context, release Release, log io.Writer, opts ...ImageOption) (string, error) {
+	spec := newImageSpec(release, opts)
+	cacheDir := spec.cacheDir
 	if cacheDir == "" {
 		d, err := DefaultCacheDir()
 		if err != nil {
@@ -145,7 +174,6 @@ func BaseImage(ctx context.Context, cacheDir string, log io.Writer, opts ...Imag
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
 		return "", fmt.Errorf("base image: %w", err)
 	}
-	spec := newImageSpec(opts)
 	key := spec.key()
 	out := filepath.Join(cacheDir, fmt.Sprintf("debian-%s-%s.tar.zst", spec.Suite, key))
 
@@ -199,7 +227,22 @@ func BaseImage(ctx context.Context, cacheDir string, log io.Writer, opts ...Imag
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Run(); err != nil {
+	if err := cmd.Start(); err != nil {
+		return "", fmt.Errorf("base image: mmdebstrap: %w", err)
+	}
+	// Its own process group gets no terminal Ctrl-C: stop it, and clear
+	// its folder, when a signal stops this process.
+	untrack := AtInterrupt(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		for i := 0; i < 100 && syscall.Kill(-cmd.Process.Pid, 0) == nil; i++ {
+			time.Sleep(100 * time.Millisecond) // until the whole group is gone
+		}
+		_ = unmountUnder(work)
+		_ = removeTree(work)
+	})
+	err = cmd.Wait()
+	untrack()
+	if err != nil {
 		// Children (dpkg in the chroot) may outlive a failed mmdebstrap.
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		return "", fmt.Errorf("base image: mmdebstrap: %w:\n%s", err, tailFile(buildLog, 30))
@@ -210,7 +253,7 @@ func BaseImage(ctx context.Context, cacheDir string, log io.Writer, opts ...Imag
 	// A readable record of what the hash stands for.
 	desc, _ := json.MarshalIndent(spec, "", "  ")
 	_ = os.WriteFile(strings.TrimSuffix(out, ".tar.zst")+".json", append(desc, '\n'), 0o644)
-	logf(log, "built base image in %s", time.Since(start).Round(100*time.Millisecond))
+	logf(log, "built base image %s in %s", spec.Suite, time.Since(start).Round(100*time.Millisecond))
 	return out, nil
 }
 

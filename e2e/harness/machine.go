@@ -54,6 +54,11 @@ type BootOptions struct {
 	// image skip the unpacking. Boot falls back to unpacking by itself
 	// when the overlay cannot be mounted.
 	Unpack bool
+	// Metadata is what the machine's instance metadata service (IMDSv2,
+	// at MetadataAddr as the machine sees it) serves besides InstanceID
+	// and UserData: region, role credentials, identity. Cloud-init still
+	// reads the NoCloud seed; the IMDS is for the software on the machine.
+	Metadata Metadata
 	// AllowCloudInitErrors makes Boot return the machine even when
 	// cloud-init reported errors (WaitCloudInit still returns them).
 	AllowCloudInitErrors bool
@@ -78,6 +83,7 @@ type Machine struct {
 	leader    int           // PID of systemd inside, as seen from the host
 	ip        string
 	net       *hostNet
+	imds      *IMDS
 	closeOnce sync.Once
 }
 
@@ -176,10 +182,18 @@ func Boot(ctx context.Context, opts BootOptions) (m *Machine, err error) {
 	if err := writeSeed(m.root, opts.UserData, opts.InstanceID, opts.Hostname); err != nil {
 		return nil, fmt.Errorf("boot %s: %w", m.name, err)
 	}
+	imds, err := startIMDS(opts.Metadata, opts.InstanceID, opts.UserData, m.IP)
+	if err != nil {
+		return nil, fmt.Errorf("boot %s: %w", m.name, err)
+	}
+	m.mu.Lock()
+	m.imds = imds
+	m.mu.Unlock()
 	hn, err := allocSubnet(m.name, dir)
 	if err != nil {
 		return nil, fmt.Errorf("boot %s: %w", m.name, err)
 	}
+	hn.imdsPort = imds.Port()
 	m.mu.Lock()
 	m.net = hn
 	m.mu.Unlock()
@@ -353,6 +367,40 @@ func (m *Machine) Gateway() string {
 	return m.net.gateway.String()
 }
 
+// IMDS is the machine's instance metadata service: what it serves and
+// the requests it answered.
+func (m *Machine) IMDS() *IMDS {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.imds
+}
+
+// HostResources are what a machine holds on the host while it lives, for
+// checking from another process that a machine left nothing behind.
+type HostResources struct {
+	Nspawn, Dnsmasq int    // PIDs
+	Link, Table     string // ve-NAME, and its nft table (family ip)
+	Dir, StateFile  string
+	IMDSAddr        string // 127.0.0.1:PORT
+}
+
+// Resources lists what the machine holds on the host.
+func (m *Machine) Resources() HostResources {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := HostResources{Link: ifName(m.name), Table: nftTable(m.name), Dir: m.dir, StateFile: stateFile(m.name)}
+	if m.nspawn != nil && m.nspawn.Process != nil {
+		r.Nspawn = m.nspawn.Process.Pid
+	}
+	if m.net != nil && m.net.dnsmasq != nil && m.net.dnsmasq.Process != nil {
+		r.Dnsmasq = m.net.dnsmasq.Process.Pid
+	}
+	if m.imds != nil {
+		r.IMDSAddr = m.imds.Addr()
+	}
+	return r
+}
+
 // Leader is the PID, as the host sees it, of systemd inside the machine: what `nsenter -t` takes.
 func (m *Machine) Leader() int {
 	m.mu.Lock()
@@ -421,8 +469,12 @@ func (m *Machine) WaitCloudInit(ctx context.Context) error {
 				return fmt.Errorf("cloud-init on %s: result.json: %w", m.name, err)
 			}
 			if len(r.V1.Errors) > 0 {
-				return fmt.Errorf("%s: %w: %s\n/var/log/cloud-init-output.log:\n%s", m.name, ErrCloudInit,
-					strings.Join(r.V1.Errors, "; "), tailFile(filepath.Join(m.root, "var/log/cloud-init-output.log"), 30))
+				// What failed says why in the journal more often than in cloud-init's output.
+				jctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				journal, _, _ := m.Exec(jctx, "journalctl", "-b", "--no-pager", "-o", "short-monotonic", "-p", "warning", "-n", "25")
+				cancel()
+				return fmt.Errorf("%s: %w: %s\n/var/log/cloud-init-output.log:\n%s\njournal (warnings and worse):\n%s", m.name, ErrCloudInit,
+					strings.Join(r.V1.Errors, "; "), tailFile(filepath.Join(m.root, "var/log/cloud-init-output.log"), 30), strings.TrimSpace(journal))
 			}
 			return nil
 		}
@@ -490,7 +542,7 @@ func (m *Machine) Snapshot(ctx context.Context, outTar string) error {
 }
 
 // Close stops the machine and undoes everything Boot made: the container,
-// dnsmasq, the nft table, the host address and link, ip_forward (if a
+// dnsmasq, the IMDS server, the nft table, the host address and link, ip_forward (if a
 // harness turned it on and no other machine needs it), the subnet lock and
 // the machine's folder. It is safe to call twice and from several
 // goroutines; later calls wait for the first. Failures are written to the
@@ -503,10 +555,13 @@ func (m *Machine) Close() {
 			logf(m.log, "%v", err)
 		}
 		m.mu.Lock()
-		hn := m.net
+		hn, imds := m.net, m.imds
 		m.mu.Unlock()
 		if hn != nil {
 			_ = hn.teardown(m.log)
+		}
+		if imds != nil {
+			imds.close()
 		}
 		if err := unmountUnder(m.dir); err != nil {
 			logf(m.log, "close %s: %v", m.name, err)

@@ -36,8 +36,13 @@ type hostNet struct {
 	dnsmasq  *exec.Cmd
 	dnsDone  chan struct{}
 	forward  bool // this machine turned ip_forward on
-	setupErr error
+	imdsPort int  // the machine's IMDS on 127.0.0.1
+	isReady  bool // rules written; guarded by pubMu
 }
+
+// ready reports whether setup has written the machine's nft rules. The
+// caller holds pubMu.
+func (h *hostNet) ready() bool { return h.isReady }
 
 // ifName is the host side of nspawn's --network-veth link.
 func ifName(machine string) string { return "ve-" + machine }
@@ -105,22 +110,66 @@ func (h *hostNet) setup(ctx context.Context, workDir string, alive func() bool) 
 	if _, err := run(ctx, "ip", "link", "set", h.ifname, "up"); err != nil {
 		return fmt.Errorf("network: %w", err)
 	}
-	rules := fmt.Sprintf(`table ip %s {
-	chain postrouting {
-		type nat hook postrouting priority srcnat; policy accept;
-		ip saddr %s ip daddr != %s masquerade
+	// DNAT to 127.0.0.1 is dropped as martian unless the link allows
+	// loopback destinations; the setting goes with the link.
+	if err := os.WriteFile(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/route_localnet", h.ifname), []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("network: route_localnet: %w", err)
 	}
-}
-`, h.table, h.subnet, h.subnet)
-	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("network: nft: %w: %s", err, out)
+	pubMu.Lock()
+	defer pubMu.Unlock()
+	if err := nftApply(ctx, h.rules(published)); err != nil {
+		return fmt.Errorf("network: %w", err)
 	}
+	h.isReady = true
 	if err := h.enableForward(ctx); err != nil {
 		return err
 	}
 	return h.startDnsmasq(workDir)
+}
+
+// privateDests are never forwarded from a machine: its only way out is to
+// Debian's mirror, and a rewrite that did not happen (ServiceAddr,
+// MetadataAddr) must not turn into traffic to a private network.
+const privateDests = "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 169.254.0.0/16, 100.64.0.0/10"
+
+// rules is the machine's own nft table: the instance metadata address and
+// the published services rewritten to the host's loopback; no forwarding
+// to private ranges; NAT for the rest (apt reaching the mirror).
+func (h *hostNet) rules(ports []int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table ip %s {\n", h.table)
+	fmt.Fprintf(&b, "\tchain prerouting {\n\t\ttype nat hook prerouting priority dstnat; policy accept;\n")
+	if h.imdsPort > 0 {
+		fmt.Fprintf(&b, "\t\tiifname %q ip daddr %s tcp dport 80 dnat to 127.0.0.1:%d\n", h.ifname, MetadataAddr, h.imdsPort)
+	}
+	for _, p := range ports {
+		b.WriteString(h.publishRule(p) + "\n")
+	}
+	fmt.Fprintf(&b, "\t}\n")
+	fmt.Fprintf(&b, "\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tiifname %q ip daddr { %s } reject\n\t}\n", h.ifname, privateDests)
+	fmt.Fprintf(&b, "\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n")
+	fmt.Fprintf(&b, "\t\tip saddr %s ip daddr != %s masquerade\n\t}\n}\n", h.subnet, h.subnet)
+	return b.String()
+}
+
+func (h *hostNet) publishRule(port int) string {
+	return fmt.Sprintf("\t\tiifname %q ip daddr %s tcp dport %d dnat to 127.0.0.1:%d", h.ifname, ServiceAddr, port, port)
+}
+
+// publish adds one published port to a machine whose rules are written.
+// The caller holds pubMu.
+func (h *hostNet) publish(ctx context.Context, port int) error {
+	return nftApply(ctx, fmt.Sprintf("add rule ip %s prerouting %s\n", h.table, strings.TrimSpace(h.publishRule(port))))
+}
+
+func nftApply(ctx context.Context, script string) error {
+	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft: %w: %s\n%s", err, out, script)
+	}
+	return nil
 }
 
 func waitLink(ctx context.Context, name string, alive func() bool) error {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -21,7 +22,55 @@ var (
 	ever  []*Machine                // every machine of this process, for Leftovers
 
 	sigOnce sync.Once
+
+	exitMu    sync.Mutex
+	exitFuncs = map[int]func(){}
+	exitNext  int
 )
+
+func liveMachines() []*Machine {
+	regMu.Lock()
+	defer regMu.Unlock()
+	ms := make([]*Machine, 0, len(live))
+	for m := range live {
+		ms = append(ms, m)
+	}
+	return ms
+}
+
+// AtInterrupt registers f to run when SIGINT, SIGTERM or SIGHUP stops the
+// process, after every machine is closed: for what a test or the demo runs
+// beside its machines (moto, a scratch folder), which the signal would
+// otherwise leave behind. The returned function unregisters f; call it
+// from the normal cleanup. Later registrations run first.
+func AtInterrupt(f func()) (remove func()) {
+	installSignalHandler()
+	exitMu.Lock()
+	id := exitNext
+	exitNext++
+	exitFuncs[id] = f
+	exitMu.Unlock()
+	return func() {
+		exitMu.Lock()
+		delete(exitFuncs, id)
+		exitMu.Unlock()
+	}
+}
+
+func runExitFuncs() {
+	exitMu.Lock()
+	ids := make([]int, 0, len(exitFuncs))
+	for id := range exitFuncs {
+		ids = append(ids, id)
+	}
+	fs := exitFuncs
+	exitFuncs = map[int]func(){}
+	exitMu.Unlock()
+	slices.Sort(ids)
+	for i := len(ids) - 1; i >= 0; i-- {
+		fs[ids[i]]()
+	}
+}
 
 func register(m *Machine) {
 	regMu.Lock()
@@ -39,12 +88,7 @@ func unregister(m *Machine) {
 // CloseAll closes every machine of this process that is not closed yet.
 // The signal handler calls it; a TestMain may too.
 func CloseAll() {
-	regMu.Lock()
-	ms := make([]*Machine, 0, len(live))
-	for m := range live {
-		ms = append(ms, m)
-	}
-	regMu.Unlock()
+	ms := liveMachines()
 	var wg sync.WaitGroup
 	for _, m := range ms {
 		wg.Add(1)
@@ -53,8 +97,9 @@ func CloseAll() {
 	wg.Wait()
 }
 
-// installSignalHandler closes all machines on SIGINT, SIGTERM or SIGHUP and
-// then lets the signal do what it would have done.
+// installSignalHandler closes all machines on SIGINT, SIGTERM or SIGHUP,
+// runs the AtInterrupt functions, and then lets the signal do what it
+// would have done.
 func installSignalHandler() {
 	sigOnce.Do(func() {
 		ch := make(chan os.Signal, 1)
@@ -63,6 +108,7 @@ func installSignalHandler() {
 			sig := <-ch
 			fmt.Fprintf(os.Stderr, "harness: %v: closing machines\n", sig)
 			CloseAll()
+			runExitFuncs()
 			signal.Reset(sig)
 			_ = syscall.Kill(os.Getpid(), sig.(syscall.Signal))
 			time.Sleep(2 * time.Second)
@@ -229,6 +275,11 @@ func Leftovers() []string {
 	defer cancel()
 	var left []string
 	for _, m := range ms {
+		if reusedElsewhere(m.name) {
+			// Another process has a machine of the same name now: its link,
+			// table and state file are that machine's, not leftovers of ours.
+			continue
+		}
 		m.mu.Lock()
 		var pids []int
 		if m.nspawn != nil && m.nspawn.Process != nil {
@@ -260,4 +311,18 @@ func Leftovers() []string {
 		}
 	}
 	return left
+}
+
+// reusedElsewhere reports whether a live machine of another process holds
+// the name now.
+func reusedElsewhere(name string) bool {
+	b, err := os.ReadFile(stateFile(name))
+	if err != nil {
+		return false
+	}
+	var s machineState
+	if json.Unmarshal(b, &s) != nil {
+		return false
+	}
+	return s.Owner != os.Getpid() && s.Owner > 0 && procStart(s.Owner) == s.OwnerStart
 }

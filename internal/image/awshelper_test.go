@@ -9,7 +9,6 @@ import (
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"github.com/wsgi-ami/packer-plugin-wsgi/internal/quote"
 	"io"
 	"net"
 	"net/http"
@@ -26,6 +25,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/quote"
 )
 
 // The request signer the baked deploy runs (contract.AWSHelper), tested here against an IMDS

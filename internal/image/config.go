@@ -1,5 +1,3 @@
-//go:generate packer-sdc mapstructure-to-hcl2 -type Config
-
 package image
 
 import (
