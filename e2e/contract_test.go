@@ -94,21 +94,11 @@ func testImagePayloadContract(t *testing.T, release harness.Release) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	packer, err := harness.Packer(ctx, repoRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := harness.PackerEnv(filepath.Join(scratch, "packer"))
-	installPlugin(ctx, t, packer, env, repoRoot, scratch)
-	key, pub, err := harness.NewSSHKey(scratch)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pb, pub := newPackerRun(ctx, t, repoRoot, scratch)
 	build := boot(ctx, t, harness.BootOptions{Image: img, Name: "ct-bake", UserData: harness.SSHUserData("packer", pub), WorkDir: scratch, Log: log})
 	if out, _, err := build.Exec(ctx, "sh", "-c", "command -v git"); err == nil {
 		t.Fatalf("the base image has git (%s): it must match Debian's EC2 image, which has none", strings.TrimSpace(out))
 	}
-	pb := &packerRun{t: t, packer: packer, env: env, dir: scratch, key: key}
 	userDataFile := filepath.Join(scratch, "user-data")
 	out, took, err := pb.build(ctx, "contract-bake", build.IP(), contractTemplate(motoURL, userDataFile))
 	if err != nil {

@@ -154,17 +154,7 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	packer, err := harness.Packer(ctx, repoRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := harness.PackerEnv(filepath.Join(scratch, "packer"))
-	installPlugin(ctx, t, packer, env, repoRoot, scratch)
-	key, pub, err := harness.NewSSHKey(scratch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pb := &packerRun{t: t, packer: packer, env: env, dir: scratch, key: key}
+	pb, pub := newPackerRun(ctx, t, repoRoot, scratch)
 	build := boot(ctx, t, harness.BootOptions{Image: img, Name: "fb-bake", UserData: harness.SSHUserData("packer", pub), WorkDir: scratch, Log: log})
 	if _, took, err := pb.build(ctx, "firstboot-bake", build.IP(), stackTemplate(`    gunicorn_source = "distro"
     extra_packages  = ["python3-flask", "python3-django"]

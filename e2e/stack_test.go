@@ -62,18 +62,8 @@ func testStack(t *testing.T, release harness.Release) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	packer, err := harness.Packer(ctx, repoRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := harness.PackerEnv(filepath.Join(scratch, "packer"))
-	installPlugin(ctx, t, packer, env, repoRoot, scratch)
+	pb, pub := newPackerRun(ctx, t, repoRoot, scratch)
 	wheel := gunicornWheel(ctx, t, scratch)
-	key, pub, err := harness.NewSSHKey(scratch)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pb := &packerRun{t: t, packer: packer, env: env, dir: scratch, key: key}
 
 	// 1. Bake on a fresh machine.
 	build := boot(ctx, t, harness.BootOptions{Image: img, Name: "wsgi-sbuild", UserData: harness.SSHUserData("packer", pub), WorkDir: scratch, Log: log})
@@ -436,6 +426,23 @@ func boot(ctx context.Context, t *testing.T, opts harness.BootOptions) *harness.
 	}
 	t.Cleanup(m.Close)
 	return m
+}
+
+// newPackerRun is the real packer in a scratch Packer folder with this plugin installed, and an
+// SSH key whose public half (pub) a build machine's seed takes.
+func newPackerRun(ctx context.Context, t *testing.T, repoRoot, scratch string) (p *packerRun, pub string) {
+	t.Helper()
+	packer, err := harness.Packer(ctx, repoRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := harness.PackerEnv(filepath.Join(scratch, "packer"))
+	installPlugin(ctx, t, packer, env, repoRoot, scratch)
+	key, pub, err := harness.NewSSHKey(scratch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &packerRun{t: t, packer: packer, env: env, dir: scratch, key: key}, pub
 }
 
 // packerRun runs `packer build` with the test's isolated Packer folders.
