@@ -104,7 +104,7 @@ func TestInstallScriptHostileValues(t *testing.T) {
 	log := filepath.Join(dir, "calls")
 	stub := "#!/bin/sh\n{ printf '%s\\0' \"${0##*/}\" \"$@\"; printf '\\n'; } >>\"$CALLS\"\n"
 	for _, name := range []string{"apt-get", "dpkg-query", "getent", "groupadd", "useradd", "id", "install", "systemctl", "nginx", "rm", "python",
-		"sha256sum", "chmod", "cat"} {
+		"sha256sum", "chmod", "cat", "sed"} {
 		writeFile(t, filepath.Join(bin, name), []byte(stub+"exit 0\n"), 0o755)
 	}
 	for name, real := range map[string]string{"grep": grep, "sort": requireTool(t, "sort"), "tr": requireTool(t, "tr")} {
@@ -179,7 +179,7 @@ func TestInstallScriptHostileValues(t *testing.T) {
 		{"apt-get", []string{"install", "build-essential", "python3-dev"}}, // package names are one word each after validation
 		{"python", []string{"-m", "pip", "wheel", "--index-url", s.PipIndexURL, "--find-links", s.PipFindLinks, "--wheel-dir", s.WheelhouseDir,
 			"-r", filepath.Join(dir, "stage") + s.WheelhouseRequirements()}},
-		{"python", []string{"-m", "pip", "install", "--dry-run", "--no-index", "--find-links", s.WheelhouseDir}},
+		{"python", []string{"-m", "pip", "install", "--dry-run", "--no-index", "--find-links", s.WheelhouseDir, "-r", filepath.Join(dir, "stage", "requirements-nohash.txt")}},
 		{"install", []string{"-D", s.WheelhouseRequirements()}},
 		{"rm", []string{"-f", "/etc/nginx/sites-enabled/default"}},
 		{"systemctl", []string{"reload-or-restart", "nginx"}},

@@ -2,6 +2,8 @@ package image
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -191,5 +193,35 @@ func TestBuildTools(t *testing.T) {
 		if slices.ContainsFunc(c.s.Packages(), func(p string) bool { return slices.Contains(c.want, p) }) {
 			t.Errorf("%s: a build tool is among the packages baked into the image: %q", c.s.Family, c.s.Packages())
 		}
+	}
+}
+
+// The bake proves the wheelhouse holds every requirement with a copy of the file without its
+// hashes (a wheel compiled at bake time has a new sha256): run the install script's own sed.
+func TestWheelhouseProofDropsHashes(t *testing.T) {
+	sh := requireTool(t, "sh")
+	s := Stack{Requirements: "x\n"}.WithDefaults()
+	script := string(Render(s).InstallScript)
+	start := strings.Index(script, "sed -e 's/--hash")
+	end := strings.Index(script[start:], "requirements-nohash.txt\"\n")
+	if start < 0 || end < 0 {
+		t.Fatal("the install script has no hash-free copy of the requirements")
+	}
+	stage := t.TempDir()
+	in := "--require-hashes\nDjango==4.2.30 \\\n    --hash=sha256:" + strings.Repeat("ab", 32) + " \\\n    --hash=sha256:" + strings.Repeat("CD", 32) +
+		"\nfastcounter==1.0 --hash=sha256:" + strings.Repeat("01", 32) + "  # compiled at bake time\n"
+	writeFile(t, stage+s.WheelhouseRequirements(), []byte(in), 0o644)
+	cmd := exec.Command(sh, "-c", script[start:start+end+len("requirements-nohash.txt\"")])
+	cmd.Env = []string{"STAGE=" + stage, "PATH=/usr/bin:/bin"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sed: %v\n%s", err, out)
+	}
+	got, err := os.ReadFile(stage + "/requirements-nohash.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"Django==4.2.30", "fastcounter==1.0"}
+	if lines := requirementLines(string(got)); len(lines) != 2 || strings.Fields(lines[0])[0] != want[0] || strings.Fields(lines[1])[0] != want[1] || strings.Contains(string(got), "hash") {
+		t.Errorf("hash-free copy:\n%s\nwant only %q", got, want)
 	}
 }

@@ -65,9 +65,16 @@ install -d -m 0755 -o root -g root '/opt/wsgi/wheelhouse'
 '/opt/wsgi/venv/bin/python' -m pip wheel --no-input --disable-pip-version-check --no-cache-dir --progress-bar off \
 	--wheel-dir '/opt/wsgi/wheelhouse' -r "$STAGE"'/opt/wsgi/wheelhouse/requirements.txt' || die "pip could not build the wheelhouse from requirements_file (pip's reason is above)"
 # First boot installs with --no-index: prove here that the wheelhouse alone satisfies the file.
+# The proof is of presence, so it reads the file without its hashes: a wheel compiled here has
+# a sha256 of its own, which the file cannot know yet (see SHA256SUMS).
+sed -e 's/--hash[= ][A-Za-z0-9]*:[0-9A-Fa-f]*//g' -e '/^[[:space:]]*--require-hashes[[:space:]]*$/d' \
+	"$STAGE"'/opt/wsgi/wheelhouse/requirements.txt' >"$STAGE/requirements-nohash.txt"
 '/opt/wsgi/venv/bin/python' -m pip install --no-input --disable-pip-version-check --dry-run --ignore-installed --quiet --no-index \
-	--find-links '/opt/wsgi/wheelhouse' -r "$STAGE"'/opt/wsgi/wheelhouse/requirements.txt' || die "the wheelhouse does not satisfy requirements_file offline (pip's reason is above)"
+	--find-links '/opt/wsgi/wheelhouse' -r "$STAGE/requirements-nohash.txt" || die "the wheelhouse does not satisfy requirements_file offline (pip's reason is above)"
 (cd '/opt/wsgi/wheelhouse' && sha256sum -- *.whl >SHA256SUMS && chmod 0644 -- *.whl SHA256SUMS && cat SHA256SUMS)
+if grep -q -e '--hash' "$STAGE"'/opt/wsgi/wheelhouse/requirements.txt'; then
+	echo "requirements_file checks hashes: a wheel compiled here is a new file; give its sha256 above as one more --hash, or first boot refuses it"
+fi
 after=$(dpkg-query -W -f='${binary:Package}\n' | sort)
 added=$(printf '%s\n' "$after" | grep -vxF -e "$before" || true)
 if [ -n "$added" ]; then
