@@ -239,6 +239,9 @@ func testWheelhouse(t *testing.T, release harness.Release) {
 			t.Errorf("the deploy log does not say it installed offline from the wheelhouse:\n%s", logText)
 		}
 		t.Logf("CHECK offline first boot: %s", strings.TrimSpace(body))
+		// The deploy's steps, with their times, for the record.
+		t.Logf("deploy journal:\n%s", mustExec(ctx, t, m, "journalctl", "-t", "wsgi-deploy", "-o", "short-unix", "--no-pager"))
+		t.Logf("cloud-init analyze blame:\n%s", mustExec(ctx, t, m, "sh", "-c", "cloud-init analyze blame | head -n 8"))
 	})
 
 	t.Run("a requirement missing from the wheelhouse", func(t *testing.T) {
