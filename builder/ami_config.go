@@ -4,10 +4,13 @@ package builder
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
 )
 
 var amiNamePattern = regexp.MustCompile(`^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$`)
@@ -47,12 +50,25 @@ type AMIConfig struct {
 	AMIOrgARNs []string `mapstructure:"ami_org_arns" required:"false"`
 	// Organizational unit ARNs that may launch the AMI.
 	AMIOUARNs []string `mapstructure:"ami_ou_arns" required:"false"`
+	// Groups that may launch the AMI: only `all`, which makes it public.
+	// A public AMI cannot have encrypted snapshots, so this needs
+	// root_volume.encrypted = false.
+	AMIGroups []string `mapstructure:"ami_groups" required:"false"`
+	// Account ids that may create volumes from the AMI's snapshots, in
+	// every region.
+	SnapshotUsers []string `mapstructure:"snapshot_users" required:"false"`
+	// Groups that may create volumes from the AMI's snapshots: only `all`
+	// (public; needs root_volume.encrypted = false).
+	SnapshotGroups []string `mapstructure:"snapshot_groups" required:"false"`
 	// When the AMI becomes deprecated: an RFC 3339 time
 	// (`2027-01-01T00:00:00Z`) or a duration from the build (`4320h`).
 	DeprecateAt string `mapstructure:"deprecate_at" required:"false"`
 	// Deregister an existing AMI of the same name (and delete its
 	// snapshots) in every target region before making the new one.
 	ForceDeregister bool `mapstructure:"force_deregister" required:"false"`
+	// Run the build instance and the provisioners, then stop without making
+	// an AMI (a test of the provisioning). The build has no artifact.
+	SkipCreateAMI bool `mapstructure:"skip_create_ami" required:"false"`
 
 	deprecateAt time.Time
 }
@@ -94,6 +110,8 @@ func (c *AMIConfig) Prepare(buildRegion string, now time.Time) []error {
 		switch {
 		case r == "":
 			errs = append(errs, fmt.Errorf("ami_regions: empty region"))
+		case awscfg.CheckRegion("ami_regions", r) != nil:
+			errs = append(errs, awscfg.CheckRegion("ami_regions", r))
 		case r == buildRegion:
 			// The AMI is already there; copying it would make a second one.
 		case seen[r]:
@@ -103,14 +121,28 @@ func (c *AMIConfig) Prepare(buildRegion string, now time.Time) []error {
 		}
 	}
 	c.AMIRegions = regions
-	for r := range c.RegionKMSKeyIDs {
-		if !seen[r] {
+	for _, r := range slices.Sorted(maps.Keys(c.RegionKMSKeyIDs)) {
+		if err := awscfg.CheckRegion("region_kms_key_ids", r); err != nil {
+			errs = append(errs, err)
+		} else if !seen[r] {
 			errs = append(errs, fmt.Errorf("region_kms_key_ids: %q is not in ami_regions", r))
 		}
+		errs = appendErr(errs, awscfg.CheckKMSKey("region_kms_key_ids."+r, c.RegionKMSKeyIDs[r]))
 	}
 	for _, u := range c.AMIUsers {
-		if len(u) != 12 || strings.Trim(u, "0123456789") != "" {
-			errs = append(errs, fmt.Errorf("ami_users: %q is not a 12-digit account id", u))
+		errs = appendErr(errs, awscfg.CheckAccountID("ami_users", u))
+	}
+	for _, u := range c.SnapshotUsers {
+		errs = appendErr(errs, awscfg.CheckAccountID("snapshot_users", u))
+	}
+	for _, m := range []struct {
+		key    string
+		groups []string
+	}{{"ami_groups", c.AMIGroups}, {"snapshot_groups", c.SnapshotGroups}} {
+		for _, g := range m.groups {
+			if g != "all" {
+				errs = append(errs, fmt.Errorf("%s: the only group is \"all\" (public), got %q", m.key, g))
+			}
 		}
 	}
 	for _, a := range c.AMIOrgARNs {
@@ -135,22 +167,17 @@ func (c *AMIConfig) Prepare(buildRegion string, now time.Time) []error {
 			errs = append(errs, fmt.Errorf("deprecate_at: must be in the future, got %s", c.deprecateAt.Format(time.RFC3339)))
 		}
 	}
-	for _, m := range []struct {
-		key  string
-		tags map[string]string
-	}{{"tags", c.Tags}, {"snapshot_tags", c.SnapshotTags}} {
-		keys := make([]string, 0, len(m.tags))
-		for k := range m.tags {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			if strings.HasPrefix(k, "wsgi:") {
-				errs = append(errs, fmt.Errorf("%s: %q: the wsgi: prefix is reserved for the tags the builder writes", m.key, k))
-			}
-			if strings.HasPrefix(strings.ToLower(k), "aws:") {
-				errs = append(errs, fmt.Errorf("%s: %q: the aws: prefix is reserved by AWS", m.key, k))
-			}
+	errs = append(errs, reservedTagKeys("tags", c.Tags)...)
+	errs = append(errs, reservedTagKeys("snapshot_tags", c.SnapshotTags)...)
+	return errs
+}
+
+// reservedTagKeys checks every key of one tag map against reservedTagKey.
+func reservedTagKeys(field string, tags map[string]string) []error {
+	var errs []error
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		if err := reservedTagKey(k); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q: %w", field, k, err))
 		}
 	}
 	return errs

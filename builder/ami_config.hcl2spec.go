@@ -23,8 +23,12 @@ type FlatAMIConfig struct {
 	AMIUsers        []string          `mapstructure:"ami_users" required:"false" cty:"ami_users" hcl:"ami_users"`
 	AMIOrgARNs      []string          `mapstructure:"ami_org_arns" required:"false" cty:"ami_org_arns" hcl:"ami_org_arns"`
 	AMIOUARNs       []string          `mapstructure:"ami_ou_arns" required:"false" cty:"ami_ou_arns" hcl:"ami_ou_arns"`
+	AMIGroups       []string          `mapstructure:"ami_groups" required:"false" cty:"ami_groups" hcl:"ami_groups"`
+	SnapshotUsers   []string          `mapstructure:"snapshot_users" required:"false" cty:"snapshot_users" hcl:"snapshot_users"`
+	SnapshotGroups  []string          `mapstructure:"snapshot_groups" required:"false" cty:"snapshot_groups" hcl:"snapshot_groups"`
 	DeprecateAt     *string           `mapstructure:"deprecate_at" required:"false" cty:"deprecate_at" hcl:"deprecate_at"`
 	ForceDeregister *bool             `mapstructure:"force_deregister" required:"false" cty:"force_deregister" hcl:"force_deregister"`
+	SkipCreateAMI   *bool             `mapstructure:"skip_create_ami" required:"false" cty:"skip_create_ami" hcl:"skip_create_ami"`
 }
 
 // FlatMapstructure returns a new FlatAMIConfig.
@@ -52,8 +56,12 @@ func (*FlatAMIConfig) HCL2Spec() map[string]hcldec.Spec {
 		"ami_users":          &hcldec.AttrSpec{Name: "ami_users", Type: cty.List(cty.String), Required: false},
 		"ami_org_arns":       &hcldec.AttrSpec{Name: "ami_org_arns", Type: cty.List(cty.String), Required: false},
 		"ami_ou_arns":        &hcldec.AttrSpec{Name: "ami_ou_arns", Type: cty.List(cty.String), Required: false},
+		"ami_groups":         &hcldec.AttrSpec{Name: "ami_groups", Type: cty.List(cty.String), Required: false},
+		"snapshot_users":     &hcldec.AttrSpec{Name: "snapshot_users", Type: cty.List(cty.String), Required: false},
+		"snapshot_groups":    &hcldec.AttrSpec{Name: "snapshot_groups", Type: cty.List(cty.String), Required: false},
 		"deprecate_at":       &hcldec.AttrSpec{Name: "deprecate_at", Type: cty.String, Required: false},
 		"force_deregister":   &hcldec.AttrSpec{Name: "force_deregister", Type: cty.Bool, Required: false},
+		"skip_create_ami":    &hcldec.AttrSpec{Name: "skip_create_ami", Type: cty.Bool, Required: false},
 	}
 	return s
 }

@@ -3,10 +3,13 @@ package builder
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
 )
 
 // StateAMIs is the Artifact.State key of the region -> AMI id map, for
@@ -23,6 +26,9 @@ type Artifact struct {
 	SourceAMI string
 	// BuildRegion is the region the AMI was made in.
 	BuildRegion string
+	// StackTags are the wsgi:stack-* tags of every AMI (nil for an image
+	// not baked by wsgi-stack).
+	StackTags map[string]string
 	// StateData holds generated_data, for provisioners and post-processors.
 	StateData map[string]interface{}
 
@@ -35,7 +41,7 @@ func (a *Artifact) Files() []string { return nil }
 
 // Id is `region:ami-id` pairs joined by commas, sorted by region.
 func (a *Artifact) Id() string {
-	regions := sortedKeys(a.Amis)
+	regions := slices.Sorted(maps.Keys(a.Amis))
 	parts := make([]string, len(regions))
 	for i, r := range regions {
 		parts[i] = r + ":" + a.Amis[r]
@@ -46,7 +52,7 @@ func (a *Artifact) Id() string {
 func (a *Artifact) String() string {
 	var b strings.Builder
 	b.WriteString("AMIs were created:\n")
-	for _, r := range sortedKeys(a.Amis) {
+	for _, r := range slices.Sorted(maps.Keys(a.Amis)) {
 		fmt.Fprintf(&b, "%s: %s\n", r, a.Amis[r])
 	}
 	return b.String()
@@ -62,16 +68,29 @@ func (a *Artifact) State(name string) interface{} {
 	return a.StateData[name]
 }
 
+// stackLabels are the HCP Packer labels that carry the stack tags, so a
+// registry channel tells the same as the AMI's tags.
+var stackLabels = map[string]string{
+	"stack_schema":   contract.TagSchema,
+	"stack_digest":   contract.TagDigest,
+	"stack_provides": contract.TagProvides,
+}
+
 // registryImages is the HCP Packer registry metadata: one image per region.
 func (a *Artifact) registryImages() []*registryimage.Image {
 	var out []*registryimage.Image
-	for _, r := range sortedKeys(a.Amis) {
+	for _, r := range slices.Sorted(maps.Keys(a.Amis)) {
 		labels := map[string]string{}
 		if a.SourceAMI != "" {
 			labels["source_ami"] = a.SourceAMI
 		}
 		if r == a.BuildRegion {
 			labels["build_region"] = "true"
+		}
+		for label, tag := range stackLabels {
+			if v, ok := a.StackTags[tag]; ok {
+				labels[label] = v
+			}
 		}
 		out = append(out, &registryimage.Image{
 			ImageID:        a.Amis[r],
@@ -91,9 +110,7 @@ func (a *Artifact) Destroy() error {
 	}
 	ctx := context.Background()
 	var errs []string
-	regions := sortedKeys(a.Amis)
-	sort.Strings(regions)
-	for _, r := range regions {
+	for _, r := range slices.Sorted(maps.Keys(a.Amis)) {
 		c, err := a.remover(ctx, r)
 		if err != nil {
 			errs = append(errs, err.Error())

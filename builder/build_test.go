@@ -4,24 +4,29 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/hashicorp/packer-plugin-sdk/communicator"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 	registryimage "github.com/hashicorp/packer-plugin-sdk/packer/registry/image"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
 // fakeConnect stands in for communicator.StepConnect: it hands the build a
 // recording communicator instead of dialling the fake instance.
-type fakeConnect struct{ comm *packersdk.MockCommunicator }
+type fakeConnect struct{ comm packersdk.Communicator }
 
 func (f *fakeConnect) Run(_ context.Context, state multistep.StateBag) multistep.StepAction {
 	put(state, keyComm, f.comm)
@@ -39,6 +44,10 @@ func fullConfig(t *testing.T) *Builder {
 	raw["ssh_cidrs"] = []string{"198.51.100.7/32"}
 	raw["ami_regions"] = []string{"us-east-1", "ap-southeast-2"}
 	raw["ami_users"] = []string{"123456789012"}
+	raw["snapshot_users"] = []string{"123456789012"}
+	// Shared, so encrypted with keys the other account may use.
+	raw["root_volume"] = map[string]interface{}{"kms_key_id": "alias/shared-ami"}
+	raw["region_kms_key_ids"] = map[string]string{"us-east-1": "alias/shared-ami", "ap-southeast-2": "alias/shared-ami"}
 	raw["deprecate_at"] = "720h"
 	raw["ami_name"] = "wsgi-app-1"
 	raw["aws_polling"] = map[string]interface{}{"delay": "1ms", "timeout": "10s"}
@@ -52,14 +61,19 @@ type buildResult struct {
 	artifact packersdk.Artifact
 	err      error
 	ui       *recUI
-	comm     *packersdk.MockCommunicator
+	comm     *scriptComm
 }
 
 func runBuild(ctx context.Context, t *testing.T, b *Builder, cloud *fakeCloud) buildResult {
 	t.Helper()
-	state, u := testState(t)
-	state.Put("communicator_config", &b.config.Comm)
-	comm := &packersdk.MockCommunicator{}
+	return runBuildWith(ctx, t, b, cloud, newScriptComm())
+}
+
+// runBuildWith runs the build with comm as the instance's communicator.
+func runBuildWith(ctx context.Context, t *testing.T, b *Builder, cloud *fakeCloud, comm *scriptComm) buildResult {
+	t.Helper()
+	u := &recUI{Ui: packersdk.TestUi(t)}
+	state := b.newState(u, &packersdk.MockHook{}, cloud.regional())
 	steps := b.steps("eu-west-1", cloud.client("eu-west-1"), cloud.regional(), &fakeSSM{cloud})
 	for i, s := range steps {
 		if _, ok := s.(*communicator.StepConnect); ok {
@@ -80,7 +94,7 @@ func perRegion(calls []string) string {
 		by[region] = append(by[region], action)
 	}
 	var b strings.Builder
-	for _, r := range sortedKeys(by) {
+	for _, r := range slices.Sorted(maps.Keys(by)) {
 		fmt.Fprintf(&b, "%s:\n  %s\n", r, strings.Join(by[r], "\n  "))
 	}
 	return b.String()
@@ -125,8 +139,32 @@ func TestBuildSuccess(t *testing.T) {
 	if gd, _ := art.State("generated_data").(map[string]interface{}); gd["SourceAMIName"] != "debian-12-amd64-20250101" || gd["InstanceType"] != "t3.small" {
 		t.Fatalf("generated data %v", gd)
 	}
-	if res.comm.StartCmd == nil || res.comm.StartCmd.Command != cloudInitWaitCommand {
-		t.Fatal("cloud-init was not waited for")
+	if got := res.comm.commands(); len(got) != 2 || got[0] != cloudInitWaitCommand || got[1] != stackReadCommand {
+		t.Fatalf("commands on the instance: %q; want the cloud-init wait, then the stack read", got)
+	}
+	if gd, _ := art.State("generated_data").(map[string]interface{}); gd[GeneratedCloudInitDone] != "true" {
+		t.Fatalf("generated %s = %v after the wait", GeneratedCloudInitDone, gd[GeneratedCloudInitDone])
+	}
+	// The AMI and every copy carry the stack tags; so do the registry labels.
+	wantStack, err := contract.Tags([]byte(testStackFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for region, id := range art.Amis {
+		img := cloud.region(region).images[id]
+		for _, sn := range snapshotIDs(*img) {
+			if p := cloud.region(region).snapPerms[sn]; len(p) != 1 || aws.ToString(p[0].UserId) != "123456789012" {
+				t.Errorf("%s snapshot %s create-volume permissions %+v (snapshot_users)", region, sn, p)
+			}
+		}
+		for k, v := range wantStack {
+			if !hasTag(img.Tags, k, v) {
+				t.Errorf("%s %s: no tag %s=%s in %v", region, id, k, v, img.Tags)
+			}
+		}
+	}
+	if l := hcp[0].Labels; l["stack_digest"] != wantStack[contract.TagDigest] || l["stack_schema"] != "1" || l["stack_provides"] != "aws-requests git schema-1" {
+		t.Errorf("registry labels %v", l)
 	}
 	// Only the AMIs and their snapshots stay.
 	left := cloud.leftovers()
@@ -293,7 +331,7 @@ func TestCleanupOrder(t *testing.T) {
 	// The instance is gone before its security group is deleted.
 	term := first["eu-west-1 TerminateInstances"]
 	sg := first["eu-west-1 DeleteSecurityGroup"]
-	if !contains(all[term:sg], "eu-west-1 DescribeInstances") {
+	if !slices.Contains(all[term:sg], "eu-west-1 DescribeInstances") {
 		t.Fatal("no wait for termination before deleting the security group")
 	}
 	if left := cloud.leftovers(); len(left) != 0 {

@@ -12,7 +12,6 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	"github.com/hashicorp/packer-plugin-sdk/multistep/commonsteps"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
-	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
 )
 
 // Builder is the wsgi-ami builder.
@@ -30,26 +29,9 @@ func (b *Builder) Prepare(raws ...interface{}) ([]string, []string, error) {
 	if err != nil {
 		return nil, warnings, err
 	}
-	generated := []string{"SourceAMI", "SourceAMIName", "SourceAMIOwner", "SourceAMICreationDate", "BuildRegion", "InstanceType"}
+	generated := []string{"SourceAMI", "SourceAMIName", "SourceAMIOwner", "SourceAMICreationDate", "BuildRegion", "InstanceType", GeneratedCloudInitDone}
 	return generated, warnings, nil
 }
-
-// ec2API is every EC2 call the build makes; it only wires the steps
-// together, each of which takes its own narrow interface.
-type ec2API interface {
-	sourceImageAPI
-	networkAPI
-	keyPairAPI
-	securityGroupAPI
-	instanceAPI
-	stopInstanceAPI
-	imageAPI
-	copyImageAPI
-	imageAttributeAPI
-}
-
-// regionalEC2 returns the EC2 client of a region.
-type regionalEC2 func(ctx context.Context, region string) (ec2API, error)
 
 // Run makes the AMI. Every client, in every region, comes from the access
 // block, so custom endpoints hold for the whole build.
@@ -67,14 +49,22 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		}
 		return c.AccessConfig.EC2(ctx, r)
 	}
-	state := new(multistep.BasicStateBag)
-	put(state, keyUI, ui)
-	put(state, keyHook, hook)
-	state.Put("communicator_config", &c.Comm)
-
+	state := b.newState(ui, hook, regional)
 	b.runner = commonsteps.NewRunner(b.steps(region, build, regional, c.NewSSM(awsCfg)), c.PackerConfig, ui)
 	b.runner.Run(ctx, state)
 	return b.artifact(ctx, state, region, regional)
+}
+
+// newState is the state bag a build starts with.
+func (b *Builder) newState(ui packersdk.Ui, hook packersdk.Hook, regional regionalEC2) *multistep.BasicStateBag {
+	state := new(multistep.BasicStateBag)
+	put(state, keyUI, ui)
+	put(state, keyHook, hook)
+	put(state, keyCommConfig, &b.config.Comm)
+	put(state, keyLedger, newImageLedger(clientAs[deleteImageAPI](regional), b.config.AMIName, b.config.buildID))
+	// Declared in Prepare, so set from the start: "true" once stepWaitCloudInit is done.
+	putGenerated(state, map[string]string{GeneratedCloudInitDone: "false"})
+	return state
 }
 
 // steps is the build, in order; each step's Cleanup runs in reverse order.
@@ -82,9 +72,10 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 	c := &b.config
 	wait := waitConfig{Delay: c.WaitDelay(), Timeout: c.WaitTimeout()}
 	tags := tagList(c.tempTags())
+	makeAMI := !c.SkipCreateAMI
 	return []multistep.Step{
 		&stepSourceAMI{EC2: build, SSM: ssmc, Source: c.SourceConfig, Types: c.InstanceTypes(), BootMode: c.BootMode, Region: region},
-		&stepCheckAMIName{EC2: clientAs[describeImagesAPI](regional), Name: c.AMIName, Regions: c.allRegions(region), Force: c.ForceDeregister},
+		multistep.If(makeAMI, &stepCheckAMIName{EC2: clientAs[describeImagesAPI](regional), Name: c.AMIName, Regions: c.allRegions(region), Force: c.ForceDeregister}),
 		&stepNetwork{EC2: build, Net: c.RunConfig, NeedsVPC: c.needTempSecurityGroup()},
 		multistep.If(c.needTempKey(), &stepKeyPair{EC2: build, Comm: &c.Comm, BuildID: c.buildID, Tags: tags}),
 		multistep.If(c.needTempSecurityGroup(), &stepSecurityGroup{
@@ -98,15 +89,17 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 		},
 		multistep.If(c.Comm.Type != "none" && !c.SkipCloudInitWait, &stepWaitCloudInit{}),
 		&commonsteps.StepProvision{},
+		&stepStackTags{NoCommunicator: c.Comm.Type == "none"},
 		&commonsteps.StepCleanupTempKeys{Comm: &c.Comm},
-		&stepStopInstance{EC2: build, ENA: c.ENA(), Wait: wait},
-		multistep.If(c.ForceDeregister, &stepDeregister{EC2: clientAs[deregisterAPI](regional), Name: c.AMIName, Regions: c.allRegions(region)}),
-		&stepCreateImage{EC2: build, Cfg: c, Region: region, Wait: wait},
-		multistep.If(len(c.AMIRegions) > 0, &stepCopyImage{EC2: clientAs[copyImageAPI](regional), Cfg: c, SourceRegion: region, Wait: wait}),
-		&stepImageAttributes{
+		&stepStopInstance{EC2: build, ENA: c.ENA(), Spot: c.Spot(), Wait: wait},
+		multistep.If(makeAMI && c.ForceDeregister, &stepDeregister{EC2: clientAs[deregisterAPI](regional), Name: c.AMIName, Regions: c.allRegions(region)}),
+		multistep.If(makeAMI, &stepCreateImage{EC2: build, Cfg: c, Region: region, Wait: wait}),
+		multistep.If(makeAMI && len(c.AMIRegions) > 0, &stepCopyImage{EC2: clientAs[copyImageAPI](regional), Cfg: c, SourceRegion: region, Wait: wait}),
+		multistep.If(makeAMI, &stepImageAttributes{
 			EC2: clientAs[imageAttributeAPI](regional), IMDSv2: c.IMDSSupport == "v2.0",
-			Users: c.AMIUsers, OrgARNs: c.AMIOrgARNs, OUARNs: c.AMIOUARNs, DeprecateAt: c.DeprecationTime(),
-		},
+			Users: c.AMIUsers, OrgARNs: c.AMIOrgARNs, OUARNs: c.AMIOUARNs, Groups: c.AMIGroups,
+			SnapUsers: c.SnapshotUsers, SnapGroups: c.SnapshotGroups, DeprecateAt: c.DeprecationTime(),
+		}),
 	}
 }
 
@@ -114,31 +107,25 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 // A build whose context was cancelled returns no artifact even if every step
 // ran: Packer drops the artifacts of an interrupted run.
 func (b *Builder) artifact(ctx context.Context, state multistep.StateBag, region string, regional regionalEC2) (packersdk.Artifact, error) {
-	if err, ok := state.GetOk("error"); ok {
-		return nil, err.(error)
+	if err := get[error](state, keyError); err != nil {
+		return nil, err
 	}
 	images := get[map[string]string](state, keyImages)
 	if _, ok := state.GetOk(multistep.StateCancelled); ok || ctx.Err() != nil {
-		if get[bool](state, keyComplete) {
-			// Interrupted during the last cleanups, after the AMI steps had
-			// nothing left to undo. Packer drops the artifact of an
-			// interrupted run, so nothing may be left behind.
-			ctx, cancel := cleanupContext()
-			defer cancel()
-			remove := clientAs[deleteImageAPI](regional)
-			for _, r := range sortedKeys(images) {
-				c, err := remove(ctx, r)
-				if err != nil {
-					sayErr(ui(state), fmt.Sprintf("removing %s in %s after the interrupt: %v; deregister it by hand", images[r], r, err))
-					continue
-				}
-				removeImage(ctx, ui(state), c, r, images[r], "", "")
-			}
-		}
+		// Packer drops the artifact of an interrupted run, so no AMI may
+		// stay, also when the interrupt came during the last cleanups,
+		// after the AMI steps had kept theirs.
+		ctx, cancel := cleanupContext()
+		defer cancel()
+		get[*imageLedger](state, keyLedger).rollback(ctx, ui(state))
 		return nil, errors.New("build was cancelled")
 	}
 	if _, ok := state.GetOk(multistep.StateHalted); ok {
 		return nil, errors.New("build was halted")
+	}
+	if b.config.SkipCreateAMI {
+		say(ui(state), "skip_create_ami: no AMI made")
+		return nil, nil
 	}
 	if len(images) == 0 {
 		return nil, errors.New("build made no AMI")
@@ -147,6 +134,7 @@ func (b *Builder) artifact(ctx context.Context, state multistep.StateBag, region
 	return &Artifact{
 		Amis:        images,
 		Snapshots:   get[map[string][]string](state, keySnapshots),
+		StackTags:   get[map[string]string](state, keyStackTags),
 		SourceAMI:   aws.ToString(src.ImageId),
 		BuildRegion: region,
 		StateData:   map[string]interface{}{string(keyGenerated): state.Get(string(keyGenerated))},
@@ -182,28 +170,4 @@ func orDefault(s, d string) string {
 	return s
 }
 
-// clientAs narrows the regional client constructor to one step's interface.
-func clientAs[T any](f regionalEC2) clientFor[T] {
-	return func(ctx context.Context, region string) (T, error) {
-		var zero T
-		c, err := f(ctx, region)
-		if err != nil {
-			return zero, err
-		}
-		t, ok := c.(T)
-		if !ok {
-			return zero, fmt.Errorf("ec2 client does not implement %T", zero)
-		}
-		return t, nil
-	}
-}
-
 var _ packersdk.Builder = (*Builder)(nil)
-
-// generated data, published for provisioners once the source is known.
-func putGenerated(state multistep.StateBag, kv map[string]string) {
-	gd := &packerbuilderdata.GeneratedData{State: state}
-	for k, v := range kv {
-		gd.Put(k, v)
-	}
-}

@@ -8,7 +8,10 @@ package builder
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/mitchellh/mapstructure"
 
 	"github.com/hashicorp/packer-plugin-sdk/common"
 	"github.com/hashicorp/packer-plugin-sdk/communicator"
@@ -38,7 +41,9 @@ type Config struct {
 // Prepare decodes raws into c and validates every block; all errors are
 // returned together.
 func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
+	var md mapstructure.Metadata
 	err := config.Decode(c, &config.DecodeOpts{
+		Metadata:           &md,
 		PluginType:         BuilderID,
 		Interpolate:        true,
 		InterpolateContext: &c.ctx,
@@ -59,6 +64,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 
 	var errs *packersdk.MultiError
+	errs = packersdk.MultiErrorAppend(errs, c.AccessConfig.CheckExplicitZero(md.Keys)...)
 	errs = packersdk.MultiErrorAppend(errs, c.AccessConfig.Prepare()...)
 	errs = packersdk.MultiErrorAppend(errs, c.SourceConfig.Prepare()...)
 	errs = packersdk.MultiErrorAppend(errs, c.RunConfig.Prepare()...)
@@ -76,10 +82,57 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	if c.Comm.SSHKeyPairName != "" && c.Comm.SSHPrivateKeyFile == "" && !c.Comm.SSHAgentAuth {
 		errs = packersdk.MultiErrorAppend(errs, errors.New("ssh_keypair_name: needs ssh_private_key_file or ssh_agent_auth"))
 	}
+	errs = packersdk.MultiErrorAppend(errs, c.sharingErrors()...)
 	if errs != nil && len(errs.Errors) > 0 {
 		return nil, errs
 	}
 	return c.warnings(), nil
+}
+
+// sharingErrors refuses to share an AMI that the accounts it is shared with
+// could not launch: one encrypted with the account's default EBS key
+// (aws/ebs), whose key policy cannot be changed to let other accounts use
+// it. That is the default (root_volume.encrypted = true, no kms_key_id),
+// and a region copy without region_kms_key_ids gets that region's default
+// key. amazon-ebs lets such a build succeed and the launch fail elsewhere.
+func (c *Config) sharingErrors() []error {
+	if !c.EncryptRoot() {
+		return nil
+	}
+	var errs []error
+	for _, pub := range []struct {
+		key    string
+		groups []string
+	}{{"ami_groups", c.AMIGroups}, {"snapshot_groups", c.SnapshotGroups}} {
+		if len(pub.groups) > 0 {
+			errs = append(errs, fmt.Errorf("%s: a public AMI or snapshot cannot be encrypted; set root_volume.encrypted = false, or share with accounts (ami_users, snapshot_users) and a customer managed key instead", pub.key))
+		}
+	}
+	key := ""
+	switch {
+	case len(c.AMIUsers) > 0:
+		key = "ami_users"
+	case len(c.AMIOrgARNs) > 0:
+		key = "ami_org_arns"
+	case len(c.AMIOUARNs) > 0:
+		key = "ami_ou_arns"
+	case len(c.SnapshotUsers) > 0:
+		key = "snapshot_users"
+	}
+	if key == "" {
+		return errs
+	}
+	isDefault := func(k string) bool { return k == "" || strings.HasSuffix(k, "alias/aws/ebs") }
+	if isDefault(c.RootVolume.KMSKeyID) {
+		errs = append(errs, fmt.Errorf("%s: the AMI would be encrypted with the account's default EBS key (aws/ebs), which other accounts cannot use, so they could not launch it; "+
+			"set root_volume.kms_key_id to a customer managed key whose key policy lets them use it (kms:Decrypt, kms:DescribeKey, kms:CreateGrant, kms:ReEncrypt*, kms:GenerateDataKeyWithoutPlaintext), or root_volume.encrypted = false", key))
+	}
+	for _, r := range c.AMIRegions {
+		if isDefault(c.RegionKMSKeyIDs[r]) {
+			errs = append(errs, fmt.Errorf("region_kms_key_ids: the copy in %s would be encrypted with that region's default EBS key, which the accounts in %s cannot use; give %s a customer managed key they may use, e.g. region_kms_key_ids = { %q = \"alias/shared-ami\" }", r, key, r, r))
+		}
+	}
+	return errs
 }
 
 func (c *Config) warnings() []string {
@@ -102,7 +155,7 @@ func (c *Config) needTempKey() bool {
 
 // needTempSecurityGroup says whether the build makes a security group.
 func (c *Config) needTempSecurityGroup() bool {
-	return c.Comm.Type == "ssh" && len(c.SecurityGroupIDs) == 0
+	return c.Comm.Type == "ssh" && len(c.SecurityGroupIDs) == 0 && c.SecurityGroupFilter == nil
 }
 
 // allRegions is the build region followed by the copy regions.

@@ -21,6 +21,7 @@ type FlatConfig struct {
 	PackerSensitiveVars       []string                     `mapstructure:"packer_sensitive_variables" cty:"packer_sensitive_variables" hcl:"packer_sensitive_variables"`
 	Region                    *string                      `mapstructure:"region" required:"true" cty:"region" hcl:"region"`
 	Profile                   *string                      `mapstructure:"profile" required:"false" cty:"profile" hcl:"profile"`
+	SharedCredentialsFile     *string                      `mapstructure:"shared_credentials_file" required:"false" cty:"shared_credentials_file" hcl:"shared_credentials_file"`
 	AccessKey                 *string                      `mapstructure:"access_key" required:"false" cty:"access_key" hcl:"access_key"`
 	SecretKey                 *string                      `mapstructure:"secret_key" required:"false" cty:"secret_key" hcl:"secret_key"`
 	Token                     *string                      `mapstructure:"token" required:"false" cty:"token" hcl:"token"`
@@ -37,15 +38,23 @@ type FlatConfig struct {
 	SourceAMIFilter           *FlatAMIFilter               `mapstructure:"source_ami_filter" required:"false" cty:"source_ami_filter" hcl:"source_ami_filter"`
 	InstanceType              *string                      `mapstructure:"instance_type" required:"true" cty:"instance_type" hcl:"instance_type"`
 	FallbackInstanceTypes     []string                     `mapstructure:"fallback_instance_types" required:"false" cty:"fallback_instance_types" hcl:"fallback_instance_types"`
+	SpotPrice                 *string                      `mapstructure:"spot_price" required:"false" cty:"spot_price" hcl:"spot_price"`
+	SpotInstanceTypes         []string                     `mapstructure:"spot_instance_types" required:"false" cty:"spot_instance_types" hcl:"spot_instance_types"`
+	AssociatePublicIPAddress  *bool                        `mapstructure:"associate_public_ip_address" required:"false" cty:"associate_public_ip_address" hcl:"associate_public_ip_address"`
+	MetadataOptions           *FlatMetadataOptions         `mapstructure:"metadata_options" required:"false" cty:"metadata_options" hcl:"metadata_options"`
 	SubnetID                  *string                      `mapstructure:"subnet_id" required:"false" cty:"subnet_id" hcl:"subnet_id"`
 	SubnetFilter              *FlatSubnetFilter            `mapstructure:"subnet_filter" required:"false" cty:"subnet_filter" hcl:"subnet_filter"`
 	VpcID                     *string                      `mapstructure:"vpc_id" required:"false" cty:"vpc_id" hcl:"vpc_id"`
+	VpcFilter                 *FlatResourceFilter          `mapstructure:"vpc_filter" required:"false" cty:"vpc_filter" hcl:"vpc_filter"`
 	SecurityGroupIDs          []string                     `mapstructure:"security_group_ids" required:"false" cty:"security_group_ids" hcl:"security_group_ids"`
+	SecurityGroupFilter       *FlatResourceFilter          `mapstructure:"security_group_filter" required:"false" cty:"security_group_filter" hcl:"security_group_filter"`
 	SSHCIDRs                  []string                     `mapstructure:"ssh_cidrs" required:"false" cty:"ssh_cidrs" hcl:"ssh_cidrs"`
 	CheckIPURL                *string                      `mapstructure:"checkip_url" required:"false" cty:"checkip_url" hcl:"checkip_url"`
 	SSHInterface              *string                      `mapstructure:"ssh_interface" required:"false" cty:"ssh_interface" hcl:"ssh_interface"`
 	IAMInstanceProfile        *string                      `mapstructure:"iam_instance_profile" required:"false" cty:"iam_instance_profile" hcl:"iam_instance_profile"`
 	RootVolume                *FlatRootVolume              `mapstructure:"root_volume" required:"false" cty:"root_volume" hcl:"root_volume"`
+	LaunchBlockDevices        []FlatBlockDevice            `mapstructure:"launch_block_device_mappings" required:"false" cty:"launch_block_device_mappings" hcl:"launch_block_device_mappings"`
+	AMIBlockDevices           []FlatBlockDevice            `mapstructure:"ami_block_device_mappings" required:"false" cty:"ami_block_device_mappings" hcl:"ami_block_device_mappings"`
 	RunTags                   map[string]string            `mapstructure:"run_tags" required:"false" cty:"run_tags" hcl:"run_tags"`
 	UserData                  *string                      `mapstructure:"user_data" required:"false" cty:"user_data" hcl:"user_data"`
 	UserDataFile              *string                      `mapstructure:"user_data_file" required:"false" cty:"user_data_file" hcl:"user_data_file"`
@@ -63,8 +72,12 @@ type FlatConfig struct {
 	AMIUsers                  []string                     `mapstructure:"ami_users" required:"false" cty:"ami_users" hcl:"ami_users"`
 	AMIOrgARNs                []string                     `mapstructure:"ami_org_arns" required:"false" cty:"ami_org_arns" hcl:"ami_org_arns"`
 	AMIOUARNs                 []string                     `mapstructure:"ami_ou_arns" required:"false" cty:"ami_ou_arns" hcl:"ami_ou_arns"`
+	AMIGroups                 []string                     `mapstructure:"ami_groups" required:"false" cty:"ami_groups" hcl:"ami_groups"`
+	SnapshotUsers             []string                     `mapstructure:"snapshot_users" required:"false" cty:"snapshot_users" hcl:"snapshot_users"`
+	SnapshotGroups            []string                     `mapstructure:"snapshot_groups" required:"false" cty:"snapshot_groups" hcl:"snapshot_groups"`
 	DeprecateAt               *string                      `mapstructure:"deprecate_at" required:"false" cty:"deprecate_at" hcl:"deprecate_at"`
 	ForceDeregister           *bool                        `mapstructure:"force_deregister" required:"false" cty:"force_deregister" hcl:"force_deregister"`
+	SkipCreateAMI             *bool                        `mapstructure:"skip_create_ami" required:"false" cty:"skip_create_ami" hcl:"skip_create_ami"`
 	Type                      *string                      `mapstructure:"communicator" cty:"communicator" hcl:"communicator"`
 	PauseBeforeConnect        *string                      `mapstructure:"pause_before_connecting" cty:"pause_before_connecting" hcl:"pause_before_connecting"`
 	SSHHost                   *string                      `mapstructure:"ssh_host" cty:"ssh_host" hcl:"ssh_host"`
@@ -138,6 +151,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"packer_sensitive_variables":   &hcldec.AttrSpec{Name: "packer_sensitive_variables", Type: cty.List(cty.String), Required: false},
 		"region":                       &hcldec.AttrSpec{Name: "region", Type: cty.String, Required: false},
 		"profile":                      &hcldec.AttrSpec{Name: "profile", Type: cty.String, Required: false},
+		"shared_credentials_file":      &hcldec.AttrSpec{Name: "shared_credentials_file", Type: cty.String, Required: false},
 		"access_key":                   &hcldec.AttrSpec{Name: "access_key", Type: cty.String, Required: false},
 		"secret_key":                   &hcldec.AttrSpec{Name: "secret_key", Type: cty.String, Required: false},
 		"token":                        &hcldec.AttrSpec{Name: "token", Type: cty.String, Required: false},
@@ -154,15 +168,23 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"source_ami_filter":            &hcldec.BlockSpec{TypeName: "source_ami_filter", Nested: hcldec.ObjectSpec((*FlatAMIFilter)(nil).HCL2Spec())},
 		"instance_type":                &hcldec.AttrSpec{Name: "instance_type", Type: cty.String, Required: false},
 		"fallback_instance_types":      &hcldec.AttrSpec{Name: "fallback_instance_types", Type: cty.List(cty.String), Required: false},
+		"spot_price":                   &hcldec.AttrSpec{Name: "spot_price", Type: cty.String, Required: false},
+		"spot_instance_types":          &hcldec.AttrSpec{Name: "spot_instance_types", Type: cty.List(cty.String), Required: false},
+		"associate_public_ip_address":  &hcldec.AttrSpec{Name: "associate_public_ip_address", Type: cty.Bool, Required: false},
+		"metadata_options":             &hcldec.BlockSpec{TypeName: "metadata_options", Nested: hcldec.ObjectSpec((*FlatMetadataOptions)(nil).HCL2Spec())},
 		"subnet_id":                    &hcldec.AttrSpec{Name: "subnet_id", Type: cty.String, Required: false},
 		"subnet_filter":                &hcldec.BlockSpec{TypeName: "subnet_filter", Nested: hcldec.ObjectSpec((*FlatSubnetFilter)(nil).HCL2Spec())},
 		"vpc_id":                       &hcldec.AttrSpec{Name: "vpc_id", Type: cty.String, Required: false},
+		"vpc_filter":                   &hcldec.BlockSpec{TypeName: "vpc_filter", Nested: hcldec.ObjectSpec((*FlatResourceFilter)(nil).HCL2Spec())},
 		"security_group_ids":           &hcldec.AttrSpec{Name: "security_group_ids", Type: cty.List(cty.String), Required: false},
+		"security_group_filter":        &hcldec.BlockSpec{TypeName: "security_group_filter", Nested: hcldec.ObjectSpec((*FlatResourceFilter)(nil).HCL2Spec())},
 		"ssh_cidrs":                    &hcldec.AttrSpec{Name: "ssh_cidrs", Type: cty.List(cty.String), Required: false},
 		"checkip_url":                  &hcldec.AttrSpec{Name: "checkip_url", Type: cty.String, Required: false},
 		"ssh_interface":                &hcldec.AttrSpec{Name: "ssh_interface", Type: cty.String, Required: false},
 		"iam_instance_profile":         &hcldec.AttrSpec{Name: "iam_instance_profile", Type: cty.String, Required: false},
 		"root_volume":                  &hcldec.BlockSpec{TypeName: "root_volume", Nested: hcldec.ObjectSpec((*FlatRootVolume)(nil).HCL2Spec())},
+		"launch_block_device_mappings": &hcldec.BlockListSpec{TypeName: "launch_block_device_mappings", Nested: hcldec.ObjectSpec((*FlatBlockDevice)(nil).HCL2Spec())},
+		"ami_block_device_mappings":    &hcldec.BlockListSpec{TypeName: "ami_block_device_mappings", Nested: hcldec.ObjectSpec((*FlatBlockDevice)(nil).HCL2Spec())},
 		"run_tags":                     &hcldec.AttrSpec{Name: "run_tags", Type: cty.Map(cty.String), Required: false},
 		"user_data":                    &hcldec.AttrSpec{Name: "user_data", Type: cty.String, Required: false},
 		"user_data_file":               &hcldec.AttrSpec{Name: "user_data_file", Type: cty.String, Required: false},
@@ -180,8 +202,12 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"ami_users":                    &hcldec.AttrSpec{Name: "ami_users", Type: cty.List(cty.String), Required: false},
 		"ami_org_arns":                 &hcldec.AttrSpec{Name: "ami_org_arns", Type: cty.List(cty.String), Required: false},
 		"ami_ou_arns":                  &hcldec.AttrSpec{Name: "ami_ou_arns", Type: cty.List(cty.String), Required: false},
+		"ami_groups":                   &hcldec.AttrSpec{Name: "ami_groups", Type: cty.List(cty.String), Required: false},
+		"snapshot_users":               &hcldec.AttrSpec{Name: "snapshot_users", Type: cty.List(cty.String), Required: false},
+		"snapshot_groups":              &hcldec.AttrSpec{Name: "snapshot_groups", Type: cty.List(cty.String), Required: false},
 		"deprecate_at":                 &hcldec.AttrSpec{Name: "deprecate_at", Type: cty.String, Required: false},
 		"force_deregister":             &hcldec.AttrSpec{Name: "force_deregister", Type: cty.Bool, Required: false},
+		"skip_create_ami":              &hcldec.AttrSpec{Name: "skip_create_ami", Type: cty.Bool, Required: false},
 		"communicator":                 &hcldec.AttrSpec{Name: "communicator", Type: cty.String, Required: false},
 		"pause_before_connecting":      &hcldec.AttrSpec{Name: "pause_before_connecting", Type: cty.String, Required: false},
 		"ssh_host":                     &hcldec.AttrSpec{Name: "ssh_host", Type: cty.String, Required: false},

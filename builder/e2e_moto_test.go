@@ -41,6 +41,7 @@ import (
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/awsproxy"
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
 )
 
 const (
@@ -69,26 +70,29 @@ func TestMoto(t *testing.T) {
 	e := setup(t)
 
 	for _, variant := range []struct {
-		name string
-		ssh  bool
-	}{{"none", false}, {"ssh", true}} {
+		name      string
+		ssh, spot bool
+	}{{"none", false, false}, {"ssh", true, false}, {"ssh/spot", true, true}} {
 		t.Run("build/communicator="+variant.name, func(t *testing.T) {
 			e.reset()
 			start := time.Now()
-			out, err := e.build(t, runOpts{ssh: variant.ssh})
+			out, err := e.build(t, runOpts{ssh: variant.ssh, spot: variant.spot})
 			wall := time.Since(start)
 			if err != nil {
 				t.Fatalf("packer build failed: %v\n%s", err, out)
 			}
 			calls := e.proxy.ec2Calls()
-			e.assertArtifact(t, out)
+			e.assertArtifact(t, out, variant.ssh)
+			e.assertInstance(t, calls, variant.spot, out)
 			if left := e.leftovers(t, true); len(left) > 0 {
 				t.Fatalf("left behind after a successful build:\n  %s", strings.Join(left, "\n  "))
 			}
 			if variant.ssh {
-				if cmds := e.sshd.commands(); len(cmds) == 0 || cmds[0] != "cloud-init status --wait" {
+				if cmds := e.sshd.commands(); len(cmds) != 2 || cmds[0] != "cloud-init status --wait" || !strings.Contains(cmds[1], "cat "+contract.StackFile) {
 					t.Fatalf("commands run over SSH with the imported key: %q", cmds)
 				}
+			} else if !strings.Contains(out, "the post-processor cannot check a payload against it") {
+				t.Errorf("no line about the missing stack tags:\n%s", out)
 			}
 			t.Logf("one build against moto (communicator %s): %d EC2 API calls (%s), %s wall time (packer start to exit)",
 				variant.name, len(calls), summarize(calls), wall.Round(10*time.Millisecond))
@@ -122,6 +126,12 @@ func TestMoto(t *testing.T) {
 		}
 		rows = append(rows, e.faultRun(t, fault{action: "RunInstances", n: 1, code: "InsufficientInstanceCapacity", status: 500, times: 1}, true))
 		rows = append(rows, e.faultRun(t, fault{action: "RunInstances", n: 1, code: "InsufficientInstanceCapacity", status: 500, times: 2}, false))
+		// A Spot build instance: no capacity for the first type, then the
+		// image calls of a running instance denied or interrupted.
+		rows = append(rows, e.faultRun(t, fault{action: "RunInstances", n: 1, code: "InsufficientInstanceCapacity", status: 500, times: 1, spot: true}, true))
+		rows = append(rows, e.faultRun(t, fault{action: "CreateImage", n: 1, code: "UnauthorizedOperation", status: 403, spot: true}, false))
+		rows = append(rows, e.interruptRunWith(t, "RunInstances", false, true))
+		rows = append(rows, e.interruptRunWith(t, "CreateImage", false, true))
 		printTable(t, rows)
 		for _, r := range rows {
 			if r.bad != "" {
@@ -268,6 +278,7 @@ func (e *env) reset() {
 		}
 	}
 	e.proxy.reset()
+	e.sshd.reset()
 }
 
 // --- one packer build -----------------------------------------------------
@@ -275,6 +286,7 @@ func (e *env) reset() {
 type runOpts struct {
 	interruptAfter string // send SIGINT to packer after the first call of this action
 	ssh            bool   // use the SSH communicator against the test's SSH endpoint
+	spot           bool   // a Spot build instance (spot_price, spot_instance_types)
 }
 
 const template = `
@@ -284,14 +296,27 @@ source "wsgi-ami" "e2e" {
   custom_endpoint_ssm     = %q
   custom_endpoint_sts     = %q
   source_ami              = "resolve:ssm:%s"
-  instance_type           = "t3.micro"
-  fallback_instance_types = ["t3a.micro"]
 %s
+%s
+  associate_public_ip_address = true
+  metadata_options {
+    http_put_response_hop_limit = 2
+  }
   ami_name                = "wsgi-e2e-{{timestamp}}"
   ami_description         = "wsgi e2e from {{ .SourceAMI }}"
   ami_family              = "wsgi-e2e"
   ami_regions             = [%q]
   ami_users               = [%q]
+  snapshot_users          = [%q]
+  # Shared, so encrypted with keys the other account may use (Prepare refuses the default key).
+  region_kms_key_ids      = { %q = "alias/e2e-shared" }
+  root_volume {
+    kms_key_id = "alias/e2e-shared"
+  }
+  launch_block_device_mappings {
+    device_name = "/dev/sdf"
+    volume_size = 1
+  }
   deprecate_at            = "4320h"
   tags                    = { App = "demo" }
   snapshot_tags           = { Backup = "none" }
@@ -319,7 +344,13 @@ func (e *env) build(t *testing.T, o runOpts) (string, error) {
   ssh_timeout             = "30s"
   ssh_cidrs               = ["127.0.0.1/32"]`, e.sshd.port)
 	}
-	src := fmt.Sprintf(template, buildRegion, e.proxy.URL, e.proxy.URL, e.proxy.URL, sourceParam, comm, copyRegion, shareWith)
+	instance := `  instance_type           = "t3.micro"
+  fallback_instance_types = ["t3a.micro"]`
+	if o.spot {
+		instance = `  spot_price              = "auto"
+  spot_instance_types     = ["t3.micro", "t3a.micro"]`
+	}
+	src := fmt.Sprintf(template, buildRegion, e.proxy.URL, e.proxy.URL, e.proxy.URL, sourceParam, instance, comm, copyRegion, shareWith, shareWith, copyRegion)
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +379,12 @@ func (e *env) build(t *testing.T, o runOpts) (string, error) {
 
 var amiLine = regexp.MustCompile(`(?m)^([a-z]+-[a-z]+-\d): (ami-[0-9a-f]+)$`)
 
-func (e *env) assertArtifact(t *testing.T, out string) {
+// e2eStackFile is the build instance's /etc/wsgi-stack.json.
+const e2eStackFile = `{"schema":1,"provides":["schema-1","git","aws-requests"],"app_name":"e2e","sockets":2}` + "\n"
+
+// assertArtifact checks both AMIs in moto; withStack: they carry the stack
+// tags of e2eStackFile (read over SSH), else none.
+func (e *env) assertArtifact(t *testing.T, out string, withStack bool) {
 	t.Helper()
 	found := map[string]string{}
 	for _, m := range amiLine.FindAllStringSubmatch(out, -1) {
@@ -375,6 +411,19 @@ func (e *env) assertArtifact(t *testing.T, out string) {
 		if tags["App"] != "demo" || tags[awscfg.TagAMIFamily] != "wsgi-e2e" || tags[awscfg.TagBuilder] != "wsgi-ami" || tags[awscfg.TagBuildID] == "" {
 			t.Errorf("%s: %s tags %v", region, id, tags)
 		}
+		wantStack, err := contract.Tags([]byte(e2eStackFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range wantStack {
+			got, ok := tags[k]
+			if withStack && got != v {
+				t.Errorf("%s: %s tag %s = %q, want %q", region, id, k, got, v)
+			}
+			if !withStack && ok {
+				t.Errorf("%s: %s has %s = %q without a stack file", region, id, k, got)
+			}
+		}
 		if !strings.HasPrefix(aws.ToString(img.Description), "wsgi e2e from ami-") {
 			t.Errorf("%s: description %q", region, aws.ToString(img.Description))
 		}
@@ -395,6 +444,48 @@ func (e *env) assertArtifact(t *testing.T, out string) {
 		if err != nil || len(snaps.Snapshots) == 0 {
 			t.Errorf("%s: no snapshot tagged with the family: %v", region, err)
 		}
+		for _, sn := range snaps.Snapshots {
+			attr, err := c.DescribeSnapshotAttribute(ctx, &ec2.DescribeSnapshotAttributeInput{SnapshotId: sn.SnapshotId, Attribute: ec2types.SnapshotAttributeNameCreateVolumePermission})
+			if err != nil {
+				t.Fatal(err)
+			}
+			shared := false
+			for _, p := range attr.CreateVolumePermissions {
+				shared = shared || aws.ToString(p.UserId) == shareWith
+			}
+			if !shared {
+				t.Errorf("%s: snapshot %s not shared with %s (snapshot_users): %+v", region, aws.ToString(sn.SnapshotId), shareWith, attr.CreateVolumePermissions)
+			}
+		}
+	}
+}
+
+// assertInstance checks the build instance as moto keeps it after
+// termination: metadata_options reached it, and a Spot one was never stopped.
+func (e *env) assertInstance(t *testing.T, calls []string, spot bool, out string) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := e.direct.EC2(ctx, buildRegion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, err := c.DescribeInstances(ctx, &ec2.DescribeInstancesInput{})
+	if err != nil || len(inst.Reservations) != 1 || len(inst.Reservations[0].Instances) != 1 {
+		t.Fatalf("want the one build instance in moto: %v %+v", err, inst)
+	}
+	i := inst.Reservations[0].Instances[0]
+	if i.MetadataOptions == nil || aws.ToInt32(i.MetadataOptions.HttpPutResponseHopLimit) != 2 || i.MetadataOptions.HttpTokens != ec2types.HttpTokensStateRequired {
+		t.Errorf("metadata options of %s: %+v", aws.ToString(i.InstanceId), i.MetadataOptions)
+	}
+	stopped := false
+	for _, c := range calls {
+		stopped = stopped || strings.HasSuffix(c, " StopInstances")
+	}
+	if spot && (stopped || !strings.Contains(out, "is not stopped (a one-time Spot instance cannot be)")) {
+		t.Errorf("the Spot instance was stopped (%v), or the build did not say why not:\n%s", stopped, out)
+	}
+	if !spot && !stopped {
+		t.Error("the on-demand instance was not stopped before imaging")
 	}
 }
 
@@ -419,6 +510,15 @@ func (e *env) leftovers(t *testing.T, keepAMIs bool) []string {
 				if i.State.Name != ec2types.InstanceStateNameTerminated {
 					left = append(left, fmt.Sprintf("%s instance %s (%s)", region, aws.ToString(i.InstanceId), i.State.Name))
 				}
+			}
+		}
+		vols, err := c.DescribeVolumes(ctx, &ec2.DescribeVolumesInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range vols.Volumes {
+			if v.State != ec2types.VolumeStateDeleted && v.State != ec2types.VolumeStateDeleting {
+				left = append(left, fmt.Sprintf("%s volume %s (%s)", region, aws.ToString(v.VolumeId), v.State))
 			}
 		}
 		kps, err := c.DescribeKeyPairs(ctx, &ec2.DescribeKeyPairsInput{})
@@ -492,6 +592,7 @@ type fault struct {
 	times  int // how many calls fail from there (default 1)
 	code   string
 	status int
+	spot   bool // with a Spot build instance
 }
 
 type row struct {
@@ -504,11 +605,14 @@ type row struct {
 func (e *env) faultRun(t *testing.T, f fault, wantOK bool) row {
 	e.reset()
 	e.proxy.setFault(&f)
-	out, err := e.build(t, runOpts{ssh: true})
+	out, err := e.build(t, runOpts{ssh: true, spot: f.spot})
 	e.proxy.setFault(nil)
 	r := row{point: f.action, fault: f.code}
 	if f.times > 1 {
 		r.fault = fmt.Sprintf("%s x%d", f.code, f.times)
+	}
+	if f.spot {
+		r.point += " (Spot)"
 	}
 	hit := e.proxy.faultsInjected()
 	if hit == 0 {
@@ -551,12 +655,19 @@ func cleanupAction(action string) bool {
 // artifact, and the AMIs of the finished build stay (no plugin can see an
 // interrupt that comes after it returned).
 func (e *env) interruptRun(t *testing.T, action string, last bool) row {
+	return e.interruptRunWith(t, action, last, false)
+}
+
+func (e *env) interruptRunWith(t *testing.T, action string, last, spot bool) row {
 	e.reset()
-	out, err := e.build(t, runOpts{interruptAfter: action, ssh: true})
+	out, err := e.build(t, runOpts{interruptAfter: action, ssh: true, spot: spot})
 	ok := err == nil
 	finished := last && !strings.Contains(out, "Deregistering AMI")
 	left := e.leftovers(t, ok || finished)
 	r := row{point: action, fault: "SIGINT after it", outcome: outcome(ok, out), leftovers: fmt.Sprint(len(left))}
+	if spot {
+		r.point += " (Spot)"
+	}
 	if finished && !ok {
 		r.outcome = "builder done first; AMIs kept"
 	}
@@ -730,9 +841,12 @@ func (p *faultProxy) faultsInjected() int {
 // instanceSSH stands in for sshd on the build instance (moto runs no
 // machines): it accepts only public keys imported through EC2's
 // ImportKeyPair, as an EC2 image does through its metadata, and answers the
-// builder's `cloud-init status --wait`. Commands are recorded, not run.
+// builder's `cloud-init status --wait`. A command that reads the stack file
+// runs under sh with the path pointing at stackFile (e2eStackFile); every
+// other command is recorded, not run.
 type instanceSSH struct {
-	port int
+	port      int
+	stackFile string
 
 	mu   sync.Mutex
 	keys map[string]bool // authorized keys, wire format
@@ -748,7 +862,10 @@ func newInstanceSSH(t *testing.T) *instanceSSH {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &instanceSSH{keys: map[string]bool{}}
+	s := &instanceSSH{keys: map[string]bool{}, stackFile: filepath.Join(t.TempDir(), "wsgi-stack.json")}
+	if err := os.WriteFile(s.stackFile, []byte(e2eStackFile), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cfg := &ssh.ServerConfig{
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			s.mu.Lock()
@@ -794,6 +911,12 @@ func (s *instanceSSH) authorize(material string) {
 	s.mu.Unlock()
 }
 
+func (s *instanceSSH) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cmds = nil
+}
+
 func (s *instanceSSH) commands() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -832,9 +955,20 @@ func (s *instanceSSH) serve(conn net.Conn, cfg *ssh.ServerConfig) {
 				s.mu.Unlock()
 				_ = req.Reply(true, nil)
 				status := uint32(127)
-				if payload.Command == "cloud-init status --wait" {
+				switch {
+				case payload.Command == "cloud-init status --wait":
 					_, _ = io.WriteString(ch, "status: done\n")
 					status = 0
+				case strings.Contains(payload.Command, contract.StackFile):
+					cmd := exec.Command("sh", "-c", strings.ReplaceAll(payload.Command, contract.StackFile, s.stackFile))
+					cmd.Stdout, cmd.Stderr = ch, ch.Stderr()
+					status = 0
+					if err := cmd.Run(); err != nil {
+						status = 1
+						if exit, ok := err.(*exec.ExitError); ok {
+							status = uint32(exit.ExitCode())
+						}
+					}
 				}
 				_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(struct{ Status uint32 }{status}))
 				return

@@ -3,6 +3,8 @@ package builder
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -43,6 +45,8 @@ type fakeRegion struct {
 	launch    map[string][]ec2types.LaunchPermission
 	deprecate map[string]string
 	tokens    map[string]string // client token -> id
+	spot      map[string]string // Spot request id -> state (active, closed, cancelled)
+	snapPerms map[string][]ec2types.CreateVolumePermission
 }
 
 const fakeSourceAMI = "ami-0123456789abcdef0"
@@ -68,7 +72,8 @@ func (c *fakeCloud) region(name string) *fakeRegion {
 			images: map[string]*ec2types.Image{}, instances: map[string]*ec2types.Instance{},
 			keyPairs: map[string][]ec2types.Tag{}, groups: map[string]*ec2types.SecurityGroup{},
 			snapshots: map[string]*ec2types.Snapshot{}, launch: map[string][]ec2types.LaunchPermission{},
-			deprecate: map[string]string{}, tokens: map[string]string{},
+			deprecate: map[string]string{}, tokens: map[string]string{}, spot: map[string]string{},
+			snapPerms: map[string][]ec2types.CreateVolumePermission{},
 		}
 		c.regions[name] = r
 	}
@@ -141,6 +146,11 @@ func (c *fakeCloud) leftovers() []string {
 		for id := range r.snapshots {
 			out = append(out, name+" snapshot "+id)
 		}
+		for id, st := range r.spot {
+			if st == "active" {
+				out = append(out, name+" spot request "+id)
+			}
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -182,12 +192,12 @@ func (f *fakeEC2) DescribeImages(_ context.Context, in *ec2.DescribeImagesInput,
 	}
 	defer unlock()
 	out := &ec2.DescribeImagesOutput{}
-	for _, id := range sortedKeys(f.r().images) {
+	for _, id := range slices.Sorted(maps.Keys(f.r().images)) {
 		img := f.r().images[id]
-		if len(in.ImageIds) > 0 && !contains(in.ImageIds, id) {
+		if len(in.ImageIds) > 0 && !slices.Contains(in.ImageIds, id) {
 			continue
 		}
-		if contains(in.Owners, "self") && aws.ToString(img.OwnerId) != "self" {
+		if slices.Contains(in.Owners, "self") && aws.ToString(img.OwnerId) != "self" {
 			continue
 		}
 		if !matches(in.Filters, map[string]string{"name": aws.ToString(img.Name)}, img.Tags) {
@@ -267,7 +277,7 @@ func (f *fakeEC2) DescribeSubnets(_ context.Context, in *ec2.DescribeSubnetsInpu
 	}
 	out := &ec2.DescribeSubnetsOutput{}
 	for _, s := range all {
-		if len(in.SubnetIds) > 0 && !contains(in.SubnetIds, aws.ToString(s.SubnetId)) {
+		if len(in.SubnetIds) > 0 && !slices.Contains(in.SubnetIds, aws.ToString(s.SubnetId)) {
 			continue
 		}
 		if !matches(in.Filters, map[string]string{"vpc-id": aws.ToString(s.VpcId)}, s.Tags) {
@@ -347,7 +357,7 @@ func (f *fakeEC2) DescribeSecurityGroups(_ context.Context, in *ec2.DescribeSecu
 	}
 	defer unlock()
 	out := &ec2.DescribeSecurityGroupsOutput{}
-	for _, id := range sortedKeys(f.r().groups) {
+	for _, id := range slices.Sorted(maps.Keys(f.r().groups)) {
 		g := f.r().groups[id]
 		if matches(in.Filters, map[string]string{"group-name": aws.ToString(g.GroupName), "vpc-id": aws.ToString(g.VpcId)}, g.Tags) {
 			out.SecurityGroups = append(out.SecurityGroups, *g)
@@ -399,9 +409,29 @@ func (f *fakeEC2) RunInstances(_ context.Context, in *ec2.RunInstancesInput, _ .
 		BlockDeviceMappings: []ec2types.InstanceBlockDeviceMapping{{DeviceName: in.BlockDeviceMappings[0].DeviceName,
 			Ebs: &ec2types.EbsInstanceBlockDevice{VolumeId: aws.String(f.cloud.id("vol"))}}},
 	}
-	for _, g := range in.SecurityGroupIds {
+	groups := in.SecurityGroupIds
+	if len(in.NetworkInterfaces) > 0 {
+		nic := in.NetworkInterfaces[0]
+		groups = nic.Groups
+		if !aws.ToBool(nic.AssociatePublicIpAddress) {
+			inst.PublicIpAddress = nil
+		}
+		inst.SubnetId = nic.SubnetId
+	}
+	for _, g := range groups {
 		inst.SecurityGroups = append(inst.SecurityGroups, ec2types.GroupIdentifier{GroupId: aws.String(g)})
 	}
+	if mo := in.InstanceMarketOptions; mo != nil && mo.MarketType == ec2types.MarketTypeSpot {
+		if in.InstanceInitiatedShutdownBehavior == ec2types.ShutdownBehaviorStop {
+			return nil, apiError("InvalidParameterCombination")
+		}
+		req := f.cloud.id("sir")
+		f.r().spot[req] = "active"
+		inst.SpotInstanceRequestId = aws.String(req)
+		inst.InstanceLifecycle = ec2types.InstanceLifecycleTypeSpot
+	}
+	inst.MetadataOptions.HttpPutResponseHopLimit = in.MetadataOptions.HttpPutResponseHopLimit
+	inst.MetadataOptions.HttpEndpoint = ec2types.InstanceMetadataEndpointState(in.MetadataOptions.HttpEndpoint)
 	f.r().instances[id] = inst
 	f.r().tokens[aws.ToString(in.ClientToken)] = id
 	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{*inst}}, nil
@@ -414,9 +444,9 @@ func (f *fakeEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 	}
 	defer unlock()
 	res := ec2types.Reservation{}
-	for _, id := range sortedKeys(f.r().instances) {
+	for _, id := range slices.Sorted(maps.Keys(f.r().instances)) {
 		i := f.r().instances[id]
-		if len(in.InstanceIds) > 0 && !contains(in.InstanceIds, id) {
+		if len(in.InstanceIds) > 0 && !slices.Contains(in.InstanceIds, id) {
 			continue
 		}
 		if !matches(in.Filters, map[string]string{}, i.Tags) {
@@ -436,7 +466,7 @@ func (f *fakeEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 
 func matchesState(filters []ec2types.Filter, state string) bool {
 	for _, fl := range filters {
-		if aws.ToString(fl.Name) == "instance-state-name" && !contains(fl.Values, state) {
+		if aws.ToString(fl.Name) == "instance-state-name" && !slices.Contains(fl.Values, state) {
 			return false
 		}
 	}
@@ -455,8 +485,48 @@ func (f *fakeEC2) TerminateInstances(_ context.Context, in *ec2.TerminateInstanc
 			return nil, apiError("InvalidInstanceID.NotFound")
 		}
 		i.State = &ec2types.InstanceState{Name: ec2types.InstanceStateNameTerminated}
+		if req := aws.ToString(i.SpotInstanceRequestId); req != "" {
+			f.r().spot[req] = "closed"
+		}
 	}
 	return &ec2.TerminateInstancesOutput{}, nil
+}
+
+func (f *fakeEC2) CancelSpotInstanceRequests(_ context.Context, in *ec2.CancelSpotInstanceRequestsInput, _ ...func(*ec2.Options)) (*ec2.CancelSpotInstanceRequestsOutput, error) {
+	unlock, err := f.cloud.call(f.name, "CancelSpotInstanceRequests")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	for _, id := range in.SpotInstanceRequestIds {
+		if _, ok := f.r().spot[id]; !ok {
+			return nil, apiError("InvalidSpotInstanceRequestID.NotFound")
+		}
+		f.r().spot[id] = "cancelled"
+	}
+	return &ec2.CancelSpotInstanceRequestsOutput{}, nil
+}
+
+func (f *fakeEC2) ModifySnapshotAttribute(_ context.Context, in *ec2.ModifySnapshotAttributeInput, _ ...func(*ec2.Options)) (*ec2.ModifySnapshotAttributeOutput, error) {
+	unlock, err := f.cloud.call(f.name, "ModifySnapshotAttribute")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	id := aws.ToString(in.SnapshotId)
+	if f.r().snapshots[id] == nil {
+		return nil, apiError("InvalidSnapshot.NotFound")
+	}
+	if in.OperationType != ec2types.OperationTypeAdd {
+		return nil, apiError("InvalidParameterValue")
+	}
+	for _, u := range in.UserIds {
+		f.r().snapPerms[id] = append(f.r().snapPerms[id], ec2types.CreateVolumePermission{UserId: aws.String(u)})
+	}
+	for _, g := range in.GroupNames {
+		f.r().snapPerms[id] = append(f.r().snapPerms[id], ec2types.CreateVolumePermission{Group: ec2types.PermissionGroup(g)})
+	}
+	return &ec2.ModifySnapshotAttributeOutput{}, nil
 }
 
 func (f *fakeEC2) StopInstances(_ context.Context, in *ec2.StopInstancesInput, _ ...func(*ec2.Options)) (*ec2.StopInstancesOutput, error) {
@@ -466,6 +536,9 @@ func (f *fakeEC2) StopInstances(_ context.Context, in *ec2.StopInstancesInput, _
 	}
 	defer unlock()
 	for _, id := range in.InstanceIds {
+		if f.r().instances[id].InstanceLifecycle == ec2types.InstanceLifecycleTypeSpot {
+			return nil, apiError("UnsupportedOperation")
+		}
 		f.r().instances[id].State = &ec2types.InstanceState{Name: ec2types.InstanceStateNameStopped}
 	}
 	return &ec2.StopInstancesOutput{}, nil
@@ -566,7 +639,7 @@ func (f *fakeEC2) DescribeSnapshots(_ context.Context, in *ec2.DescribeSnapshots
 	}
 	defer unlock()
 	out := &ec2.DescribeSnapshotsOutput{}
-	for _, id := range sortedKeys(f.r().snapshots) {
+	for _, id := range slices.Sorted(maps.Keys(f.r().snapshots)) {
 		if s := f.r().snapshots[id]; matches(in.Filters, nil, s.Tags) {
 			out.Snapshots = append(out.Snapshots, *s)
 		}
@@ -582,7 +655,7 @@ func (f *fakeEC2) DeleteSnapshot(_ context.Context, in *ec2.DeleteSnapshotInput,
 	defer unlock()
 	id := aws.ToString(in.SnapshotId)
 	for _, img := range f.r().images {
-		if contains(snapshotIDs(*img), id) {
+		if slices.Contains(snapshotIDs(*img), id) {
 			return nil, apiError("InvalidSnapshot.InUse")
 		}
 	}

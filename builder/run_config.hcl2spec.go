@@ -7,6 +7,101 @@ import (
 	"github.com/zclconf/go-cty/cty"
 )
 
+// FlatBlockDevice is an auto-generated flat version of BlockDevice.
+// Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
+type FlatBlockDevice struct {
+	DeviceName          *string `mapstructure:"device_name" required:"true" cty:"device_name" hcl:"device_name"`
+	VolumeType          *string `mapstructure:"volume_type" required:"false" cty:"volume_type" hcl:"volume_type"`
+	VolumeSize          *int32  `mapstructure:"volume_size" required:"false" cty:"volume_size" hcl:"volume_size"`
+	IOPS                *int32  `mapstructure:"iops" required:"false" cty:"iops" hcl:"iops"`
+	Throughput          *int32  `mapstructure:"throughput" required:"false" cty:"throughput" hcl:"throughput"`
+	Encrypted           *bool   `mapstructure:"encrypted" required:"false" cty:"encrypted" hcl:"encrypted"`
+	KMSKeyID            *string `mapstructure:"kms_key_id" required:"false" cty:"kms_key_id" hcl:"kms_key_id"`
+	SnapshotID          *string `mapstructure:"snapshot_id" required:"false" cty:"snapshot_id" hcl:"snapshot_id"`
+	DeleteOnTermination *bool   `mapstructure:"delete_on_termination" required:"false" cty:"delete_on_termination" hcl:"delete_on_termination"`
+	VirtualName         *string `mapstructure:"virtual_name" required:"false" cty:"virtual_name" hcl:"virtual_name"`
+	NoDevice            *bool   `mapstructure:"no_device" required:"false" cty:"no_device" hcl:"no_device"`
+}
+
+// FlatMapstructure returns a new FlatBlockDevice.
+// FlatBlockDevice is an auto-generated flat version of BlockDevice.
+// Where the contents a fields with a `mapstructure:,squash` tag are bubbled up.
+func (*BlockDevice) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Spec } {
+	return new(FlatBlockDevice)
+}
+
+// HCL2Spec returns the hcl spec of a BlockDevice.
+// This spec is used by HCL to read the fields of BlockDevice.
+// The decoded values from this spec will then be applied to a FlatBlockDevice.
+func (*FlatBlockDevice) HCL2Spec() map[string]hcldec.Spec {
+	s := map[string]hcldec.Spec{
+		"device_name":           &hcldec.AttrSpec{Name: "device_name", Type: cty.String, Required: false},
+		"volume_type":           &hcldec.AttrSpec{Name: "volume_type", Type: cty.String, Required: false},
+		"volume_size":           &hcldec.AttrSpec{Name: "volume_size", Type: cty.Number, Required: false},
+		"iops":                  &hcldec.AttrSpec{Name: "iops", Type: cty.Number, Required: false},
+		"throughput":            &hcldec.AttrSpec{Name: "throughput", Type: cty.Number, Required: false},
+		"encrypted":             &hcldec.AttrSpec{Name: "encrypted", Type: cty.Bool, Required: false},
+		"kms_key_id":            &hcldec.AttrSpec{Name: "kms_key_id", Type: cty.String, Required: false},
+		"snapshot_id":           &hcldec.AttrSpec{Name: "snapshot_id", Type: cty.String, Required: false},
+		"delete_on_termination": &hcldec.AttrSpec{Name: "delete_on_termination", Type: cty.Bool, Required: false},
+		"virtual_name":          &hcldec.AttrSpec{Name: "virtual_name", Type: cty.String, Required: false},
+		"no_device":             &hcldec.AttrSpec{Name: "no_device", Type: cty.Bool, Required: false},
+	}
+	return s
+}
+
+// FlatMetadataOptions is an auto-generated flat version of MetadataOptions.
+// Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
+type FlatMetadataOptions struct {
+	HTTPEndpoint            *string `mapstructure:"http_endpoint" required:"false" cty:"http_endpoint" hcl:"http_endpoint"`
+	HTTPTokens              *string `mapstructure:"http_tokens" required:"false" cty:"http_tokens" hcl:"http_tokens"`
+	HTTPPutResponseHopLimit *int32  `mapstructure:"http_put_response_hop_limit" required:"false" cty:"http_put_response_hop_limit" hcl:"http_put_response_hop_limit"`
+	InstanceMetadataTags    *string `mapstructure:"instance_metadata_tags" required:"false" cty:"instance_metadata_tags" hcl:"instance_metadata_tags"`
+}
+
+// FlatMapstructure returns a new FlatMetadataOptions.
+// FlatMetadataOptions is an auto-generated flat version of MetadataOptions.
+// Where the contents a fields with a `mapstructure:,squash` tag are bubbled up.
+func (*MetadataOptions) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Spec } {
+	return new(FlatMetadataOptions)
+}
+
+// HCL2Spec returns the hcl spec of a MetadataOptions.
+// This spec is used by HCL to read the fields of MetadataOptions.
+// The decoded values from this spec will then be applied to a FlatMetadataOptions.
+func (*FlatMetadataOptions) HCL2Spec() map[string]hcldec.Spec {
+	s := map[string]hcldec.Spec{
+		"http_endpoint":               &hcldec.AttrSpec{Name: "http_endpoint", Type: cty.String, Required: false},
+		"http_tokens":                 &hcldec.AttrSpec{Name: "http_tokens", Type: cty.String, Required: false},
+		"http_put_response_hop_limit": &hcldec.AttrSpec{Name: "http_put_response_hop_limit", Type: cty.Number, Required: false},
+		"instance_metadata_tags":      &hcldec.AttrSpec{Name: "instance_metadata_tags", Type: cty.String, Required: false},
+	}
+	return s
+}
+
+// FlatResourceFilter is an auto-generated flat version of ResourceFilter.
+// Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
+type FlatResourceFilter struct {
+	Filters map[string]string `mapstructure:"filters" required:"true" cty:"filters" hcl:"filters"`
+}
+
+// FlatMapstructure returns a new FlatResourceFilter.
+// FlatResourceFilter is an auto-generated flat version of ResourceFilter.
+// Where the contents a fields with a `mapstructure:,squash` tag are bubbled up.
+func (*ResourceFilter) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Spec } {
+	return new(FlatResourceFilter)
+}
+
+// HCL2Spec returns the hcl spec of a ResourceFilter.
+// This spec is used by HCL to read the fields of ResourceFilter.
+// The decoded values from this spec will then be applied to a FlatResourceFilter.
+func (*FlatResourceFilter) HCL2Spec() map[string]hcldec.Spec {
+	s := map[string]hcldec.Spec{
+		"filters": &hcldec.AttrSpec{Name: "filters", Type: cty.Map(cty.String), Required: false},
+	}
+	return s
+}
+
 // FlatRootVolume is an auto-generated flat version of RootVolume.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatRootVolume struct {
@@ -43,21 +138,29 @@ func (*FlatRootVolume) HCL2Spec() map[string]hcldec.Spec {
 // FlatRunConfig is an auto-generated flat version of RunConfig.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatRunConfig struct {
-	InstanceType          *string           `mapstructure:"instance_type" required:"true" cty:"instance_type" hcl:"instance_type"`
-	FallbackInstanceTypes []string          `mapstructure:"fallback_instance_types" required:"false" cty:"fallback_instance_types" hcl:"fallback_instance_types"`
-	SubnetID              *string           `mapstructure:"subnet_id" required:"false" cty:"subnet_id" hcl:"subnet_id"`
-	SubnetFilter          *FlatSubnetFilter `mapstructure:"subnet_filter" required:"false" cty:"subnet_filter" hcl:"subnet_filter"`
-	VpcID                 *string           `mapstructure:"vpc_id" required:"false" cty:"vpc_id" hcl:"vpc_id"`
-	SecurityGroupIDs      []string          `mapstructure:"security_group_ids" required:"false" cty:"security_group_ids" hcl:"security_group_ids"`
-	SSHCIDRs              []string          `mapstructure:"ssh_cidrs" required:"false" cty:"ssh_cidrs" hcl:"ssh_cidrs"`
-	CheckIPURL            *string           `mapstructure:"checkip_url" required:"false" cty:"checkip_url" hcl:"checkip_url"`
-	SSHInterface          *string           `mapstructure:"ssh_interface" required:"false" cty:"ssh_interface" hcl:"ssh_interface"`
-	IAMInstanceProfile    *string           `mapstructure:"iam_instance_profile" required:"false" cty:"iam_instance_profile" hcl:"iam_instance_profile"`
-	RootVolume            *FlatRootVolume   `mapstructure:"root_volume" required:"false" cty:"root_volume" hcl:"root_volume"`
-	RunTags               map[string]string `mapstructure:"run_tags" required:"false" cty:"run_tags" hcl:"run_tags"`
-	UserData              *string           `mapstructure:"user_data" required:"false" cty:"user_data" hcl:"user_data"`
-	UserDataFile          *string           `mapstructure:"user_data_file" required:"false" cty:"user_data_file" hcl:"user_data_file"`
-	SkipCloudInitWait     *bool             `mapstructure:"skip_cloud_init_wait" required:"false" cty:"skip_cloud_init_wait" hcl:"skip_cloud_init_wait"`
+	InstanceType             *string              `mapstructure:"instance_type" required:"true" cty:"instance_type" hcl:"instance_type"`
+	FallbackInstanceTypes    []string             `mapstructure:"fallback_instance_types" required:"false" cty:"fallback_instance_types" hcl:"fallback_instance_types"`
+	SpotPrice                *string              `mapstructure:"spot_price" required:"false" cty:"spot_price" hcl:"spot_price"`
+	SpotInstanceTypes        []string             `mapstructure:"spot_instance_types" required:"false" cty:"spot_instance_types" hcl:"spot_instance_types"`
+	AssociatePublicIPAddress *bool                `mapstructure:"associate_public_ip_address" required:"false" cty:"associate_public_ip_address" hcl:"associate_public_ip_address"`
+	MetadataOptions          *FlatMetadataOptions `mapstructure:"metadata_options" required:"false" cty:"metadata_options" hcl:"metadata_options"`
+	SubnetID                 *string              `mapstructure:"subnet_id" required:"false" cty:"subnet_id" hcl:"subnet_id"`
+	SubnetFilter             *FlatSubnetFilter    `mapstructure:"subnet_filter" required:"false" cty:"subnet_filter" hcl:"subnet_filter"`
+	VpcID                    *string              `mapstructure:"vpc_id" required:"false" cty:"vpc_id" hcl:"vpc_id"`
+	VpcFilter                *FlatResourceFilter  `mapstructure:"vpc_filter" required:"false" cty:"vpc_filter" hcl:"vpc_filter"`
+	SecurityGroupIDs         []string             `mapstructure:"security_group_ids" required:"false" cty:"security_group_ids" hcl:"security_group_ids"`
+	SecurityGroupFilter      *FlatResourceFilter  `mapstructure:"security_group_filter" required:"false" cty:"security_group_filter" hcl:"security_group_filter"`
+	SSHCIDRs                 []string             `mapstructure:"ssh_cidrs" required:"false" cty:"ssh_cidrs" hcl:"ssh_cidrs"`
+	CheckIPURL               *string              `mapstructure:"checkip_url" required:"false" cty:"checkip_url" hcl:"checkip_url"`
+	SSHInterface             *string              `mapstructure:"ssh_interface" required:"false" cty:"ssh_interface" hcl:"ssh_interface"`
+	IAMInstanceProfile       *string              `mapstructure:"iam_instance_profile" required:"false" cty:"iam_instance_profile" hcl:"iam_instance_profile"`
+	RootVolume               *FlatRootVolume      `mapstructure:"root_volume" required:"false" cty:"root_volume" hcl:"root_volume"`
+	LaunchBlockDevices       []FlatBlockDevice    `mapstructure:"launch_block_device_mappings" required:"false" cty:"launch_block_device_mappings" hcl:"launch_block_device_mappings"`
+	AMIBlockDevices          []FlatBlockDevice    `mapstructure:"ami_block_device_mappings" required:"false" cty:"ami_block_device_mappings" hcl:"ami_block_device_mappings"`
+	RunTags                  map[string]string    `mapstructure:"run_tags" required:"false" cty:"run_tags" hcl:"run_tags"`
+	UserData                 *string              `mapstructure:"user_data" required:"false" cty:"user_data" hcl:"user_data"`
+	UserDataFile             *string              `mapstructure:"user_data_file" required:"false" cty:"user_data_file" hcl:"user_data_file"`
+	SkipCloudInitWait        *bool                `mapstructure:"skip_cloud_init_wait" required:"false" cty:"skip_cloud_init_wait" hcl:"skip_cloud_init_wait"`
 }
 
 // FlatMapstructure returns a new FlatRunConfig.
@@ -72,21 +175,29 @@ func (*RunConfig) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Spe
 // The decoded values from this spec will then be applied to a FlatRunConfig.
 func (*FlatRunConfig) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
-		"instance_type":           &hcldec.AttrSpec{Name: "instance_type", Type: cty.String, Required: false},
-		"fallback_instance_types": &hcldec.AttrSpec{Name: "fallback_instance_types", Type: cty.List(cty.String), Required: false},
-		"subnet_id":               &hcldec.AttrSpec{Name: "subnet_id", Type: cty.String, Required: false},
-		"subnet_filter":           &hcldec.BlockSpec{TypeName: "subnet_filter", Nested: hcldec.ObjectSpec((*FlatSubnetFilter)(nil).HCL2Spec())},
-		"vpc_id":                  &hcldec.AttrSpec{Name: "vpc_id", Type: cty.String, Required: false},
-		"security_group_ids":      &hcldec.AttrSpec{Name: "security_group_ids", Type: cty.List(cty.String), Required: false},
-		"ssh_cidrs":               &hcldec.AttrSpec{Name: "ssh_cidrs", Type: cty.List(cty.String), Required: false},
-		"checkip_url":             &hcldec.AttrSpec{Name: "checkip_url", Type: cty.String, Required: false},
-		"ssh_interface":           &hcldec.AttrSpec{Name: "ssh_interface", Type: cty.String, Required: false},
-		"iam_instance_profile":    &hcldec.AttrSpec{Name: "iam_instance_profile", Type: cty.String, Required: false},
-		"root_volume":             &hcldec.BlockSpec{TypeName: "root_volume", Nested: hcldec.ObjectSpec((*FlatRootVolume)(nil).HCL2Spec())},
-		"run_tags":                &hcldec.AttrSpec{Name: "run_tags", Type: cty.Map(cty.String), Required: false},
-		"user_data":               &hcldec.AttrSpec{Name: "user_data", Type: cty.String, Required: false},
-		"user_data_file":          &hcldec.AttrSpec{Name: "user_data_file", Type: cty.String, Required: false},
-		"skip_cloud_init_wait":    &hcldec.AttrSpec{Name: "skip_cloud_init_wait", Type: cty.Bool, Required: false},
+		"instance_type":                &hcldec.AttrSpec{Name: "instance_type", Type: cty.String, Required: false},
+		"fallback_instance_types":      &hcldec.AttrSpec{Name: "fallback_instance_types", Type: cty.List(cty.String), Required: false},
+		"spot_price":                   &hcldec.AttrSpec{Name: "spot_price", Type: cty.String, Required: false},
+		"spot_instance_types":          &hcldec.AttrSpec{Name: "spot_instance_types", Type: cty.List(cty.String), Required: false},
+		"associate_public_ip_address":  &hcldec.AttrSpec{Name: "associate_public_ip_address", Type: cty.Bool, Required: false},
+		"metadata_options":             &hcldec.BlockSpec{TypeName: "metadata_options", Nested: hcldec.ObjectSpec((*FlatMetadataOptions)(nil).HCL2Spec())},
+		"subnet_id":                    &hcldec.AttrSpec{Name: "subnet_id", Type: cty.String, Required: false},
+		"subnet_filter":                &hcldec.BlockSpec{TypeName: "subnet_filter", Nested: hcldec.ObjectSpec((*FlatSubnetFilter)(nil).HCL2Spec())},
+		"vpc_id":                       &hcldec.AttrSpec{Name: "vpc_id", Type: cty.String, Required: false},
+		"vpc_filter":                   &hcldec.BlockSpec{TypeName: "vpc_filter", Nested: hcldec.ObjectSpec((*FlatResourceFilter)(nil).HCL2Spec())},
+		"security_group_ids":           &hcldec.AttrSpec{Name: "security_group_ids", Type: cty.List(cty.String), Required: false},
+		"security_group_filter":        &hcldec.BlockSpec{TypeName: "security_group_filter", Nested: hcldec.ObjectSpec((*FlatResourceFilter)(nil).HCL2Spec())},
+		"ssh_cidrs":                    &hcldec.AttrSpec{Name: "ssh_cidrs", Type: cty.List(cty.String), Required: false},
+		"checkip_url":                  &hcldec.AttrSpec{Name: "checkip_url", Type: cty.String, Required: false},
+		"ssh_interface":                &hcldec.AttrSpec{Name: "ssh_interface", Type: cty.String, Required: false},
+		"iam_instance_profile":         &hcldec.AttrSpec{Name: "iam_instance_profile", Type: cty.String, Required: false},
+		"root_volume":                  &hcldec.BlockSpec{TypeName: "root_volume", Nested: hcldec.ObjectSpec((*FlatRootVolume)(nil).HCL2Spec())},
+		"launch_block_device_mappings": &hcldec.BlockListSpec{TypeName: "launch_block_device_mappings", Nested: hcldec.ObjectSpec((*FlatBlockDevice)(nil).HCL2Spec())},
+		"ami_block_device_mappings":    &hcldec.BlockListSpec{TypeName: "ami_block_device_mappings", Nested: hcldec.ObjectSpec((*FlatBlockDevice)(nil).HCL2Spec())},
+		"run_tags":                     &hcldec.AttrSpec{Name: "run_tags", Type: cty.Map(cty.String), Required: false},
+		"user_data":                    &hcldec.AttrSpec{Name: "user_data", Type: cty.String, Required: false},
+		"user_data_file":               &hcldec.AttrSpec{Name: "user_data_file", Type: cty.String, Required: false},
+		"skip_cloud_init_wait":         &hcldec.AttrSpec{Name: "skip_cloud_init_wait", Type: cty.Bool, Required: false},
 	}
 	return s
 }
@@ -96,6 +207,7 @@ func (*FlatRunConfig) HCL2Spec() map[string]hcldec.Spec {
 type FlatSubnetFilter struct {
 	Filters  map[string]string `mapstructure:"filters" required:"true" cty:"filters" hcl:"filters"`
 	MostFree *bool             `mapstructure:"most_free" required:"false" cty:"most_free" hcl:"most_free"`
+	Random   *bool             `mapstructure:"random" required:"false" cty:"random" hcl:"random"`
 }
 
 // FlatMapstructure returns a new FlatSubnetFilter.
@@ -112,6 +224,7 @@ func (*FlatSubnetFilter) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
 		"filters":   &hcldec.AttrSpec{Name: "filters", Type: cty.Map(cty.String), Required: false},
 		"most_free": &hcldec.AttrSpec{Name: "most_free", Type: cty.Bool, Required: false},
+		"random":    &hcldec.AttrSpec{Name: "random", Type: cty.Bool, Required: false},
 	}
 	return s
 }

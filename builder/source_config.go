@@ -5,12 +5,18 @@ package builder
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
 )
 
 // ssmPrefix marks a source_ami that is an SSM parameter holding an AMI id,
 // the same syntax as CloudFormation and launch templates.
 const ssmPrefix = "resolve:ssm:"
+
+// ownerAliases are the owner names DescribeImages takes besides account ids.
+var ownerAliases = []string{"self", "amazon", "aws-marketplace", "aws-backup-vault"}
 
 var amiIDPattern = regexp.MustCompile(`^ami-[0-9a-f]{8}([0-9a-f]{9})?$`)
 
@@ -73,8 +79,8 @@ func (c *SourceConfig) Prepare() []error {
 			errs = append(errs, fmt.Errorf("source_ami_filter.owners: required, e.g. [\"amazon\"] or an account id"))
 		}
 		for _, o := range f.Owners {
-			if strings.TrimSpace(o) == "" {
-				errs = append(errs, fmt.Errorf("source_ami_filter.owners: empty owner"))
+			if !slices.Contains(ownerAliases, o) && awscfg.CheckAccountID("source_ami_filter.owners", o) != nil {
+				errs = append(errs, fmt.Errorf("source_ami_filter.owners: %q is neither a 12-digit account id nor one of %s", o, strings.Join(ownerAliases, ", ")))
 			}
 		}
 	}

@@ -2,12 +2,11 @@ package builder
 
 import (
 	"context"
-	"fmt"
-	"sort"
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+	"github.com/hashicorp/packer-plugin-sdk/packerbuilderdata"
 )
 
 // stateKey names a value in the state bag. Every value the steps pass to
@@ -26,12 +25,17 @@ const (
 	keyPrivateKey    stateKey = "privateKey"          // string, read by the SDK's SSHConfigFunc
 	keySecurityGroup stateKey = "wsgi_security_group" // []string ids for RunInstances
 	keyInstance      stateKey = "wsgi_instance"       // ec2types.Instance
-	keyInstanceType  stateKey = "wsgi_instance_type"  // string, the type that got capacity
 	keyImages        stateKey = "wsgi_images"         // map[string]string region -> AMI id
 	keySnapshots     stateKey = "wsgi_snapshots"      // map[string][]string region -> snapshot ids
 	keyImageDetails  stateKey = "wsgi_image_details"  // map[string]ec2types.Image region -> AMI
+	keyLedger        stateKey = "wsgi_image_ledger"   // *imageLedger, put by newState
+	keyStackTags     stateKey = "wsgi_stack_tags"     // map[string]string, the wsgi:stack-* tags; absent without a stack
 	keyGenerated     stateKey = "generated_data"      // map[string]interface{}
-	keyComplete      stateKey = "wsgi_complete"       // bool, set by the last step
+
+	// Keys the SDK's steps and conventions read.
+	keyError      stateKey = "error"               // error, put by halt; Run returns it
+	keyInstanceID stateKey = "instance_id"         // string, read by the SDK's provisioner hooks
+	keyCommConfig stateKey = "communicator_config" // *communicator.Config, read by the SDK's steps
 )
 
 // uiSayer is what progress reporting needs from the UI.
@@ -54,7 +58,7 @@ func ui(state multistep.StateBag) packersdk.Ui { return get[packersdk.Ui](state,
 // halt is the one way a step fails: the error goes to the state bag for
 // Run to return and to the UI.
 func halt(state multistep.StateBag, err error) multistep.StepAction {
-	state.Put("error", err)
+	put(state, keyError, err)
 	if u := ui(state); u != nil {
 		u.Error(err.Error())
 	}
@@ -66,8 +70,17 @@ func halt(state multistep.StateBag, err error) multistep.StepAction {
 func failed(state multistep.StateBag) bool {
 	_, cancelled := state.GetOk(multistep.StateCancelled)
 	_, halted := state.GetOk(multistep.StateHalted)
-	_, errored := state.GetOk("error")
+	_, errored := state.GetOk(string(keyError))
 	return cancelled || halted || errored
+}
+
+// putGenerated publishes generated data (build.NAME) for provisioners and
+// post-processors; every name must be declared in Builder.Prepare.
+func putGenerated(state multistep.StateBag, kv map[string]string) {
+	gd := &packerbuilderdata.GeneratedData{State: state}
+	for k, v := range kv {
+		gd.Put(k, v)
+	}
 }
 
 // cleanupTimeout bounds each Cleanup. Cleanups run after the build context
@@ -76,40 +89,6 @@ const cleanupTimeout = 15 * time.Minute
 
 func cleanupContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), cleanupTimeout)
-}
-
-// progressEvery is how often a long wait prints that it is still waiting.
-var progressEvery = 15 * time.Second
-
-// waitFor runs an SDK waiter (fn) and prints a line when it starts, every
-// progressEvery while it runs, and when it ends, each with the elapsed time.
-// The polling itself is the SDK waiter's; this only reports.
-func waitFor(ctx context.Context, u uiSayer, what string, fn func(context.Context) error) error {
-	start := time.Now()
-	say(u, fmt.Sprintf("Waiting for %s...", what))
-	every := progressEvery
-	done, exited := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(exited)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				say(u, fmt.Sprintf("Still waiting for %s (%s elapsed)", what, time.Since(start).Round(time.Second)))
-			}
-		}
-	}()
-	err := fn(ctx)
-	close(done)
-	<-exited
-	if err != nil {
-		return fmt.Errorf("waiting for %s after %s: %w", what, time.Since(start).Round(time.Second), err)
-	}
-	say(u, fmt.Sprintf("%s after %s", capitalize(what), time.Since(start).Round(100*time.Millisecond)))
-	return nil
 }
 
 func say(u uiSayer, msg string) {
@@ -132,13 +111,4 @@ func capitalize(s string) string {
 		return string(s[0]-'a'+'A') + s[1:]
 	}
 	return s
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -5,18 +5,8 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
-
-type describeImagesAPI interface {
-	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
-}
-
-// clientFor returns a client for a region; every one honours the custom
-// endpoint of the access block.
-type clientFor[T any] func(ctx context.Context, region string) (T, error)
 
 // stepCheckAMIName fails early, before anything is launched, when an AMI
 // of the same name exists in a target region and force_deregister is off.
@@ -52,26 +42,3 @@ func (s *stepCheckAMIName) Run(ctx context.Context, state multistep.StateBag) mu
 }
 
 func (s *stepCheckAMIName) Cleanup(multistep.StateBag) {}
-
-// imagesNamed lists the account's own AMIs with this exact name.
-func imagesNamed(ctx context.Context, c describeImagesAPI, name string) ([]ec2types.Image, error) {
-	out, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{
-		Owners:  []string{"self"},
-		Filters: []ec2types.Filter{{Name: aws.String("name"), Values: []string{name}}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out.Images, nil
-}
-
-// snapshotIDs lists the EBS snapshots of an image's block devices.
-func snapshotIDs(img ec2types.Image) []string {
-	var ids []string
-	for _, bdm := range img.BlockDeviceMappings {
-		if bdm.Ebs != nil && aws.ToString(bdm.Ebs.SnapshotId) != "" {
-			ids = append(ids, aws.ToString(bdm.Ebs.SnapshotId))
-		}
-	}
-	return ids
-}

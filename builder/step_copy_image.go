@@ -15,40 +15,39 @@ import (
 type copyImageAPI interface {
 	CopyImage(context.Context, *ec2.CopyImageInput, ...func(*ec2.Options)) (*ec2.CopyImageOutput, error)
 	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
-	deleteImageAPI
+	describeImagesAPI
 }
 
 // stepCopyImage copies the AMI to ami_regions in parallel, each copy with
 // its region's KMS key, through a client of the destination region (so the
 // custom endpoint is used there too), and tags each copy and its snapshots
-// like the original. The first failure cancels the other copies. When the
-// build does not succeed, Cleanup deregisters every copy that was started,
-// finished or not, and deletes its snapshots.
+// like the original. The first failure cancels the other copies. Every
+// copy started, finished or not, is in the image ledger, whose rollback
+// Cleanup runs when the build does not succeed (see imageLedger).
 type stepCopyImage struct {
 	EC2          clientFor[copyImageAPI]
 	Cfg          *Config
 	SourceRegion string
 	Wait         waitConfig
 
-	mu      sync.Mutex
-	started map[string]string // region -> copy id ("" when CopyImage did not answer)
+	mu sync.Mutex // guards the results of the parallel copies
 }
 
 func (s *stepCopyImage) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
 	u := ui(state)
 	srcID := get[map[string]string](state, keyImages)[s.SourceRegion]
 	info := infoFrom(get[ec2types.Image](state, keySourceImage), s.SourceRegion)
-	text, err := s.Cfg.imageText(info)
+	text, err := s.Cfg.imageText(info, get[map[string]string](state, keyStackTags))
 	if err != nil {
 		return halt(state, err)
 	}
 	desc, imgTags, snapTags := text.description, text.imageTags, text.snapTags
-	s.started = map[string]string{}
+	ledger := get[*imageLedger](state, keyLedger)
 	results := map[string]ec2types.Image{}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, region := range s.Cfg.AMIRegions {
 		g.Go(func() error {
-			img, err := s.copyTo(gctx, u, region, srcID, desc, imgTags, snapTags)
+			img, err := s.copyTo(gctx, u, ledger, region, srcID, desc, imgTags, snapTags)
 			if err != nil {
 				return err
 			}
@@ -72,7 +71,7 @@ func (s *stepCopyImage) Run(ctx context.Context, state multistep.StateBag) multi
 	return multistep.ActionContinue
 }
 
-func (s *stepCopyImage) copyTo(ctx context.Context, u uiSayer, region, srcID, desc string, imgTags, snapTags []ec2types.Tag) (ec2types.Image, error) {
+func (s *stepCopyImage) copyTo(ctx context.Context, u uiSayer, ledger *imageLedger, region, srcID, desc string, imgTags, snapTags []ec2types.Tag) (ec2types.Image, error) {
 	c, err := s.EC2(ctx, region)
 	if err != nil {
 		return ec2types.Image{}, err
@@ -93,18 +92,14 @@ func (s *stepCopyImage) copyTo(ctx context.Context, u uiSayer, region, srcID, de
 	} else if s.Cfg.EncryptRoot() {
 		in.Encrypted = aws.Bool(true)
 	}
-	s.mu.Lock()
-	s.started[region] = ""
-	s.mu.Unlock()
+	ledger.begin(region, false)
 	say(u, fmt.Sprintf("Copying %s to %s", srcID, region))
 	out, err := c.CopyImage(ctx, in)
 	if err != nil {
 		return ec2types.Image{}, fmt.Errorf("ami_regions: copying %s to %s: %w", srcID, region, err)
 	}
 	id := aws.ToString(out.ImageId)
-	s.mu.Lock()
-	s.started[region] = id
-	s.mu.Unlock()
+	ledger.made(region, id)
 	img, err := waitImage(ctx, u, c, region, id, s.Wait)
 	if err != nil {
 		return ec2types.Image{}, fmt.Errorf("ami_regions: %w", err)
@@ -121,28 +116,10 @@ func (s *stepCopyImage) copyTo(ctx context.Context, u uiSayer, region, srcID, de
 }
 
 func (s *stepCopyImage) Cleanup(state multistep.StateBag) {
-	if len(s.started) == 0 || !failed(state) {
+	if !failed(state) {
 		return
 	}
 	ctx, cancel := cleanupContext()
 	defer cancel()
-	u := ui(state)
-	var wg sync.WaitGroup
-	for _, region := range sortedKeys(s.started) {
-		id := s.started[region]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := s.EC2(ctx, region)
-			if err != nil {
-				sayErr(u, fmt.Sprintf("cleaning up the copy in %s: %v", region, err))
-				return
-			}
-			// A copy is tagged only once available, so one whose CopyImage
-			// did not answer is found by name: stepCheckAMIName made sure no
-			// other AMI of this account has it.
-			removeImage(ctx, u, c, region, id, s.Cfg.AMIName, "")
-		}()
-	}
-	wg.Wait()
+	get[*imageLedger](state, keyLedger).rollback(ctx, ui(state))
 }

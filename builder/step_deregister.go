@@ -5,14 +5,14 @@ import (
 	"fmt"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/ami"
 )
 
 type deregisterAPI interface {
-	DescribeImages(context.Context, *ec2.DescribeImagesInput, ...func(*ec2.Options)) (*ec2.DescribeImagesOutput, error)
-	DeregisterImage(context.Context, *ec2.DeregisterImageInput, ...func(*ec2.Options)) (*ec2.DeregisterImageOutput, error)
-	DeleteSnapshot(context.Context, *ec2.DeleteSnapshotInput, ...func(*ec2.Options)) (*ec2.DeleteSnapshotOutput, error)
+	describeImagesAPI
+	ami.DeleteAPI
 }
 
 // stepDeregister (force_deregister) removes the account's AMIs named
@@ -36,15 +36,9 @@ func (s *stepDeregister) Run(ctx context.Context, state multistep.StateBag) mult
 			return halt(state, fmt.Errorf("force_deregister: looking for %q in %s: %w", s.Name, region, err))
 		}
 		for _, img := range imgs {
-			id := aws.ToString(img.ImageId)
-			say(ui(state), fmt.Sprintf("Deregistering %s (%s) in %s", id, s.Name, region))
-			if _, err := c.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: img.ImageId}); err != nil {
-				return halt(state, fmt.Errorf("force_deregister: deregistering %s in %s: %w", id, region, err))
-			}
-			for _, snap := range snapshotIDs(img) {
-				if _, err := c.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(snap)}); err != nil {
-					return halt(state, fmt.Errorf("force_deregister: deleting snapshot %s of %s in %s: %w", snap, id, region, err))
-				}
+			say(ui(state), fmt.Sprintf("Deregistering %s (%s) in %s", aws.ToString(img.ImageId), s.Name, region))
+			if _, err := ami.Delete(ctx, c, img); err != nil {
+				return halt(state, fmt.Errorf("force_deregister: in %s: %w", region, err))
 			}
 		}
 	}

@@ -1,9 +1,11 @@
 package builder
 
 import (
+	"cmp"
 	"context"
 	"fmt"
-	"sort"
+	"math/rand/v2"
+	"slices"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -14,11 +16,13 @@ import (
 type networkAPI interface {
 	DescribeSubnets(context.Context, *ec2.DescribeSubnetsInput, ...func(*ec2.Options)) (*ec2.DescribeSubnetsOutput, error)
 	DescribeVpcs(context.Context, *ec2.DescribeVpcsInput, ...func(*ec2.Options)) (*ec2.DescribeVpcsOutput, error)
+	DescribeSecurityGroups(context.Context, *ec2.DescribeSecurityGroupsInput, ...func(*ec2.Options)) (*ec2.DescribeSecurityGroupsOutput, error)
 }
 
-// stepNetwork finds the subnet and the VPC the build runs in. The VPC is
-// needed only for a temporary security group: then it is the subnet's,
-// vpc_id, or the default VPC. It makes nothing.
+// stepNetwork finds the subnet and the VPC the build runs in, and the
+// security groups of security_group_filter. The VPC is needed only for a
+// temporary security group: then it is the subnet's, vpc_id (or
+// vpc_filter's), or the default VPC. It makes nothing.
 type stepNetwork struct {
 	EC2      networkAPI
 	Net      RunConfig
@@ -27,6 +31,16 @@ type stepNetwork struct {
 
 func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
 	subnetID, vpcID := s.Net.SubnetID, s.Net.VpcID
+	if f := s.Net.VpcFilter; f != nil {
+		out, err := s.EC2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{Filters: filters(f.Filters)})
+		if err != nil {
+			return halt(state, fmt.Errorf("vpc_filter: describing VPCs: %w", err))
+		}
+		if len(out.Vpcs) != 1 {
+			return halt(state, fmt.Errorf("vpc_filter: %d VPCs match %v; exactly one must", len(out.Vpcs), f.Filters))
+		}
+		vpcID = aws.ToString(out.Vpcs[0].VpcId)
+	}
 	var in *ec2.DescribeSubnetsInput
 	switch {
 	case subnetID != "":
@@ -48,12 +62,17 @@ func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multist
 			return halt(state, fmt.Errorf("subnet_id: %s not found", subnetID))
 		case len(subnets) == 0:
 			return halt(state, fmt.Errorf("subnet_filter: no subnet matches"))
-		case len(subnets) > 1 && (s.Net.SubnetFilter == nil || !s.Net.SubnetFilter.MostFree):
-			return halt(state, fmt.Errorf("subnet_filter: %d subnets match; narrow the filters or set most_free = true", len(subnets)))
+		case len(subnets) > 1 && (s.Net.SubnetFilter == nil || !s.Net.SubnetFilter.MostFree && !s.Net.SubnetFilter.Random):
+			return halt(state, fmt.Errorf("subnet_filter: %d subnets match; narrow the filters or set most_free = true or random = true", len(subnets)))
+		case len(subnets) > 1 && s.Net.SubnetFilter.Random:
+			pick := rand.IntN(len(subnets))
+			subnets[0], subnets[pick] = subnets[pick], subnets[0]
 		}
-		sort.SliceStable(subnets, func(i, j int) bool {
-			return aws.ToInt32(subnets[i].AvailableIpAddressCount) > aws.ToInt32(subnets[j].AvailableIpAddressCount)
-		})
+		if s.Net.SubnetFilter != nil && s.Net.SubnetFilter.MostFree {
+			slices.SortStableFunc(subnets, func(a, b ec2types.Subnet) int {
+				return cmp.Compare(aws.ToInt32(b.AvailableIpAddressCount), aws.ToInt32(a.AvailableIpAddressCount))
+			})
+		}
 		subnetID = aws.ToString(subnets[0].SubnetId)
 		if vpcID != "" && vpcID != aws.ToString(subnets[0].VpcId) {
 			return halt(state, fmt.Errorf("vpc_id: subnet %s is in %s, not %s", subnetID, aws.ToString(subnets[0].VpcId), vpcID))
@@ -75,23 +94,28 @@ func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multist
 	if subnetID != "" || vpcID != "" {
 		say(ui(state), fmt.Sprintf("Network: subnet %q, VPC %q", subnetID, vpcID))
 	}
+	if f := s.Net.SecurityGroupFilter; f != nil {
+		in := &ec2.DescribeSecurityGroupsInput{Filters: filters(f.Filters)}
+		if vpcID != "" {
+			in.Filters = append(in.Filters, ec2types.Filter{Name: aws.String("vpc-id"), Values: []string{vpcID}})
+		}
+		out, err := s.EC2.DescribeSecurityGroups(ctx, in)
+		if err != nil {
+			return halt(state, fmt.Errorf("security_group_filter: describing security groups: %w", err))
+		}
+		if len(out.SecurityGroups) == 0 {
+			return halt(state, fmt.Errorf("security_group_filter: no security group matches %v in VPC %q", f.Filters, vpcID))
+		}
+		var ids []string
+		for _, g := range out.SecurityGroups {
+			ids = append(ids, aws.ToString(g.GroupId))
+		}
+		say(ui(state), fmt.Sprintf("Security groups %v (security_group_filter)", ids))
+		put(state, keySecurityGroup, ids)
+	}
 	put(state, keySubnetID, subnetID)
 	put(state, keyVpcID, vpcID)
 	return multistep.ActionContinue
 }
 
 func (s *stepNetwork) Cleanup(multistep.StateBag) {}
-
-// filters turns a map into EC2 filters in a stable order.
-func filters(m map[string]string) []ec2types.Filter {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	out := make([]ec2types.Filter, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, ec2types.Filter{Name: aws.String(k), Values: []string{m[k]}})
-	}
-	return out
-}

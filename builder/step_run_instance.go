@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -21,32 +20,7 @@ type instanceAPI interface {
 	RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error)
 	DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
 	TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
-}
-
-// waitConfig is aws_polling for the SDK waiters.
-type waitConfig struct {
-	Delay, Timeout time.Duration
-}
-
-func (w waitConfig) minDelay() time.Duration {
-	if w.Delay <= 0 {
-		return awscfg.DefaultPollDelay
-	}
-	return w.Delay
-}
-
-func (w waitConfig) timeout() time.Duration {
-	if w.Timeout <= 0 {
-		return awscfg.DefaultPollTimeout
-	}
-	return w.Timeout
-}
-
-func (w waitConfig) maxDelay() time.Duration {
-	if d := w.minDelay(); d > 30*time.Second {
-		return d
-	}
-	return 30 * time.Second
+	CancelSpotInstanceRequests(context.Context, *ec2.CancelSpotInstanceRequestsInput, ...func(*ec2.Options)) (*ec2.CancelSpotInstanceRequestsOutput, error)
 }
 
 // stepRunInstance launches the build instance with IMDSv2 required and an
@@ -76,16 +50,21 @@ func (s *stepRunInstance) Run(ctx context.Context, state multistep.StateBag) mul
 	if err != nil {
 		return halt(state, err)
 	}
+	if err := s.checkRootDevice(src); err != nil {
+		return halt(state, err)
+	}
+	md := s.Cfg.MetadataOptions
 	in := &ec2.RunInstancesInput{
 		ImageId:  src.ImageId,
 		MinCount: aws.Int32(1),
 		MaxCount: aws.Int32(1),
 		MetadataOptions: &ec2types.InstanceMetadataOptionsRequest{
-			HttpTokens:              ec2types.HttpTokensStateRequired,
-			HttpEndpoint:            ec2types.InstanceMetadataEndpointStateEnabled,
-			HttpPutResponseHopLimit: aws.Int32(1),
+			HttpTokens:              ec2types.HttpTokensState(md.HTTPTokens),
+			HttpEndpoint:            ec2types.InstanceMetadataEndpointState(md.HTTPEndpoint),
+			HttpPutResponseHopLimit: aws.Int32(md.HTTPPutResponseHopLimit),
+			InstanceMetadataTags:    ec2types.InstanceMetadataTagsState(md.InstanceMetadataTags),
 		},
-		BlockDeviceMappings: []ec2types.BlockDeviceMapping{s.rootVolume(src)},
+		BlockDeviceMappings: append([]ec2types.BlockDeviceMapping{s.rootVolume(src)}, s.Cfg.mappings(s.Cfg.LaunchBlockDevices)...),
 		TagSpecifications: []ec2types.TagSpecification{
 			{ResourceType: ec2types.ResourceTypeInstance, Tags: tags},
 			{ResourceType: ec2types.ResourceTypeVolume, Tags: tags},
@@ -95,13 +74,39 @@ func (s *stepRunInstance) Run(ctx context.Context, state multistep.StateBag) mul
 	if userData != "" {
 		in.UserData = aws.String(userData)
 	}
-	if subnet := get[string](state, keySubnetID); subnet != "" {
-		in.SubnetId = aws.String(subnet)
+	if s.Cfg.Spot() {
+		// One-time, so terminating the instance closes the request; such an
+		// instance cannot stop itself, hence no stop on shutdown.
+		in.InstanceInitiatedShutdownBehavior = ec2types.ShutdownBehaviorTerminate
+		spot := &ec2types.SpotMarketOptions{
+			SpotInstanceType:             ec2types.SpotInstanceTypeOneTime,
+			InstanceInterruptionBehavior: ec2types.InstanceInterruptionBehaviorTerminate,
+		}
+		if s.Cfg.SpotPrice != "auto" {
+			spot.MaxPrice = aws.String(s.Cfg.SpotPrice)
+		}
+		in.InstanceMarketOptions = &ec2types.InstanceMarketOptionsRequest{MarketType: ec2types.MarketTypeSpot, SpotOptions: spot}
 	}
-	if sgs := get[[]string](state, keySecurityGroup); len(sgs) > 0 {
+	subnet := get[string](state, keySubnetID)
+	sgs := get[[]string](state, keySecurityGroup)
+	if len(sgs) == 0 {
+		sgs = s.Cfg.SecurityGroupIDs
+	}
+	if pub := s.Cfg.AssociatePublicIPAddress; pub != nil {
+		// Only a network interface of the request can say it; the subnet
+		// and groups then go there too.
+		nic := ec2types.InstanceNetworkInterfaceSpecification{
+			DeviceIndex: aws.Int32(0), AssociatePublicIpAddress: pub, DeleteOnTermination: aws.Bool(true), Groups: sgs,
+		}
+		if subnet != "" {
+			nic.SubnetId = aws.String(subnet)
+		}
+		in.NetworkInterfaces = []ec2types.InstanceNetworkInterfaceSpecification{nic}
+	} else {
+		if subnet != "" {
+			in.SubnetId = aws.String(subnet)
+		}
 		in.SecurityGroupIds = sgs
-	} else if len(s.Cfg.SecurityGroupIDs) > 0 {
-		in.SecurityGroupIds = s.Cfg.SecurityGroupIDs
 	}
 	if name := get[string](state, keyKeyPairName); name != "" {
 		in.KeyName = aws.String(name)
@@ -123,7 +128,7 @@ func (s *stepRunInstance) Run(ctx context.Context, state multistep.StateBag) mul
 		s.attempted = true
 		out, err = s.EC2.RunInstances(ctx, in)
 		var apiErr smithy.APIError
-		if err != nil && errors.As(err, &apiErr) && apiErr.ErrorCode() == "InsufficientInstanceCapacity" {
+		if err != nil && errors.As(err, &apiErr) && nextTypeCodes[apiErr.ErrorCode()] {
 			say(u, fmt.Sprintf("No capacity for %s: %s", t, apiErr.ErrorMessage()))
 			continue
 		}
@@ -137,8 +142,7 @@ func (s *stepRunInstance) Run(ctx context.Context, state multistep.StateBag) mul
 		return halt(state, fmt.Errorf("launching the build instance: RunInstances returned %d instances", len(out.Instances)))
 	}
 	s.id = aws.ToString(out.Instances[0].InstanceId)
-	state.Put("instance_id", s.id)
-	put(state, keyInstanceType, used)
+	put(state, keyInstanceID, s.id)
 	putGenerated(state, map[string]string{"InstanceType": used})
 	say(u, fmt.Sprintf("Instance %s launched", s.id))
 
@@ -166,6 +170,13 @@ func (s *stepRunInstance) Run(ctx context.Context, state multistep.StateBag) mul
 	return multistep.ActionContinue
 }
 
+// nextTypeCodes are the RunInstances errors after which the next instance
+// type is tried: no capacity, or (Spot) none at spot_price.
+var nextTypeCodes = map[string]bool{
+	"InsufficientInstanceCapacity": true,
+	"SpotMaxPriceTooLow":           true,
+}
+
 func (s *stepRunInstance) userData() (string, error) {
 	data := []byte(s.Cfg.UserData)
 	if s.Cfg.UserDataFile != "" {
@@ -178,6 +189,23 @@ func (s *stepRunInstance) userData() (string, error) {
 		return "", nil
 	}
 	return base64.StdEncoding.EncodeToString(data), nil
+}
+
+// checkRootDevice refuses a block device mapping of the source's root
+// device, which only Run knows: the root is root_volume's.
+func (s *stepRunInstance) checkRootDevice(src ec2types.Image) error {
+	root := aws.ToString(src.RootDeviceName)
+	for _, m := range []struct {
+		key  string
+		devs []BlockDevice
+	}{{"launch_block_device_mappings", s.Cfg.LaunchBlockDevices}, {"ami_block_device_mappings", s.Cfg.AMIBlockDevices}} {
+		for _, d := range m.devs {
+			if d.DeviceName == root {
+				return fmt.Errorf("%s: %s is the root device of the source AMI %s; set the root volume with root_volume", m.key, root, aws.ToString(src.ImageId))
+			}
+		}
+	}
+	return nil
 }
 
 func (s *stepRunInstance) rootVolume(src ec2types.Image) ec2types.BlockDeviceMapping {
@@ -240,11 +268,32 @@ func (s *stepRunInstance) Cleanup(state multistep.StateBag) {
 	w := ec2.NewInstanceTerminatedWaiter(s.EC2, func(o *ec2.InstanceTerminatedWaiterOptions) {
 		o.MinDelay, o.MaxDelay = s.Wait.minDelay(), s.Wait.maxDelay()
 	})
+	var gone *ec2.DescribeInstancesOutput
 	err := waitFor(ctx, u, fmt.Sprintf("instance %v to terminate", ids), func(ctx context.Context) error {
-		return w.Wait(ctx, &ec2.DescribeInstancesInput{InstanceIds: ids}, s.Wait.timeout())
+		var err error
+		gone, err = w.WaitForOutput(ctx, &ec2.DescribeInstancesInput{InstanceIds: ids}, s.Wait.timeout())
+		return err
 	})
 	if err != nil {
 		sayErr(u, err.Error())
+		return
+	}
+	// Terminating closes a one-time Spot request; cancel it anyway, so
+	// that nothing of the build stays listed.
+	var requests []string
+	for _, r := range gone.Reservations {
+		for _, i := range r.Instances {
+			if id := aws.ToString(i.SpotInstanceRequestId); id != "" {
+				requests = append(requests, id)
+			}
+		}
+	}
+	if len(requests) == 0 {
+		return
+	}
+	say(u, fmt.Sprintf("Cancelling Spot request %v", requests))
+	if _, err := s.EC2.CancelSpotInstanceRequests(ctx, &ec2.CancelSpotInstanceRequestsInput{SpotInstanceRequestIds: requests}); err != nil {
+		sayErr(u, fmt.Sprintf("cancelling Spot request %v: %v; cancel it by hand", requests, err))
 	}
 }
 

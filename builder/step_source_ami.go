@@ -3,7 +3,7 @@ package builder
 import (
 	"context"
 	"fmt"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -82,14 +82,7 @@ func (s *stepSourceAMI) resolve(ctx context.Context) (ec2types.Image, error) {
 		f := s.Source.SourceAMIFilter
 		in.Owners = f.Owners
 		in.IncludeDeprecated = aws.Bool(f.IncludeDeprecated)
-		keys := make([]string, 0, len(f.Filters))
-		for k := range f.Filters {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			in.Filters = append(in.Filters, ec2types.Filter{Name: aws.String(k), Values: []string{f.Filters[k]}})
-		}
+		in.Filters = filters(f.Filters)
 		what = fmt.Sprintf("filter %v owners %v", f.Filters, f.Owners)
 	}
 	var images []ec2types.Image
@@ -107,8 +100,9 @@ func (s *stepSourceAMI) resolve(ctx context.Context) (ec2types.Image, error) {
 	case len(images) > 1 && (s.Source.SourceAMIFilter == nil || !s.Source.SourceAMIFilter.MostRecent):
 		return ec2types.Image{}, fmt.Errorf("source_ami_filter: %d AMIs match %s; narrow the filters or set most_recent = true", len(images), what)
 	}
-	sort.SliceStable(images, func(i, j int) bool {
-		return aws.ToString(images[i].CreationDate) > aws.ToString(images[j].CreationDate)
+	// Newest first; CreationDate is RFC 3339, so text order is time order.
+	slices.SortStableFunc(images, func(a, b ec2types.Image) int {
+		return strings.Compare(aws.ToString(b.CreationDate), aws.ToString(a.CreationDate))
 	})
 	return images[0], nil
 }
@@ -135,7 +129,7 @@ func (s *stepSourceAMI) checkInstanceTypes(ctx context.Context, img ec2types.Ima
 		if !ok {
 			return fmt.Errorf("instance_type: %s is not offered in this region", t)
 		}
-		if !contains(a, string(img.Architecture)) {
+		if !slices.Contains(a, string(img.Architecture)) {
 			return fmt.Errorf("instance_type: %s runs %s, but the source AMI %s is %s",
 				t, strings.Join(a, "/"), aws.ToString(img.ImageId), img.Architecture)
 		}
@@ -149,13 +143,4 @@ func toInstanceTypes(types []string) []ec2types.InstanceType {
 		out[i] = ec2types.InstanceType(t)
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

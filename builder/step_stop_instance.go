@@ -19,9 +19,12 @@ type stopInstanceAPI interface {
 // stepStopInstance stops the build instance so the image is taken from a
 // quiet file system, then enables ENA on it (an attribute of a stopped
 // instance) so the AMI carries it. Termination is stepRunInstance's cleanup.
+// A one-time Spot instance cannot be stopped: it is left running, and
+// CreateImage reboots it instead.
 type stepStopInstance struct {
 	EC2  stopInstanceAPI
 	ENA  bool
+	Spot bool
 	Wait waitConfig
 }
 
@@ -29,6 +32,10 @@ func (s *stepStopInstance) Run(ctx context.Context, state multistep.StateBag) mu
 	inst := get[ec2types.Instance](state, keyInstance)
 	id := aws.ToString(inst.InstanceId)
 	u := ui(state)
+	if s.Spot {
+		say(u, fmt.Sprintf("Spot instance %s is not stopped (a one-time Spot instance cannot be): CreateImage reboots it; ENA support stays as the source AMI has it", id))
+		return multistep.ActionContinue
+	}
 	say(u, fmt.Sprintf("Stopping instance %s", id))
 	if _, err := s.EC2.StopInstances(ctx, &ec2.StopInstancesInput{InstanceIds: []string{id}}); err != nil {
 		return halt(state, fmt.Errorf("stopping instance %s: %w", id, err))

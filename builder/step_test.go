@@ -58,10 +58,16 @@ func testConfig(t *testing.T, set map[string]interface{}) *Config {
 }
 
 func stateError(state multistep.StateBag) string {
-	if err, ok := state.GetOk("error"); ok {
-		return err.(error).Error()
+	if err := get[error](state, keyError); err != nil {
+		return err.Error()
 	}
 	return ""
+}
+
+// generated is the generated-data value name (build.NAME), "" when unset.
+func generated(state multistep.StateBag, name string) string {
+	v, _ := get[map[string]interface{}](state, keyGenerated)[name].(string)
+	return v
 }
 
 func calls(cloud *fakeCloud, prefix string) []string {
@@ -158,6 +164,8 @@ func TestStepNetwork(t *testing.T) {
 		{name: "filter ambiguous", run: RunConfig{SubnetFilter: &SubnetFilter{Filters: map[string]string{"tag:Tier": "build"}}}, wantErr: "subnet_filter: 2 subnets match"},
 		{name: "filter most free", run: RunConfig{SubnetFilter: &SubnetFilter{Filters: map[string]string{"tag:Tier": "build"}, MostFree: true}},
 			wantSubnet: "subnet-bbbbbbbb", wantVP: "vpc-11111111"},
+		{name: "filter random", run: RunConfig{SubnetFilter: &SubnetFilter{Filters: map[string]string{"tag:Tier": "build"}, Random: true}},
+			wantSubnet: "random", wantVP: "vpc-11111111"},
 		{name: "vpc mismatch", run: RunConfig{SubnetID: "subnet-cccccccc", VpcID: "vpc-11111111"}, wantErr: "vpc_id: subnet subnet-cccccccc is in vpc-22222222, not vpc-11111111"},
 	}
 	for _, tt := range tests {
@@ -175,7 +183,11 @@ func TestStepNetwork(t *testing.T) {
 			if action != multistep.ActionContinue {
 				t.Fatal(stateError(state))
 			}
-			if s, v := get[string](state, keySubnetID), get[string](state, keyVpcID); s != tt.wantSubnet || v != tt.wantVP {
+			s, v := get[string](state, keySubnetID), get[string](state, keyVpcID)
+			if tt.wantSubnet == "random" && (s == "subnet-aaaaaaaa" || s == "subnet-bbbbbbbb") {
+				tt.wantSubnet = s
+			}
+			if s != tt.wantSubnet || v != tt.wantVP {
 				t.Fatalf("got subnet %q vpc %q, want %q %q", s, v, tt.wantSubnet, tt.wantVP)
 			}
 		})
@@ -397,7 +409,7 @@ func TestStepRunInstance(t *testing.T) {
 	if !strings.Contains(u.text(), "to run after") {
 		t.Errorf("no progress line: %s", u.text())
 	}
-	if state.Get("instance_id") == "" || get[string](state, keyInstanceType) != "t3.small" {
+	if get[string](state, keyInstanceID) == "" || generated(state, "InstanceType") != "t3.small" {
 		t.Error("instance id or type not in state")
 	}
 	step.Cleanup(state)
@@ -464,8 +476,8 @@ func TestStepRunInstanceCapacityFallback(t *testing.T) {
 				if action != multistep.ActionHalt || !strings.Contains(stateError(state), tt.wantErr) {
 					t.Fatalf("want %q, got %q", tt.wantErr, stateError(state))
 				}
-			} else if get[string](state, keyInstanceType) != tt.wantType {
-				t.Fatalf("type %q, want %q (%s)", get[string](state, keyInstanceType), tt.wantType, stateError(state))
+			} else if generated(state, "InstanceType") != tt.wantType {
+				t.Fatalf("type %q, want %q (%s)", generated(state, "InstanceType"), tt.wantType, stateError(state))
 			}
 			step.Cleanup(state)
 			if len(cloud.leftovers()) != 0 {
@@ -538,7 +550,7 @@ func TestStepStopInstance(t *testing.T) {
 	if stop.Run(context.Background(), state) != multistep.ActionContinue {
 		t.Fatal(stateError(state))
 	}
-	inst := cloud.region("eu-west-1").instances[state.Get("instance_id").(string)]
+	inst := cloud.region("eu-west-1").instances[get[string](state, keyInstanceID)]
 	if inst.State.Name != ec2types.InstanceStateNameStopped || !aws.ToBool(inst.EnaSupport) {
 		t.Fatalf("instance %s ena %v", inst.State.Name, inst.EnaSupport)
 	}
@@ -580,6 +592,7 @@ func TestStepDeregister(t *testing.T) {
 // imageState is the state after a successful stop of a real (fake) instance.
 func imageState(t *testing.T, cloud *fakeCloud, c *Config) (*multistep.BasicStateBag, *stepRunInstance) {
 	state, _ := runInstanceState(t, cloud)
+	put(state, keyLedger, newImageLedger(clientAs[deleteImageAPI](cloud.regional()), c.AMIName, c.buildID))
 	run := &stepRunInstance{EC2: cloud.client("eu-west-1"), Cfg: c, BuildID: c.buildID, Region: "eu-west-1", Wait: waitConfig{Delay: time.Millisecond}}
 	if run.Run(context.Background(), state) != multistep.ActionContinue {
 		t.Fatal(stateError(state))

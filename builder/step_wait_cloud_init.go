@@ -1,10 +1,8 @@
 package builder
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
@@ -12,6 +10,12 @@ import (
 
 // cloudInitWaitCommand blocks until cloud-init has finished all stages.
 const cloudInitWaitCommand = "cloud-init status --wait"
+
+// GeneratedCloudInitDone is the generated-data variable (`build.CloudInitDone`)
+// that says "true" once this step has waited for cloud-init, so that a
+// provisioner (wsgi-stack) need not wait a second time. It is "false" until
+// then, and stays "false" with skip_cloud_init_wait or the none communicator.
+const GeneratedCloudInitDone = "CloudInitDone"
 
 // stepWaitCloudInit waits for cloud-init on the build instance before the
 // provisioners run, so they do not race its package installs and apt locks.
@@ -25,41 +29,28 @@ func (s *stepWaitCloudInit) Run(ctx context.Context, state multistep.StateBag) m
 	if comm == nil {
 		return halt(state, fmt.Errorf("waiting for cloud-init: no communicator"))
 	}
-	var out bytes.Buffer
-	cmd := &packersdk.RemoteCmd{Command: cloudInitWaitCommand, Stdout: &out, Stderr: &out}
-	var status int
+	var res remoteResult
 	err := waitFor(ctx, u, "cloud-init to finish", func(ctx context.Context) error {
-		if err := comm.Start(ctx, cmd); err != nil {
-			return err
-		}
-		done := make(chan int, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case status = <-done:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		var err error
+		res, err = runRemote(ctx, comm, cloudInitWaitCommand)
+		return err
 	})
 	if err != nil {
 		return halt(state, err)
 	}
-	last := lastLine(out.String())
-	switch status {
+	last := lastLine(res.stdout + "\n" + res.stderr)
+	switch res.status {
 	case 0:
 	case 2:
 		say(u, fmt.Sprintf("Warning: cloud-init finished with recoverable errors: %s", last))
 	case 127:
 		say(u, "cloud-init is not installed on the build instance; not waiting for it")
 	default:
-		return halt(state, fmt.Errorf("cloud-init on the build instance failed (exit %d): %s; see /var/log/cloud-init-output.log on the instance, or set skip_cloud_init_wait", status, last))
+		return halt(state, fmt.Errorf("cloud-init on the build instance failed (exit %d): %s; see /var/log/cloud-init-output.log on the instance, or set skip_cloud_init_wait", res.status, last))
 	}
+	// Exit 127 counts as done too: there is no cloud-init to wait for.
+	putGenerated(state, map[string]string{GeneratedCloudInitDone: "true"})
 	return multistep.ActionContinue
 }
 
 func (s *stepWaitCloudInit) Cleanup(multistep.StateBag) {}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
-}

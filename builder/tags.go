@@ -2,7 +2,9 @@ package builder
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
@@ -39,25 +41,30 @@ func (c *Config) renderTags(field string, user map[string]string, info buildInfo
 		if err != nil {
 			return nil, err
 		}
+		if err := reservedTagKey(rk); err != nil {
+			// Prepare checked the key as written; a template can still make one.
+			return nil, fmt.Errorf("%s: %q renders to %q: %w", field, k, rk, err)
+		}
 		rv, err := c.render(field, v, info)
 		if err != nil {
 			return nil, err
 		}
 		all[rk] = rv
 	}
-	for k, v := range own {
-		all[k] = v
+	maps.Copy(all, own)
+	return tagList(all), nil
+}
+
+// reservedTagKey refuses the prefixes a user tag may not have: wsgi: is the
+// builder's own (family, build id, stack tags), aws: is AWS's.
+func reservedTagKey(k string) error {
+	switch {
+	case strings.HasPrefix(k, "wsgi:"):
+		return fmt.Errorf("the wsgi: prefix is reserved for the tags the builder writes")
+	case strings.HasPrefix(strings.ToLower(k), "aws:"):
+		return fmt.Errorf("the aws: prefix is reserved by AWS")
 	}
-	keys := make([]string, 0, len(all))
-	for k := range all {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	tags := make([]ec2types.Tag, 0, len(keys))
-	for _, k := range keys {
-		tags = append(tags, ec2types.Tag{Key: aws.String(k), Value: aws.String(all[k])})
-	}
-	return tags, nil
+	return nil
 }
 
 // artifactTags are written on the AMI and its snapshots in every region.
@@ -80,9 +87,12 @@ func (c *Config) tempTags() map[string]string {
 }
 
 // imageTags and snapshotTags are the rendered tags of the AMI and its
-// snapshots.
-func (c *Config) imageTags(info buildInfo) ([]ec2types.Tag, error) {
-	return c.renderTags("tags", c.Tags, info, c.artifactTags(info))
+// snapshots. The AMI also carries the stack tags (wsgi:stack-*, from
+// stepStackTags; none for an image not baked by wsgi-stack).
+func (c *Config) imageTags(info buildInfo, stack map[string]string) ([]ec2types.Tag, error) {
+	own := c.artifactTags(info)
+	maps.Copy(own, stack)
+	return c.renderTags("tags", c.Tags, info, own)
 }
 
 func (c *Config) snapshotTags(info buildInfo) ([]ec2types.Tag, error) {
@@ -97,10 +107,19 @@ func infoFrom(img ec2types.Image, region string) buildInfo {
 	return buildInfo{SourceAMI: aws.ToString(img.ImageId), SourceAMIName: aws.ToString(img.Name), BuildRegion: region}
 }
 
+// filters turns a map into EC2 filters in key order.
+func filters(m map[string]string) []ec2types.Filter {
+	out := make([]ec2types.Filter, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, ec2types.Filter{Name: aws.String(k), Values: []string{m[k]}})
+	}
+	return out
+}
+
 // tagList turns a map into EC2 tags in key order.
 func tagList(m map[string]string) []ec2types.Tag {
 	tags := make([]ec2types.Tag, 0, len(m))
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		tags = append(tags, ec2types.Tag{Key: aws.String(k), Value: aws.String(m[k])})
 	}
 	return tags
@@ -114,13 +133,13 @@ type imageText struct {
 	snapTags    []ec2types.Tag
 }
 
-func (c *Config) imageText(info buildInfo) (imageText, error) {
+func (c *Config) imageText(info buildInfo, stack map[string]string) (imageText, error) {
 	var t imageText
 	var err error
 	if t.description, err = c.render("ami_description", c.AMIDescription, info); err != nil {
 		return t, err
 	}
-	if t.imageTags, err = c.imageTags(info); err != nil {
+	if t.imageTags, err = c.imageTags(info, stack); err != nil {
 		return t, err
 	}
 	t.snapTags, err = c.snapshotTags(info)

@@ -10,6 +10,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/ami"
 )
 
 // imageAPI is the part of EC2 that keep_releases needs.
@@ -85,23 +87,15 @@ func pruneReleases(ctx context.Context, ui packersdk.Ui, api imageAPI, region st
 			ui.Say(fmt.Sprintf("%s: keep_releases: keeping %s, used by %s", region, id, strings.Join(users, ", ")))
 			continue
 		}
-		if _, err := api.DeregisterImage(ctx, &ec2.DeregisterImageInput{ImageId: aws.String(id)}); err != nil {
-			return removed, fmt.Errorf("%s: keep_releases: deregistering %s: %w", region, id, err)
+		deregistered, err := ami.Delete(ctx, api, img)
+		if deregistered {
+			removed = append(removed, id)
 		}
-		removed = append(removed, id)
-		var snaps []string
-		for _, bdm := range img.BlockDeviceMappings {
-			if bdm.Ebs != nil && aws.ToString(bdm.Ebs.SnapshotId) != "" {
-				snaps = append(snaps, aws.ToString(bdm.Ebs.SnapshotId))
-			}
-		}
-		for _, s := range snaps {
-			if _, err := api.DeleteSnapshot(ctx, &ec2.DeleteSnapshotInput{SnapshotId: aws.String(s)}); err != nil && !isNotFound(err) {
-				return removed, fmt.Errorf("%s: keep_releases: deleting snapshot %s of %s: %w", region, s, id, err)
-			}
+		if err != nil {
+			return removed, fmt.Errorf("%s: keep_releases: %w", region, err)
 		}
 		ui.Say(fmt.Sprintf("%s: keep_releases: deregistered %s (%s, created %s), deleted snapshots %s",
-			region, id, aws.ToString(img.Name), aws.ToString(img.CreationDate), strings.Join(snaps, ", ")))
+			region, id, aws.ToString(img.Name), aws.ToString(img.CreationDate), strings.Join(ami.SnapshotIDs(img), ", ")))
 	}
 	return removed, nil
 }

@@ -16,9 +16,13 @@ package awscfg
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -33,6 +37,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"github.com/aws/smithy-go"
 )
 
@@ -66,6 +71,17 @@ type AssumeRoleConfig struct {
 	// Lifetime of the assumed credentials, e.g. `1h`. Defaults to the SDK's
 	// 15 minutes; the credentials are refreshed before they expire.
 	Duration time.Duration `mapstructure:"duration" required:"false"`
+	// An IAM policy (JSON) that narrows the session's permissions to the
+	// intersection with the role's.
+	Policy string `mapstructure:"policy" required:"false"`
+	// ARNs of managed policies that narrow the session's permissions, e.g.
+	// `arn:aws:iam::123456789012:policy/packer-build`.
+	PolicyARNs []string `mapstructure:"policy_arns" required:"false"`
+	// Session tags, passed to the role's trust policy and CloudTrail.
+	Tags map[string]string `mapstructure:"tags" required:"false"`
+	// Keys of tags that pass on to roles this session assumes in turn;
+	// each must be in tags.
+	TransitiveTagKeys []string `mapstructure:"transitive_tag_keys" required:"false"`
 }
 
 // PollingConfig bounds the SDK waiters used for every wait.
@@ -83,6 +99,9 @@ type AccessConfig struct {
 	Region string `mapstructure:"region" required:"true"`
 	// Named profile from the shared config and credentials files.
 	Profile string `mapstructure:"profile" required:"false"`
+	// Shared credentials file to read instead of `~/.aws/credentials`
+	// (and `AWS_SHARED_CREDENTIALS_FILE`).
+	SharedCredentialsFile string `mapstructure:"shared_credentials_file" required:"false"`
 	// Static access key. Prefer a profile, the environment or an instance role.
 	AccessKey string `mapstructure:"access_key" required:"false"`
 	// Static secret key; required with `access_key`.
@@ -142,11 +161,20 @@ func (c *AccessConfig) Prepare() []error {
 	if c.Token != "" && c.AccessKey == "" {
 		errs = append(errs, fmt.Errorf("token: needs access_key and secret_key"))
 	}
-	if c.Region != "" && !validRegion(c.Region) {
-		errs = append(errs, fmt.Errorf("region: %q is not a region name like eu-west-1", c.Region))
+	if c.Region != "" {
+		if err := CheckRegion("region", c.Region); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.SharedCredentialsFile != "" {
+		if _, err := os.Stat(c.SharedCredentialsFile); err != nil {
+			errs = append(errs, fmt.Errorf("shared_credentials_file: %w", err))
+		}
 	}
 	ar := &c.AssumeRole
-	if ar.RoleARN == "" && (ar.SessionName != "" || ar.ExternalID != "" || ar.Duration != 0) {
+	errs = append(errs, ar.prepareSession()...)
+	if ar.RoleARN == "" && (ar.SessionName != "" || ar.ExternalID != "" || ar.Duration != 0 ||
+		ar.Policy != "" || len(ar.PolicyARNs) > 0 || len(ar.Tags) > 0 || len(ar.TransitiveTagKeys) > 0) {
 		errs = append(errs, fmt.Errorf("assume_role.role_arn: required when assume_role is set"))
 	}
 	if ar.RoleARN != "" {
@@ -186,6 +214,30 @@ func (c *AccessConfig) Prepare() []error {
 		errs = append(errs, fmt.Errorf("aws_polling.timeout: must be at least aws_polling.delay (%s), got %s", c.Polling.Delay, c.Polling.Timeout))
 	}
 	return sortErrors(errs)
+}
+
+// prepareSession checks the session policy and tags of assume_role.
+func (ar *AssumeRoleConfig) prepareSession() []error {
+	var errs []error
+	if ar.Policy != "" && !json.Valid([]byte(ar.Policy)) {
+		errs = append(errs, fmt.Errorf("assume_role.policy: must be an IAM policy document in JSON, e.g. jsonencode({ Version = \"2012-10-17\", Statement = [...] })"))
+	}
+	for _, a := range ar.PolicyARNs {
+		if !strings.HasPrefix(a, "arn:") || !strings.Contains(a, ":iam::") || !strings.Contains(a, ":policy/") {
+			errs = append(errs, fmt.Errorf("assume_role.policy_arns: %q is not a managed policy ARN like arn:aws:iam::123456789012:policy/NAME", a))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(ar.Tags)) {
+		if strings.HasPrefix(strings.ToLower(k), "aws:") {
+			errs = append(errs, fmt.Errorf("assume_role.tags: %q: the aws: prefix is reserved by AWS", k))
+		}
+	}
+	for _, k := range ar.TransitiveTagKeys {
+		if _, ok := ar.Tags[k]; !ok {
+			errs = append(errs, fmt.Errorf("assume_role.transitive_tag_keys: %q is not a key of assume_role.tags", k))
+		}
+	}
+	return errs
 }
 
 // checkEndpoint accepts an absolute http(s) URL without query or fragment.
@@ -258,6 +310,9 @@ func (c *AccessConfig) loadBase(ctx context.Context) (aws.Config, error) {
 	if c.Profile != "" {
 		opts = append(opts, config.WithSharedConfigProfile(c.Profile))
 	}
+	if c.SharedCredentialsFile != "" {
+		opts = append(opts, config.WithSharedCredentialsFiles([]string{c.SharedCredentialsFile}))
+	}
 	if c.AccessKey != "" {
 		opts = append(opts, config.WithCredentialsProvider(
 			credentials.NewStaticCredentialsProvider(c.AccessKey, c.SecretKey, c.Token)))
@@ -278,6 +333,16 @@ func (c *AccessConfig) loadBase(ctx context.Context) (aws.Config, error) {
 				if ar.Duration != 0 {
 					o.Duration = ar.Duration
 				}
+				if ar.Policy != "" {
+					o.Policy = aws.String(ar.Policy)
+				}
+				for _, a := range ar.PolicyARNs {
+					o.PolicyARNs = append(o.PolicyARNs, ststypes.PolicyDescriptorType{Arn: aws.String(a)})
+				}
+				for _, k := range slices.Sorted(maps.Keys(ar.Tags)) {
+					o.Tags = append(o.Tags, ststypes.Tag{Key: aws.String(k), Value: aws.String(ar.Tags[k])})
+				}
+				o.TransitiveTagKeys = ar.TransitiveTagKeys
 			}))
 	}
 	if !c.SkipCredentialValidation {
@@ -416,10 +481,6 @@ func (c *AccessConfig) WaitDelay() time.Duration {
 
 // sortErrors keeps the order stable although endpoints are checked from a map.
 func sortErrors(errs []error) []error {
-	for i := 1; i < len(errs); i++ {
-		for j := i; j > 0 && errs[j].Error() < errs[j-1].Error(); j-- {
-			errs[j], errs[j-1] = errs[j-1], errs[j]
-		}
-	}
+	slices.SortStableFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 	return errs
 }

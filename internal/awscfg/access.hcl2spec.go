@@ -12,6 +12,7 @@ import (
 type FlatAccessConfig struct {
 	Region                    *string               `mapstructure:"region" required:"true" cty:"region" hcl:"region"`
 	Profile                   *string               `mapstructure:"profile" required:"false" cty:"profile" hcl:"profile"`
+	SharedCredentialsFile     *string               `mapstructure:"shared_credentials_file" required:"false" cty:"shared_credentials_file" hcl:"shared_credentials_file"`
 	AccessKey                 *string               `mapstructure:"access_key" required:"false" cty:"access_key" hcl:"access_key"`
 	SecretKey                 *string               `mapstructure:"secret_key" required:"false" cty:"secret_key" hcl:"secret_key"`
 	Token                     *string               `mapstructure:"token" required:"false" cty:"token" hcl:"token"`
@@ -40,6 +41,7 @@ func (*FlatAccessConfig) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
 		"region":                      &hcldec.AttrSpec{Name: "region", Type: cty.String, Required: false},
 		"profile":                     &hcldec.AttrSpec{Name: "profile", Type: cty.String, Required: false},
+		"shared_credentials_file":     &hcldec.AttrSpec{Name: "shared_credentials_file", Type: cty.String, Required: false},
 		"access_key":                  &hcldec.AttrSpec{Name: "access_key", Type: cty.String, Required: false},
 		"secret_key":                  &hcldec.AttrSpec{Name: "secret_key", Type: cty.String, Required: false},
 		"token":                       &hcldec.AttrSpec{Name: "token", Type: cty.String, Required: false},
@@ -59,10 +61,14 @@ func (*FlatAccessConfig) HCL2Spec() map[string]hcldec.Spec {
 // FlatAssumeRoleConfig is an auto-generated flat version of AssumeRoleConfig.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatAssumeRoleConfig struct {
-	RoleARN     *string `mapstructure:"role_arn" required:"false" cty:"role_arn" hcl:"role_arn"`
-	SessionName *string `mapstructure:"session_name" required:"false" cty:"session_name" hcl:"session_name"`
-	ExternalID  *string `mapstructure:"external_id" required:"false" cty:"external_id" hcl:"external_id"`
-	Duration    *string `mapstructure:"duration" required:"false" cty:"duration" hcl:"duration"`
+	RoleARN           *string           `mapstructure:"role_arn" required:"false" cty:"role_arn" hcl:"role_arn"`
+	SessionName       *string           `mapstructure:"session_name" required:"false" cty:"session_name" hcl:"session_name"`
+	ExternalID        *string           `mapstructure:"external_id" required:"false" cty:"external_id" hcl:"external_id"`
+	Duration          *string           `mapstructure:"duration" required:"false" cty:"duration" hcl:"duration"`
+	Policy            *string           `mapstructure:"policy" required:"false" cty:"policy" hcl:"policy"`
+	PolicyARNs        []string          `mapstructure:"policy_arns" required:"false" cty:"policy_arns" hcl:"policy_arns"`
+	Tags              map[string]string `mapstructure:"tags" required:"false" cty:"tags" hcl:"tags"`
+	TransitiveTagKeys []string          `mapstructure:"transitive_tag_keys" required:"false" cty:"transitive_tag_keys" hcl:"transitive_tag_keys"`
 }
 
 // FlatMapstructure returns a new FlatAssumeRoleConfig.
@@ -77,10 +83,14 @@ func (*AssumeRoleConfig) FlatMapstructure() interface{ HCL2Spec() map[string]hcl
 // The decoded values from this spec will then be applied to a FlatAssumeRoleConfig.
 func (*FlatAssumeRoleConfig) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
-		"role_arn":     &hcldec.AttrSpec{Name: "role_arn", Type: cty.String, Required: false},
-		"session_name": &hcldec.AttrSpec{Name: "session_name", Type: cty.String, Required: false},
-		"external_id":  &hcldec.AttrSpec{Name: "external_id", Type: cty.String, Required: false},
-		"duration":     &hcldec.AttrSpec{Name: "duration", Type: cty.String, Required: false},
+		"role_arn":            &hcldec.AttrSpec{Name: "role_arn", Type: cty.String, Required: false},
+		"session_name":        &hcldec.AttrSpec{Name: "session_name", Type: cty.String, Required: false},
+		"external_id":         &hcldec.AttrSpec{Name: "external_id", Type: cty.String, Required: false},
+		"duration":            &hcldec.AttrSpec{Name: "duration", Type: cty.String, Required: false},
+		"policy":              &hcldec.AttrSpec{Name: "policy", Type: cty.String, Required: false},
+		"policy_arns":         &hcldec.AttrSpec{Name: "policy_arns", Type: cty.List(cty.String), Required: false},
+		"tags":                &hcldec.AttrSpec{Name: "tags", Type: cty.Map(cty.String), Required: false},
+		"transitive_tag_keys": &hcldec.AttrSpec{Name: "transitive_tag_keys", Type: cty.List(cty.String), Required: false},
 	}
 	return s
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -123,6 +124,7 @@ type fakeAWS struct {
 
 type recorded struct {
 	action, auth string
+	form         url.Values
 }
 
 func (f *fakeAWS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -130,7 +132,7 @@ func (f *fakeAWS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	form, _ := url.ParseQuery(string(body))
 	f.mu.Lock()
 	n := len(f.requests)
-	f.requests = append(f.requests, recorded{action: form.Get("Action") + r.Header.Get("X-Amz-Target"), auth: r.Header.Get("Authorization")})
+	f.requests = append(f.requests, recorded{action: form.Get("Action") + r.Header.Get("X-Amz-Target"), auth: r.Header.Get("Authorization"), form: form})
 	f.mu.Unlock()
 	status, out := f.answer(n, form.Get("Action"))
 	w.WriteHeader(status)
@@ -277,7 +279,10 @@ func TestAssumeRoleThroughCustomSTS(t *testing.T) {
 	ac := &AccessConfig{
 		Region: "eu-west-1", AccessKey: "AKIDBASE", SecretKey: "secret",
 		CustomEndpointEC2: srv.URL, CustomEndpointSTS: srv.URL,
-		AssumeRole: AssumeRoleConfig{RoleARN: "arn:aws:iam::123456789012:role/packer", ExternalID: "ext"},
+		AssumeRole: AssumeRoleConfig{RoleARN: "arn:aws:iam::123456789012:role/packer", ExternalID: "ext",
+			Policy:     `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:*","Resource":"*"}]}`,
+			PolicyARNs: []string{"arn:aws:iam::123456789012:policy/packer-build"},
+			Tags:       map[string]string{"Project": "web", "Team": "platform"}, TransitiveTagKeys: []string{"Project"}},
 	}
 	if errs := ac.Prepare(); len(errs) > 0 {
 		t.Fatal(errs)
@@ -304,10 +309,73 @@ func TestAssumeRoleThroughCustomSTS(t *testing.T) {
 	if !strings.Contains(calls[0].auth, "Credential=AKIDBASE/") {
 		t.Errorf("AssumeRole signed with %q", calls[0].auth)
 	}
+	f := calls[0].form
+	for k, want := range map[string]string{
+		"ExternalId": "ext", "Policy": ac.AssumeRole.Policy, "PolicyArns.member.1.arn": "arn:aws:iam::123456789012:policy/packer-build",
+		"Tags.member.1.Key": "Project", "Tags.member.1.Value": "web", "Tags.member.2.Key": "Team", "TransitiveTagKeys.member.1": "Project",
+	} {
+		if got := f.Get(k); got != want {
+			t.Errorf("AssumeRole %s = %q, want %q", k, got, want)
+		}
+	}
 	for _, c := range calls[1:] {
 		if !strings.Contains(c.auth, "Credential=ASIAASSUMED/") {
 			t.Errorf("EC2 call not signed with assumed credentials: %q", c.auth)
 		}
+	}
+}
+
+func TestSharedCredentialsFile(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_CONFIG_FILE", t.TempDir()+"/none")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	file := t.TempDir() + "/credentials"
+	if err := os.WriteFile(file, []byte("[default]\naws_access_key_id = AKIDFILE\naws_secret_access_key = s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fake := &fakeAWS{answer: func(int, string) (int, string) { return 200, describeRegionsOK }}
+	srv := httptest.NewServer(fake)
+	defer srv.Close()
+	ac := &AccessConfig{Region: "eu-west-1", SharedCredentialsFile: file, CustomEndpointEC2: srv.URL}
+	if errs := ac.Prepare(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	c, err := ac.EC2(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.DescribeRegions(context.Background(), &ec2.DescribeRegionsInput{}); err != nil {
+		t.Fatal(err)
+	}
+	if auth := fake.calls()[0].auth; !strings.Contains(auth, "Credential=AKIDFILE/") {
+		t.Fatalf("not signed with the file's key: %q", auth)
+	}
+	missing := &AccessConfig{Region: "eu-west-1", SharedCredentialsFile: "/nonexistent/credentials"}
+	if errs := missing.Prepare(); len(errs) != 1 || !strings.Contains(errs[0].Error(), "shared_credentials_file: stat /nonexistent/credentials") {
+		t.Fatalf("missing file: %v", errs)
+	}
+}
+
+func TestAssumeRoleSessionChecks(t *testing.T) {
+	ac := &AccessConfig{Region: "eu-west-1", AssumeRole: AssumeRoleConfig{
+		RoleARN: "arn:aws:iam::123456789012:role/packer", Policy: "{not json", PolicyARNs: []string{"packer-build"},
+		Tags: map[string]string{"aws:x": "y"}, TransitiveTagKeys: []string{"Team"},
+	}}
+	got := fmt.Sprint(ac.Prepare())
+	for _, want := range []string{
+		"assume_role.policy: must be an IAM policy document in JSON",
+		`assume_role.policy_arns: "packer-build" is not a managed policy ARN`,
+		`assume_role.tags: "aws:x": the aws: prefix is reserved by AWS`,
+		`assume_role.transitive_tag_keys: "Team" is not a key of assume_role.tags`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in %s", want, got)
+		}
+	}
+	noRole := &AccessConfig{Region: "eu-west-1", AssumeRole: AssumeRoleConfig{PolicyARNs: []string{"arn:aws:iam::123456789012:policy/p"}}}
+	if got := fmt.Sprint(noRole.Prepare()); !strings.Contains(got, "assume_role.role_arn: required when assume_role is set") {
+		t.Errorf("policy without a role: %s", got)
 	}
 }
 
