@@ -19,7 +19,7 @@ var scriptTemplates = []string{"install.sh.tmpl", "hygiene.sh.tmpl", "deploy.sh.
 // unquotedOK are the only values a script may print without q: numbers, and names and commands
 // that come from this package's own constants and distribution table, never from a user.
 var unquotedOK = []string{
-	".Sockets", ".ListenPort", ".SchemaVersion", ".ModeString", ".TargetUnit", ".AppFile", ".AWSHelper",
+	".Sockets", ".ListenPort", ".SchemaVersion", ".ModeString", ".TargetUnit", ".AppFile", ".AWSHelper", ".MigrateHelper",
 	".Distro.Tool", ".Distro.Installed", ".Distro.Install", ".Distro.Clean", ".Distro.List", ".Distro.Remove",
 }
 
@@ -129,6 +129,7 @@ func TestInstallScriptHostileValues(t *testing.T) {
 	writeFile(t, s.VenvPython(), []byte(stub+"echo 0.0\n"), 0o755)
 	// The staged request signer, which the script starts once with the system's python3.
 	writeFile(t, filepath.Join(dir, "stage", contract.AWSHelper), awsHelper, 0o755)
+	writeFile(t, filepath.Join(dir, "stage", MigrateHelper), migrateHelper, 0o644)
 	script := filepath.Join(dir, "install.sh")
 	writeFile(t, script, b.InstallScript, 0o644)
 

@@ -20,6 +20,12 @@ var files embed.FS
 //go:embed files/wsgi-aws.py
 var awsHelper []byte
 
+// migrateHelper is the fleet-wide migrate (MigrateHelper): standard-library Python run inside
+// the app's own Django.
+//
+//go:embed files/wsgi-migrate.py
+var migrateHelper []byte
+
 // Every value a user writes reaches a script through q (one word) or qs (a list of words).
 var parsed = template.Must(template.New("").Option("missingkey=error").Funcs(template.FuncMap{
 	"q":    quote.Shell,
@@ -80,6 +86,7 @@ func (view) AppStateDir() string    { return AppStateDir }
 func (view) DeployLog() string      { return DeployLog }
 func (view) AppFile() string        { return contract.AppFile }
 func (view) AWSHelper() string      { return contract.AWSHelper }
+func (view) MigrateHelper() string  { return MigrateHelper }
 func (view) SchemaVersion() int     { return contract.SchemaVersion }
 
 // StopTimeout gives Gunicorn's graceful shutdown room before systemd kills it.
@@ -143,6 +150,7 @@ func Render(s Stack) *Bundle {
 	}
 	b.Files = append(b.Files,
 		File{Path: contract.AWSHelper, Mode: 0o755, Content: awsHelper},
+		File{Path: MigrateHelper, Mode: 0o644, Content: migrateHelper},
 		File{Path: contract.StackFile, Mode: 0o644, Content: s.Description()})
 	if s.Wheelhouse() {
 		b.Files = append(b.Files, File{Path: s.WheelhouseRequirements(), Mode: 0o644, Content: []byte(s.Requirements)})

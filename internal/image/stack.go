@@ -372,6 +372,9 @@ const (
 	AppStateDir = "/var/lib/wsgi-app"
 	// DeployLog is the deploy's own log file, beside cloud-init's output log and the journal.
 	DeployLog = "/var/log/wsgi-deploy.log"
+	// MigrateHelper is Django's fleet-wide migrate: the deploy runs it in the app's Django, as
+	// the app user, so one instance of a release migrates while the others wait for it.
+	MigrateHelper = "/usr/local/lib/wsgi/wsgi-migrate"
 )
 
 // ReleasesDir holds one folder per deployed release.
