@@ -51,14 +51,15 @@ type description struct {
 }
 
 // wheelhouse tells a reader of the description where the baked wheels are, what they were
-// built from, and how first boot uses them.
+// built from, and how first boot uses them. BuildTools were installed for the build and removed
+// again (those already on the machine before the bake stay).
 type wheelhouse struct {
 	Dir                string   `json:"dir"`
 	Requirements       string   `json:"requirements"`
 	RequirementsSHA256 string   `json:"requirements_sha256"`
 	Sums               string   `json:"sha256sums"`
 	FirstBoot          string   `json:"first_boot"`
-	BuildToolsRemoved  []string `json:"build_tools_removed"`
+	BuildTools         []string `json:"build_tools"`
 }
 
 // Description is the content of contract.StackFile for s: indented JSON, the same bytes for the
@@ -86,7 +87,7 @@ func (s Stack) Description() []byte {
 		d.Wheelhouse = &wheelhouse{
 			Dir: s.WheelhouseDir, Requirements: s.WheelhouseRequirements(), RequirementsSHA256: s.RequirementsSHA256(),
 			Sums: s.WheelhouseSums(), FirstBoot: "pip --no-index --find-links " + s.WheelhouseDir + " unless the payload names an index",
-			BuildToolsRemoved: s.BuildTools(),
+			BuildTools: s.BuildTools(),
 		}
 	}
 	out, err := json.MarshalIndent(d, "", "  ")
