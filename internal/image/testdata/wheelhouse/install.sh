@@ -82,7 +82,12 @@ if [ -n "$added" ]; then
 	# shellcheck disable=SC2086 # one word per package name
 	apt-get purge -y -q $added
 fi
-[ "$(dpkg-query -W -f='${binary:Package}\n' | sort)" = "$before" ] || die "the build tools were not removed: the installed packages differ from those before the wheelhouse was built"
+now=$(dpkg-query -W -f='${binary:Package}\n' | sort)
+if [ "$now" != "$before" ]; then
+	left=$(printf '%s\n' "$now" | grep -vxF -e "$before" | tr '\n' ' ' || true)
+	gone=$(printf '%s\n' "$before" | grep -vxF -e "$now" | tr '\n' ' ' || true)
+	die "the installed packages differ from those before the wheelhouse was built: still installed: ${left:-none}; removed: ${gone:-none}"
+fi
 
 phase "files"
 install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system/wsgi@.socket' '/etc/systemd/system/wsgi@.socket'
