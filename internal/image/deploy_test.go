@@ -97,3 +97,28 @@ func TestValidatorsDeployScriptCatchesErrors(t *testing.T) {
 		t.Fatal("bash -n accepted a script with an unclosed if")
 	}
 }
+
+// With a baked wheelhouse the deploy installs offline from it unless the payload names where to
+// install from, and a requirement missing from it fails with a message naming it and the fix.
+func TestDeployWheelhouse(t *testing.T) {
+	without := deployOf(t, Default())
+	with := deployOf(t, Stack{Requirements: "Django\n"}.WithDefaults())
+	for _, want := range []string{
+		`PIP_FROM=(--no-index --find-links '/opt/wsgi/wheelhouse')`,
+		`if [ ${#WSGI_PIP_ARGS[@]} -eq 0 ]; then`,
+		`requirement $missing is not in the image's wheelhouse "'/opt/wsgi/wheelhouse'" (baked from "'/opt/wsgi/wheelhouse/requirements.txt'"): add it to requirements_file in wsgi-stack and bake again, or name an index in the payload (pip_index_url)`,
+		`listed in "'/opt/wsgi/wheelhouse/SHA256SUMS'`,
+	} {
+		if !strings.Contains(with, want) {
+			t.Errorf("deploy with a wheelhouse lacks %q", want)
+		}
+		if strings.Contains(without, want) {
+			t.Errorf("deploy without a wheelhouse has %q", want)
+		}
+	}
+	for _, script := range []string{with, without} {
+		if !strings.Contains(script, `die "pip could not install $REQ: no distribution found for requirement $missing (pip's output is in $LOG)"`) {
+			t.Error("deploy does not name a requirement pip found no distribution for")
+		}
+	}
+}

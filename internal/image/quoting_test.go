@@ -20,7 +20,7 @@ var scriptTemplates = []string{"install.sh.tmpl", "hygiene.sh.tmpl", "deploy.sh.
 // that come from this package's own constants and distribution table, never from a user.
 var unquotedOK = []string{
 	".Sockets", ".ListenPort", ".SchemaVersion", ".ModeString", ".TargetUnit", ".AppFile", ".AWSHelper", ".MigrateHelper",
-	".Distro.Tool", ".Distro.Installed", ".Distro.Install", ".Distro.Clean",
+	".Distro.Tool", ".Distro.Installed", ".Distro.Install", ".Distro.Clean", ".Distro.List", ".Distro.Remove",
 }
 
 // TestScriptTemplatesQuoteEveryValue walks the parse tree of each shell template: an action that
@@ -96,16 +96,23 @@ func TestInstallScriptHostileValues(t *testing.T) {
 	s.VenvDir, s.SrvDir, s.EtcDir = root+"/venv", root+"/srv", root+"/etc"
 	s.RunDir, s.ShareDir = root+"/run", root+"/share"
 	s.Python = root + "/python"
+	s.Requirements, s.WheelhouseDir, s.BuildPackages = hostileValue, root+"/wheelhouse", []string{hostileValue + "b"}
 	b := Render(s)
 
 	// Stand-ins: each records its name and arguments, NUL-separated, one call a line.
 	bin := filepath.Join(dir, "bin")
 	log := filepath.Join(dir, "calls")
 	stub := "#!/bin/sh\n{ printf '%s\\0' \"${0##*/}\" \"$@\"; printf '\\n'; } >>\"$CALLS\"\n"
-	for _, name := range []string{"apt-get", "dpkg-query", "getent", "groupadd", "useradd", "id", "install", "systemctl", "nginx", "rm", "python"} {
+	for _, name := range []string{"apt-get", "dpkg-query", "getent", "groupadd", "useradd", "id", "install", "systemctl", "nginx", "rm", "python",
+		"sha256sum", "chmod", "cat", "sed"} {
 		writeFile(t, filepath.Join(bin, name), []byte(stub+"exit 0\n"), 0o755)
 	}
-	if err := os.Symlink(grep, filepath.Join(bin, "grep")); err != nil {
+	for name, real := range map[string]string{"grep": grep, "sort": requireTool(t, "sort"), "tr": requireTool(t, "tr")} {
+		if err := os.Symlink(real, filepath.Join(bin, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(s.WheelhouseDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	// Neither the app's user nor its group exist yet; NGINX's group does.
@@ -170,6 +177,11 @@ func TestInstallScriptHostileValues(t *testing.T) {
 		{"install", []string{"-o", s.User, "-g", s.Group, AppStateDir}},
 		{"python", []string{"-m", "pip", "install", "--index-url", s.PipIndexURL, "--find-links", s.PipFindLinks, "gunicorn==" + s.GunicornVersion}},
 		{"install", []string{"-D", "-g", s.Group, s.GunicornConfig()}},
+		{"apt-get", []string{"install", "build-essential", "python3-dev"}}, // package names are one word each after validation
+		{"python", []string{"-m", "pip", "wheel", "--index-url", s.PipIndexURL, "--find-links", s.PipFindLinks, "--wheel-dir", s.WheelhouseDir,
+			"-r", filepath.Join(dir, "stage") + s.WheelhouseRequirements()}},
+		{"python", []string{"-m", "pip", "install", "--dry-run", "--no-index", "--find-links", s.WheelhouseDir, "-r", filepath.Join(dir, "stage", "requirements-nohash.txt")}},
+		{"install", []string{"-D", s.WheelhouseRequirements()}},
 		{"rm", []string{"-f", "/etc/nginx/sites-enabled/default"}},
 		{"systemctl", []string{"restart", "nginx"}},
 	} {

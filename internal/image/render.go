@@ -204,6 +204,9 @@ func Render(s Stack) *Bundle {
 		File{Path: contract.AWSHelper, Mode: 0o755, Content: awsHelper},
 		File{Path: MigrateHelper, Mode: 0o644, Content: migrateHelper},
 		File{Path: contract.StackFile, Mode: 0o644, Content: s.Description()})
+	if s.Wheelhouse() {
+		b.Files = append(b.Files, File{Path: s.WheelhouseRequirements(), Mode: 0o644, Content: []byte(s.Requirements)})
+	}
 	v.Installed = b.Files
 	b.InstallScript = execute("install.sh.tmpl", v)
 	b.HygieneScript = execute("hygiene.sh.tmpl", v)

@@ -90,6 +90,13 @@ type Stack struct {
 	// FirstBoot is what the payloads this image will run need from it (the wsgi-cloudinit data
 	// source's needs output): capabilities of package contract, such as "git".
 	FirstBoot []string
+	// Requirements is the content of the requirements file the wheelhouse is baked from; empty
+	// for an image without a wheelhouse.
+	Requirements string
+	// WheelhouseDir holds the baked wheels.
+	WheelhouseDir string
+	// BuildPackages are distribution packages installed only while the wheels are built.
+	BuildPackages []string
 
 	// NGINX front end.
 	ListenPort        int
@@ -149,6 +156,7 @@ func Default() Stack {
 		EtcDir:                 "/etc/wsgi",
 		RunDir:                 "/run/wsgi",
 		ShareDir:               "/usr/share/wsgi",
+		WheelhouseDir:          "/opt/wsgi/wheelhouse",
 	}
 }
 
@@ -210,6 +218,7 @@ func (s Stack) WithDefaults() Stack {
 	str(&s.EtcDir, d.EtcDir)
 	str(&s.RunDir, d.RunDir)
 	str(&s.ShareDir, d.ShareDir)
+	str(&s.WheelhouseDir, d.WheelhouseDir)
 	return s
 }
 
@@ -320,7 +329,7 @@ func (s Stack) Validate() report.Report {
 
 	for _, p := range []struct{ key, v string }{
 		{"venv_dir", s.VenvDir}, {"srv_dir", s.SrvDir}, {"etc_dir", s.EtcDir},
-		{"run_dir", s.RunDir}, {"share_dir", s.ShareDir},
+		{"run_dir", s.RunDir}, {"share_dir", s.ShareDir}, {"wheelhouse_dir", s.WheelhouseDir},
 	} {
 		switch {
 		case !path.IsAbs(p.v):
@@ -332,6 +341,8 @@ func (s Stack) Validate() report.Report {
 	if s.RunDir != "" && !strings.HasPrefix(s.RunDir, "/run/") {
 		r.Add("run_dir", "must be below /run so the sockets vanish at reboot, got %q", s.RunDir)
 	}
+
+	s.validateWheelhouse(&r)
 
 	for i, n := range s.FirstBoot {
 		key := fmt.Sprintf("first_boot[%d]", i)
