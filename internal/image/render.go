@@ -97,9 +97,6 @@ func (v view) StopTimeout() int { return v.GracefulTimeoutSeconds + 5 }
 func (v view) StartLimitBurst() int       { return 5 }
 func (v view) StartLimitIntervalSec() int { return 10 }
 
-// UpstreamTries lets a request try every socket of the upstream, where each is listed twice.
-func (v view) UpstreamTries() int { return 2 * v.Sockets }
-
 // CtlKeepReleases is how many releases wsgi-ctl keeps on disk by default.
 func (v view) CtlKeepReleases() int { return 3 }
 
