@@ -128,8 +128,8 @@ func testStack(t *testing.T, release harness.Release) {
 		t.Fatal(err)
 	}
 	got := mustExec(ctx, t, distro, "/opt/wsgi/venv/bin/python", "-c", "import gunicorn; print(gunicorn.__version__, gunicorn.__file__)")
-	if !strings.HasPrefix(got, pinnedVersion+" /usr/lib/python3/dist-packages/gunicorn/") {
-		t.Errorf("distro build: the venv's gunicorn is %q, want Debian's %s from /usr/lib/python3/dist-packages", got, pinnedVersion)
+	if !strings.HasPrefix(got, release.Gunicorn+" /usr/lib/python3/dist-packages/gunicorn/") {
+		t.Errorf("distro build: the venv's gunicorn is %q, want Debian %s's %s from /usr/lib/python3/dist-packages", got, release.Version, release.Gunicorn)
 	}
 	if !strings.Contains(out, "[8/8] done") {
 		t.Errorf("distro build output lacks its last phase")
