@@ -82,6 +82,17 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	if c.Comm.SSHKeyPairName != "" && c.Comm.SSHPrivateKeyFile == "" && !c.Comm.SSHAgentAuth {
 		errs = packersdk.MultiErrorAppend(errs, errors.New("ssh_keypair_name: needs ssh_private_key_file or ssh_agent_auth"))
 	}
+	if c.SSHInterface == "session_manager" {
+		if c.Comm.Type != "ssh" {
+			errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("ssh_interface: \"session_manager\" tunnels SSH; it needs communicator = \"ssh\", got %q", c.Comm.Type))
+		}
+		if c.Comm.SSHHost != "" {
+			errs = packersdk.MultiErrorAppend(errs, errors.New("ssh_host: not used with ssh_interface = \"session_manager\" (SSH goes to 127.0.0.1 through the tunnel); remove one"))
+		}
+		if c.Comm.SSHBastionHost != "" {
+			errs = packersdk.MultiErrorAppend(errs, errors.New("ssh_bastion_host: not used with ssh_interface = \"session_manager\" (the tunnel replaces a bastion); remove one"))
+		}
+	}
 	errs = packersdk.MultiErrorAppend(errs, c.sharingErrors()...)
 	if errs != nil && len(errs.Errors) > 0 {
 		return nil, errs
@@ -158,6 +169,11 @@ func (c *Config) needTempSecurityGroup() bool {
 	return c.Comm.Type == "ssh" && len(c.SecurityGroupIDs) == 0 && c.SecurityGroupFilter == nil
 }
 
+// sessionManager says whether SSH goes through an SSM session.
+func (c *Config) sessionManager() bool {
+	return c.Comm.Type == "ssh" && c.SSHInterface == "session_manager"
+}
+
 // allRegions is the build region followed by the copy regions.
 func (c *Config) allRegions(buildRegion string) []string {
 	return append([]string{buildRegion}, c.AMIRegions...)
@@ -165,3 +181,12 @@ func (c *Config) allRegions(buildRegion string) []string {
 
 // BuilderID identifies this builder's artifacts.
 const BuilderID = "wsgi-ami.builder"
+
+// ssmEndpoint is the SSM endpoint session-manager-plugin is given, as the
+// AWS CLI gives it: custom_endpoint_ssm, else the region's.
+func (c *Config) ssmEndpoint(region string) string {
+	if c.CustomEndpointSSM != "" {
+		return c.CustomEndpointSSM
+	}
+	return "https://ssm." + region + ".amazonaws.com"
+}

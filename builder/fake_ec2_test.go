@@ -34,6 +34,9 @@ type fakeCloud struct {
 
 	regions map[string]*fakeRegion
 	params  map[string]string
+	// sessions holds Session Manager session id -> its StartSession input,
+	// until TerminateSession.
+	sessions map[string]*ssm.StartSessionInput
 }
 
 type fakeRegion struct {
@@ -52,7 +55,7 @@ type fakeRegion struct {
 const fakeSourceAMI = "ami-0123456789abcdef0"
 
 func newFakeCloud() *fakeCloud {
-	c := &fakeCloud{regions: map[string]*fakeRegion{}, counts: map[string]int{}, params: map[string]string{}}
+	c := &fakeCloud{regions: map[string]*fakeRegion{}, counts: map[string]int{}, params: map[string]string{}, sessions: map[string]*ssm.StartSessionInput{}}
 	r := c.region("eu-west-1")
 	r.images[fakeSourceAMI] = &ec2types.Image{
 		ImageId: aws.String(fakeSourceAMI), Name: aws.String("debian-12-amd64-20250101"), OwnerId: aws.String("136693071363"),
@@ -151,6 +154,9 @@ func (c *fakeCloud) leftovers() []string {
 				out = append(out, name+" spot request "+id)
 			}
 		}
+	}
+	for id := range c.sessions {
+		out = append(out, "ssm session "+id)
 	}
 	sort.Strings(out)
 	return out
@@ -710,5 +716,33 @@ func (f *fakeSSM) GetParameter(_ context.Context, in *ssm.GetParameterInput, _ .
 	}
 	return &ssm.GetParameterOutput{Parameter: &ssmtypes.Parameter{Name: in.Name, Value: aws.String(v)}}, nil
 }
+
+// StartSession opens a session on a running instance of the build region.
+func (f *fakeSSM) StartSession(_ context.Context, in *ssm.StartSessionInput, _ ...func(*ssm.Options)) (*ssm.StartSessionOutput, error) {
+	unlock, err := f.cloud.call("ssm", "StartSession")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	inst := f.cloud.regions["eu-west-1"].instances[aws.ToString(in.Target)]
+	if inst == nil || inst.State == nil || inst.State.Name != ec2types.InstanceStateNameRunning {
+		return nil, apiError("InvalidTarget")
+	}
+	id := f.cloud.id("session")
+	f.cloud.sessions[id] = in
+	return &ssm.StartSessionOutput{SessionId: aws.String(id), StreamUrl: aws.String("wss://fake/" + id), TokenValue: aws.String("token")}, nil
+}
+
+func (f *fakeSSM) TerminateSession(_ context.Context, in *ssm.TerminateSessionInput, _ ...func(*ssm.Options)) (*ssm.TerminateSessionOutput, error) {
+	unlock, err := f.cloud.call("ssm", "TerminateSession")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	delete(f.cloud.sessions, aws.ToString(in.SessionId))
+	return &ssm.TerminateSessionOutput{SessionId: in.SessionId}, nil
+}
+
+var _ ssmAPI = (*fakeSSM)(nil)
 
 var _ ec2API = (*fakeEC2)(nil)

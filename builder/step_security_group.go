@@ -24,7 +24,9 @@ type securityGroupAPI interface {
 }
 
 // stepSecurityGroup makes a security group that lets only ssh_cidrs (by
-// default this machine's public address) reach the SSH port. Cleanup
+// default this machine's public address) reach the SSH port; with
+// NoIngress (Session Manager) it lets nothing in, and keeps the default
+// outbound rule the SSM agent needs to reach SSM over HTTPS. Cleanup
 // deletes it; when the create call was interrupted, it finds the group by
 // its build-derived name first.
 type stepSecurityGroup struct {
@@ -35,6 +37,7 @@ type stepSecurityGroup struct {
 	BuildID    string
 	Tags       []ec2types.Tag
 	HTTPClient *http.Client
+	NoIngress  bool
 
 	attempted bool
 	name, id  string
@@ -43,7 +46,7 @@ type stepSecurityGroup struct {
 
 func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
 	cidrs := s.CIDRs
-	if len(cidrs) == 0 {
+	if len(cidrs) == 0 && !s.NoIngress {
 		ip, err := s.publicIP(ctx)
 		if err != nil {
 			return halt(state, fmt.Errorf("ssh_cidrs: finding this machine's public address at %s: %w; set ssh_cidrs", s.CheckIPURL, err))
@@ -55,7 +58,11 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 	}
 	s.vpcID = get[string](state, keyVpcID)
 	s.name = "packer_wsgi_" + s.BuildID
-	say(ui(state), fmt.Sprintf("Creating temporary security group %s (port %d from %s)", s.name, s.Port, strings.Join(cidrs, ", ")))
+	if s.NoIngress {
+		say(ui(state), fmt.Sprintf("Creating temporary security group %s (no inbound rule: SSH goes through Session Manager)", s.name))
+	} else {
+		say(ui(state), fmt.Sprintf("Creating temporary security group %s (port %d from %s)", s.name, s.Port, strings.Join(cidrs, ", ")))
+	}
 	s.attempted = true
 	in := &ec2.CreateSecurityGroupInput{
 		GroupName:         aws.String(s.name),
@@ -70,6 +77,10 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 		return halt(state, fmt.Errorf("creating security group %s: %w", s.name, err))
 	}
 	s.id = aws.ToString(out.GroupId)
+	if s.NoIngress {
+		put(state, keySecurityGroup, []string{s.id})
+		return multistep.ActionContinue
+	}
 	perm := ec2types.IpPermission{
 		IpProtocol: aws.String("tcp"),
 		FromPort:   aws.Int32(int32(s.Port)),
