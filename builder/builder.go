@@ -210,5 +210,4 @@ func sshPort(c *Config) func(multistep.StateBag) (int, error) {
 	}
 }
 
-
 var _ packersdk.Builder = (*Builder)(nil)

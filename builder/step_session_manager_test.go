@@ -239,13 +239,14 @@ func TestSessionManagerFaults(t *testing.T) {
 		pluginFail bool
 		wantErr    string // empty: the build succeeds
 		started    bool   // the plugin ran
+		maybe      bool   // it may have been stopped before it recorded that it ran
 	}{
 		{name: "StartSession denied", fail: failAt("ssm", "StartSession", 1, 1, "AccessDeniedException"),
 			wantErr: "ssh_interface: starting a Session Manager session to i-"},
 		{name: "agent not yet connected", fail: failAt("ssm", "StartSession", 1, 3, "TargetNotConnected"), started: true},
 		{name: "plugin exits", pluginFail: true, started: true,
 			wantErr: "session-manager-plugin exited before it listened: exit status 3"},
-		{name: "Ctrl-C after StartSession", cancelAt: "ssm StartSession", started: true, wantErr: "context canceled"},
+		{name: "Ctrl-C after StartSession", cancelAt: "ssm StartSession", maybe: true, wantErr: "context canceled"},
 		{name: "Ctrl-C during the session", cancelAt: "eu-west-1 StopInstances", started: true, wantErr: "build was cancelled"},
 		{name: "TerminateSession fails", fail: failAt("ssm", "TerminateSession", 1, 1, "InternalError"), started: true},
 	}
@@ -271,7 +272,7 @@ func TestSessionManagerFaults(t *testing.T) {
 				t.Fatalf("want error %q, got %v\n%s", tt.wantErr, res.err, res.ui.text())
 			}
 			started, gone := pluginGone(t, dir)
-			if started != tt.started || !gone {
+			if (started != tt.started && !tt.maybe) || !gone {
 				t.Errorf("plugin started %v (want %v), exited %v", started, tt.started, gone)
 			}
 			for _, l := range cloud.leftovers() {
