@@ -13,6 +13,7 @@ import (
 type FlatConfig struct {
 	Region                    *string                      `mapstructure:"region" required:"true" cty:"region" hcl:"region"`
 	Profile                   *string                      `mapstructure:"profile" required:"false" cty:"profile" hcl:"profile"`
+	SharedCredentialsFile     *string                      `mapstructure:"shared_credentials_file" required:"false" cty:"shared_credentials_file" hcl:"shared_credentials_file"`
 	AccessKey                 *string                      `mapstructure:"access_key" required:"false" cty:"access_key" hcl:"access_key"`
 	SecretKey                 *string                      `mapstructure:"secret_key" required:"false" cty:"secret_key" hcl:"secret_key"`
 	Token                     *string                      `mapstructure:"token" required:"false" cty:"token" hcl:"token"`
@@ -45,6 +46,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
 		"region":                      &hcldec.AttrSpec{Name: "region", Type: cty.String, Required: false},
 		"profile":                     &hcldec.AttrSpec{Name: "profile", Type: cty.String, Required: false},
+		"shared_credentials_file":     &hcldec.AttrSpec{Name: "shared_credentials_file", Type: cty.String, Required: false},
 		"access_key":                  &hcldec.AttrSpec{Name: "access_key", Type: cty.String, Required: false},
 		"secret_key":                  &hcldec.AttrSpec{Name: "secret_key", Type: cty.String, Required: false},
 		"token":                       &hcldec.AttrSpec{Name: "token", Type: cty.String, Required: false},
