@@ -76,7 +76,7 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 	return []multistep.Step{
 		&stepSourceAMI{EC2: build, SSM: ssmc, Source: c.SourceConfig, Types: c.InstanceTypes(), BootMode: c.BootMode, Region: region},
 		multistep.If(makeAMI, &stepCheckAMIName{EC2: clientAs[describeImagesAPI](regional), Name: c.AMIName, Regions: c.allRegions(region), Force: c.ForceDeregister}),
-		&stepNetwork{EC2: build, Net: c.RunConfig, NeedsVPC: c.needTempSecurityGroup()},
+		&stepNetwork{EC2: build, Net: c.RunConfig},
 		multistep.If(c.needTempKey(), &stepKeyPair{EC2: build, Comm: &c.Comm, BuildID: c.buildID, Tags: tags}),
 		multistep.If(c.needTempSecurityGroup(), &stepSecurityGroup{
 			EC2: build, CIDRs: c.SSHCIDRs, CheckIPURL: c.CheckIPURL, Port: c.Comm.Port(), BuildID: c.buildID, Tags: tags,

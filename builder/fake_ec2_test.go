@@ -337,7 +337,12 @@ func (f *fakeEC2) CreateSecurityGroup(_ context.Context, in *ec2.CreateSecurityG
 	}
 	defer unlock()
 	id := f.cloud.id("sg")
-	f.r().groups[id] = &ec2types.SecurityGroup{GroupId: aws.String(id), GroupName: in.GroupName, VpcId: in.VpcId,
+	vpc := in.VpcId
+	if vpc == nil {
+		// As EC2: the default VPC.
+		vpc = aws.String("vpc-default0")
+	}
+	f.r().groups[id] = &ec2types.SecurityGroup{GroupId: aws.String(id), GroupName: in.GroupName, VpcId: vpc,
 		Tags: tagsOf(in.TagSpecifications, ec2types.ResourceTypeSecurityGroup)}
 	return &ec2.CreateSecurityGroupOutput{GroupId: aws.String(id)}, nil
 }

@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
 
@@ -73,6 +75,10 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 		in.VpcId = aws.String(s.vpcID)
 	}
 	out, err := s.EC2.CreateSecurityGroup(ctx, in)
+	var ae smithy.APIError
+	if err != nil && s.vpcID == "" && errors.As(err, &ae) && ae.ErrorCode() == "VPCIdNotSpecified" {
+		return halt(state, fmt.Errorf("vpc_id: this region has no default VPC; set subnet_id or vpc_id (creating security group %s: %w)", s.name, err))
+	}
 	if err != nil {
 		return halt(state, fmt.Errorf("creating security group %s: %w", s.name, err))
 	}

@@ -153,13 +153,12 @@ func TestStepNetwork(t *testing.T) {
 	tests := []struct {
 		name               string
 		run                RunConfig
-		needsVPC           bool
 		wantSubnet, wantVP string
 		wantErr            string
 	}{
 		{name: "nothing asked, no group", wantSubnet: "", wantVP: ""},
-		{name: "default vpc for the group", needsVPC: true, wantVP: "vpc-default0"},
-		{name: "subnet id", run: RunConfig{SubnetID: "subnet-cccccccc"}, needsVPC: true, wantSubnet: "subnet-cccccccc", wantVP: "vpc-22222222"},
+		{name: "default vpc left to AWS", wantVP: ""},
+		{name: "subnet id", run: RunConfig{SubnetID: "subnet-cccccccc"}, wantSubnet: "subnet-cccccccc", wantVP: "vpc-22222222"},
 		{name: "subnet id unknown", run: RunConfig{SubnetID: "subnet-dddddddd"}, wantErr: "subnet_id: subnet-dddddddd not found"},
 		{name: "filter ambiguous", run: RunConfig{SubnetFilter: &SubnetFilter{Filters: map[string]string{"tag:Tier": "build"}}}, wantErr: "subnet_filter: 2 subnets match"},
 		{name: "filter most free", run: RunConfig{SubnetFilter: &SubnetFilter{Filters: map[string]string{"tag:Tier": "build"}, MostFree: true}},
@@ -172,7 +171,7 @@ func TestStepNetwork(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cloud := newFakeCloud()
 			state, _ := testState(t)
-			step := &stepNetwork{EC2: cloud.client("eu-west-1"), Net: tt.run, NeedsVPC: tt.needsVPC}
+			step := &stepNetwork{EC2: cloud.client("eu-west-1"), Net: tt.run}
 			action := step.Run(context.Background(), state)
 			if tt.wantErr != "" {
 				if action != multistep.ActionHalt || !strings.Contains(stateError(state), tt.wantErr) {
@@ -778,5 +777,26 @@ func TestStepImageAttributes(t *testing.T) {
 		if cloud.region(region).deprecate[id] != "2030-01-02T03:04:00Z" {
 			t.Errorf("%s deprecation %q", region, cloud.region(region).deprecate[id])
 		}
+	}
+}
+
+// TestStepSecurityGroupNoDefaultVPC: with no subnet or VPC the group goes to
+// the default VPC; a region without one is named with the keys that fix it.
+func TestStepSecurityGroupNoDefaultVPC(t *testing.T) {
+	cloud := newFakeCloud()
+	cloud.fail = func(region, action string, n int) error {
+		if action == "CreateSecurityGroup" {
+			return apiError("VPCIdNotSpecified")
+		}
+		return nil
+	}
+	state, _ := testState(t)
+	step := &stepSecurityGroup{EC2: cloud.client("eu-west-1"), CIDRs: []string{"10.0.0.0/8"}, Port: 22, BuildID: "b1"}
+	if step.Run(context.Background(), state) != multistep.ActionHalt {
+		t.Fatal("no default VPC: the step went on")
+	}
+	want := "vpc_id: this region has no default VPC; set subnet_id or vpc_id (creating security group packer_wsgi_b1: "
+	if got := stateError(state); !strings.HasPrefix(got, want) || !strings.Contains(got, "VPCIdNotSpecified") {
+		t.Fatalf("want %q..., got %q", want, got)
 	}
 }
