@@ -412,6 +412,7 @@ func (f *fakeEC2) RunInstances(_ context.Context, in *ec2.RunInstancesInput, _ .
 	id := f.cloud.id("i")
 	inst := &ec2types.Instance{
 		InstanceId: aws.String(id), ImageId: in.ImageId, InstanceType: in.InstanceType, KeyName: in.KeyName,
+		EnaSupport:       f.r().images[aws.ToString(in.ImageId)].EnaSupport, // as EC2: the AMI's
 		State:            &ec2types.InstanceState{Name: ec2types.InstanceStateNameRunning},
 		PublicIpAddress:  aws.String("203.0.113.10"),
 		PrivateIpAddress: aws.String("10.0.0.10"),

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -538,7 +540,14 @@ func TestStepWaitCloudInit(t *testing.T) {
 }
 
 func TestStepStopInstance(t *testing.T) {
+	for _, srcENA := range []bool{false, true} {
+		t.Run(fmt.Sprint("source ENA ", srcENA), func(t *testing.T) { testStepStopInstance(t, srcENA) })
+	}
+}
+
+func testStepStopInstance(t *testing.T, srcENA bool) {
 	cloud := newFakeCloud()
+	cloud.region("eu-west-1").images[fakeSourceAMI].EnaSupport = aws.Bool(srcENA)
 	state, _ := runInstanceState(t, cloud)
 	c := testConfig(t, nil)
 	run := &stepRunInstance{EC2: cloud.client("eu-west-1"), Cfg: c, BuildID: c.buildID, Region: "eu-west-1", Wait: waitConfig{Delay: time.Millisecond}}
@@ -552,6 +561,10 @@ func TestStepStopInstance(t *testing.T) {
 	inst := cloud.region("eu-west-1").instances[get[string](state, keyInstanceID)]
 	if inst.State.Name != ec2types.InstanceStateNameStopped || !aws.ToBool(inst.EnaSupport) {
 		t.Fatalf("instance %s ena %v", inst.State.Name, inst.EnaSupport)
+	}
+	// An instance of an ENA source has ENA: no call to set it again.
+	if modified := slices.Contains(cloud.Calls(), "eu-west-1 ModifyInstanceAttribute"); modified == srcENA {
+		t.Fatalf("source ENA %v, ModifyInstanceAttribute called %v: %v", srcENA, modified, cloud.Calls())
 	}
 }
 
