@@ -44,6 +44,16 @@ const (
 	DefaultTimeoutSeconds   = 300
 	DefaultHealthTimeout    = 120
 	DefaultDjangoManagePy   = "manage.py"
+	DefaultMigrateLockWait  = 600
+)
+
+// Values of django_migrate_lock.
+const (
+	// MigrateLockDatabase: one instance of a release migrates under the database's own lock
+	// (PostgreSQL advisory lock, MySQL/MariaDB GET_LOCK), the others wait for it.
+	MigrateLockDatabase = "database"
+	// MigrateLockOff: every instance runs migrate on its own, with no lock.
+	MigrateLockOff = "off"
 )
 
 // Source is where the app's release comes from: exactly one of GitURL, TarballURL or S3URI.
@@ -92,6 +102,17 @@ type App struct {
 	DjangoSettingsModule string `mapstructure:"django_settings_module"`
 	// manage.py relative to the release root (django only). Default manage.py.
 	DjangoManagePy string `mapstructure:"django_manage_py"`
+	// How instances of one release share `manage.py migrate` (django only): "database" (default)
+	// takes the database's own lock, so one instance migrates while the others wait and then
+	// find nothing left to do (PostgreSQL and MySQL/MariaDB; SQLite needs no lock, other
+	// backends are refused); "off" lets every instance migrate on its own.
+	DjangoMigrateLock string `mapstructure:"django_migrate_lock"`
+	// Seconds an instance waits for another one's migration before it fails (django only).
+	// Default 600.
+	DjangoMigrateLockTimeoutSeconds int `mapstructure:"django_migrate_lock_timeout_seconds"`
+	// Shell command run as the app user in the release instead of `manage.py migrate --noinput`,
+	// under the lock (django only). It always runs: the deploy cannot know what it migrates.
+	DjangoMigrateCommand string `mapstructure:"django_migrate_command"`
 	// Requirements file relative to the release root. Default requirements.txt, skipped when the
 	// release has none; a file named here explicitly must exist.
 	RequirementsFile string `mapstructure:"requirements_file"`
@@ -124,6 +145,12 @@ type App struct {
 	// Endpoints for the instance's AWS requests, such as VPC endpoints: keys s3, ssm,
 	// secretsmanager and autoscaling, values http(s) URLs. Default: the regional AWS endpoints.
 	AWSEndpoints map[string]string `mapstructure:"aws_endpoints"`
+	// Name of the Auto Scaling launch lifecycle hook the instance waits on. When set, first boot
+	// completes it with CONTINUE once the instance serves and with ABANDON when the deploy
+	// fails, signed with the instance role; nothing is done when the instance is not waiting on
+	// a hook. The role needs autoscaling:DescribeAutoScalingInstances and
+	// autoscaling:CompleteLifecycleAction.
+	LifecycleHook string `mapstructure:"lifecycle_hook"`
 	// Extra MIME parts; with any, the user data is multipart/mixed.
 	ExtraParts []Part `mapstructure:"extra_part"`
 }
@@ -133,8 +160,16 @@ func (a App) WithDefaults() App {
 	if a.Framework == "" {
 		a.Framework = FrameworkGeneric
 	}
-	if a.DjangoManagePy == "" && a.Framework == FrameworkDjango {
-		a.DjangoManagePy = DefaultDjangoManagePy
+	if a.Framework == FrameworkDjango {
+		if a.DjangoManagePy == "" {
+			a.DjangoManagePy = DefaultDjangoManagePy
+		}
+		if a.DjangoMigrateLock == "" {
+			a.DjangoMigrateLock = MigrateLockDatabase
+		}
+		if a.DjangoMigrateLockTimeoutSeconds == 0 {
+			a.DjangoMigrateLockTimeoutSeconds = DefaultMigrateLockWait
+		}
 	}
 	if a.Source.Retries == 0 {
 		a.Source.Retries = DefaultRetries
@@ -167,13 +202,13 @@ func (s Source) kind() string {
 }
 
 // Needs is what the app needs from the image it boots on: this schema, git for a git source,
-// and signed AWS requests for an S3 source or secrets. Sorted.
+// and signed AWS requests for an S3 source, secrets or a lifecycle hook. Sorted.
 func (a App) Needs() []string {
 	needs := []string{contract.SchemaNeed(contract.SchemaVersion)}
 	if a.Source.kind() == SourceGit {
 		needs = append(needs, contract.NeedGit)
 	}
-	if a.Source.kind() == SourceS3 || len(a.Secrets) > 0 {
+	if a.Source.kind() == SourceS3 || len(a.Secrets) > 0 || a.LifecycleHook != "" {
 		needs = append(needs, contract.NeedAWSRequests)
 	}
 	slices.Sort(needs)

@@ -10,26 +10,30 @@ import (
 // FlatApp is an auto-generated flat version of App.
 // Where the contents of a field with a `mapstructure:,squash` tag are bubbled up.
 type FlatApp struct {
-	Source               *FlatSource       `mapstructure:"source" required:"true" cty:"source" hcl:"source"`
-	WSGIApp              *string           `mapstructure:"wsgi_app" required:"true" cty:"wsgi_app" hcl:"wsgi_app"`
-	Framework            *string           `mapstructure:"framework" cty:"framework" hcl:"framework"`
-	DjangoSettingsModule *string           `mapstructure:"django_settings_module" cty:"django_settings_module" hcl:"django_settings_module"`
-	DjangoManagePy       *string           `mapstructure:"django_manage_py" cty:"django_manage_py" hcl:"django_manage_py"`
-	RequirementsFile     *string           `mapstructure:"requirements_file" cty:"requirements_file" hcl:"requirements_file"`
-	PipConstraintsFile   *string           `mapstructure:"pip_constraints_file" cty:"pip_constraints_file" hcl:"pip_constraints_file"`
-	PipIndexURL          *string           `mapstructure:"pip_index_url" cty:"pip_index_url" hcl:"pip_index_url"`
-	PipExtraIndexURLs    []string          `mapstructure:"pip_extra_index_urls" cty:"pip_extra_index_urls" hcl:"pip_extra_index_urls"`
-	PipFindLinks         []string          `mapstructure:"pip_find_links" cty:"pip_find_links" hcl:"pip_find_links"`
-	PipNoIndex           *bool             `mapstructure:"pip_no_index" cty:"pip_no_index" hcl:"pip_no_index"`
-	Env                  map[string]string `mapstructure:"env" cty:"env" hcl:"env"`
-	Secrets              map[string]string `mapstructure:"secrets" cty:"secrets" hcl:"secrets"`
-	HooksBeforeSwitch    []string          `mapstructure:"hooks_before_switch" cty:"hooks_before_switch" hcl:"hooks_before_switch"`
-	HooksAfterSwitch     []string          `mapstructure:"hooks_after_switch" cty:"hooks_after_switch" hcl:"hooks_after_switch"`
-	HealthPath           *string           `mapstructure:"health_path" cty:"health_path" hcl:"health_path"`
-	HealthTimeoutSeconds *int              `mapstructure:"health_timeout_seconds" cty:"health_timeout_seconds" hcl:"health_timeout_seconds"`
-	AWSRegion            *string           `mapstructure:"aws_region" cty:"aws_region" hcl:"aws_region"`
-	AWSEndpoints         map[string]string `mapstructure:"aws_endpoints" cty:"aws_endpoints" hcl:"aws_endpoints"`
-	ExtraParts           []FlatPart        `mapstructure:"extra_part" cty:"extra_part" hcl:"extra_part"`
+	Source                          *FlatSource       `mapstructure:"source" required:"true" cty:"source" hcl:"source"`
+	WSGIApp                         *string           `mapstructure:"wsgi_app" required:"true" cty:"wsgi_app" hcl:"wsgi_app"`
+	Framework                       *string           `mapstructure:"framework" cty:"framework" hcl:"framework"`
+	DjangoSettingsModule            *string           `mapstructure:"django_settings_module" cty:"django_settings_module" hcl:"django_settings_module"`
+	DjangoManagePy                  *string           `mapstructure:"django_manage_py" cty:"django_manage_py" hcl:"django_manage_py"`
+	DjangoMigrateLock               *string           `mapstructure:"django_migrate_lock" cty:"django_migrate_lock" hcl:"django_migrate_lock"`
+	DjangoMigrateLockTimeoutSeconds *int              `mapstructure:"django_migrate_lock_timeout_seconds" cty:"django_migrate_lock_timeout_seconds" hcl:"django_migrate_lock_timeout_seconds"`
+	DjangoMigrateCommand            *string           `mapstructure:"django_migrate_command" cty:"django_migrate_command" hcl:"django_migrate_command"`
+	RequirementsFile                *string           `mapstructure:"requirements_file" cty:"requirements_file" hcl:"requirements_file"`
+	PipConstraintsFile              *string           `mapstructure:"pip_constraints_file" cty:"pip_constraints_file" hcl:"pip_constraints_file"`
+	PipIndexURL                     *string           `mapstructure:"pip_index_url" cty:"pip_index_url" hcl:"pip_index_url"`
+	PipExtraIndexURLs               []string          `mapstructure:"pip_extra_index_urls" cty:"pip_extra_index_urls" hcl:"pip_extra_index_urls"`
+	PipFindLinks                    []string          `mapstructure:"pip_find_links" cty:"pip_find_links" hcl:"pip_find_links"`
+	PipNoIndex                      *bool             `mapstructure:"pip_no_index" cty:"pip_no_index" hcl:"pip_no_index"`
+	Env                             map[string]string `mapstructure:"env" cty:"env" hcl:"env"`
+	Secrets                         map[string]string `mapstructure:"secrets" cty:"secrets" hcl:"secrets"`
+	HooksBeforeSwitch               []string          `mapstructure:"hooks_before_switch" cty:"hooks_before_switch" hcl:"hooks_before_switch"`
+	HooksAfterSwitch                []string          `mapstructure:"hooks_after_switch" cty:"hooks_after_switch" hcl:"hooks_after_switch"`
+	HealthPath                      *string           `mapstructure:"health_path" cty:"health_path" hcl:"health_path"`
+	HealthTimeoutSeconds            *int              `mapstructure:"health_timeout_seconds" cty:"health_timeout_seconds" hcl:"health_timeout_seconds"`
+	AWSRegion                       *string           `mapstructure:"aws_region" cty:"aws_region" hcl:"aws_region"`
+	AWSEndpoints                    map[string]string `mapstructure:"aws_endpoints" cty:"aws_endpoints" hcl:"aws_endpoints"`
+	LifecycleHook                   *string           `mapstructure:"lifecycle_hook" cty:"lifecycle_hook" hcl:"lifecycle_hook"`
+	ExtraParts                      []FlatPart        `mapstructure:"extra_part" cty:"extra_part" hcl:"extra_part"`
 }
 
 // FlatMapstructure returns a new FlatApp.
@@ -44,26 +48,30 @@ func (*App) FlatMapstructure() interface{ HCL2Spec() map[string]hcldec.Spec } {
 // The decoded values from this spec will then be applied to a FlatApp.
 func (*FlatApp) HCL2Spec() map[string]hcldec.Spec {
 	s := map[string]hcldec.Spec{
-		"source":                 &hcldec.BlockSpec{TypeName: "source", Nested: hcldec.ObjectSpec((*FlatSource)(nil).HCL2Spec())},
-		"wsgi_app":               &hcldec.AttrSpec{Name: "wsgi_app", Type: cty.String, Required: false},
-		"framework":              &hcldec.AttrSpec{Name: "framework", Type: cty.String, Required: false},
-		"django_settings_module": &hcldec.AttrSpec{Name: "django_settings_module", Type: cty.String, Required: false},
-		"django_manage_py":       &hcldec.AttrSpec{Name: "django_manage_py", Type: cty.String, Required: false},
-		"requirements_file":      &hcldec.AttrSpec{Name: "requirements_file", Type: cty.String, Required: false},
-		"pip_constraints_file":   &hcldec.AttrSpec{Name: "pip_constraints_file", Type: cty.String, Required: false},
-		"pip_index_url":          &hcldec.AttrSpec{Name: "pip_index_url", Type: cty.String, Required: false},
-		"pip_extra_index_urls":   &hcldec.AttrSpec{Name: "pip_extra_index_urls", Type: cty.List(cty.String), Required: false},
-		"pip_find_links":         &hcldec.AttrSpec{Name: "pip_find_links", Type: cty.List(cty.String), Required: false},
-		"pip_no_index":           &hcldec.AttrSpec{Name: "pip_no_index", Type: cty.Bool, Required: false},
-		"env":                    &hcldec.AttrSpec{Name: "env", Type: cty.Map(cty.String), Required: false},
-		"secrets":                &hcldec.AttrSpec{Name: "secrets", Type: cty.Map(cty.String), Required: false},
-		"hooks_before_switch":    &hcldec.AttrSpec{Name: "hooks_before_switch", Type: cty.List(cty.String), Required: false},
-		"hooks_after_switch":     &hcldec.AttrSpec{Name: "hooks_after_switch", Type: cty.List(cty.String), Required: false},
-		"health_path":            &hcldec.AttrSpec{Name: "health_path", Type: cty.String, Required: false},
-		"health_timeout_seconds": &hcldec.AttrSpec{Name: "health_timeout_seconds", Type: cty.Number, Required: false},
-		"aws_region":             &hcldec.AttrSpec{Name: "aws_region", Type: cty.String, Required: false},
-		"aws_endpoints":          &hcldec.AttrSpec{Name: "aws_endpoints", Type: cty.Map(cty.String), Required: false},
-		"extra_part":             &hcldec.BlockListSpec{TypeName: "extra_part", Nested: hcldec.ObjectSpec((*FlatPart)(nil).HCL2Spec())},
+		"source":                              &hcldec.BlockSpec{TypeName: "source", Nested: hcldec.ObjectSpec((*FlatSource)(nil).HCL2Spec())},
+		"wsgi_app":                            &hcldec.AttrSpec{Name: "wsgi_app", Type: cty.String, Required: false},
+		"framework":                           &hcldec.AttrSpec{Name: "framework", Type: cty.String, Required: false},
+		"django_settings_module":              &hcldec.AttrSpec{Name: "django_settings_module", Type: cty.String, Required: false},
+		"django_manage_py":                    &hcldec.AttrSpec{Name: "django_manage_py", Type: cty.String, Required: false},
+		"django_migrate_lock":                 &hcldec.AttrSpec{Name: "django_migrate_lock", Type: cty.String, Required: false},
+		"django_migrate_lock_timeout_seconds": &hcldec.AttrSpec{Name: "django_migrate_lock_timeout_seconds", Type: cty.Number, Required: false},
+		"django_migrate_command":              &hcldec.AttrSpec{Name: "django_migrate_command", Type: cty.String, Required: false},
+		"requirements_file":                   &hcldec.AttrSpec{Name: "requirements_file", Type: cty.String, Required: false},
+		"pip_constraints_file":                &hcldec.AttrSpec{Name: "pip_constraints_file", Type: cty.String, Required: false},
+		"pip_index_url":                       &hcldec.AttrSpec{Name: "pip_index_url", Type: cty.String, Required: false},
+		"pip_extra_index_urls":                &hcldec.AttrSpec{Name: "pip_extra_index_urls", Type: cty.List(cty.String), Required: false},
+		"pip_find_links":                      &hcldec.AttrSpec{Name: "pip_find_links", Type: cty.List(cty.String), Required: false},
+		"pip_no_index":                        &hcldec.AttrSpec{Name: "pip_no_index", Type: cty.Bool, Required: false},
+		"env":                                 &hcldec.AttrSpec{Name: "env", Type: cty.Map(cty.String), Required: false},
+		"secrets":                             &hcldec.AttrSpec{Name: "secrets", Type: cty.Map(cty.String), Required: false},
+		"hooks_before_switch":                 &hcldec.AttrSpec{Name: "hooks_before_switch", Type: cty.List(cty.String), Required: false},
+		"hooks_after_switch":                  &hcldec.AttrSpec{Name: "hooks_after_switch", Type: cty.List(cty.String), Required: false},
+		"health_path":                         &hcldec.AttrSpec{Name: "health_path", Type: cty.String, Required: false},
+		"health_timeout_seconds":              &hcldec.AttrSpec{Name: "health_timeout_seconds", Type: cty.Number, Required: false},
+		"aws_region":                          &hcldec.AttrSpec{Name: "aws_region", Type: cty.String, Required: false},
+		"aws_endpoints":                       &hcldec.AttrSpec{Name: "aws_endpoints", Type: cty.Map(cty.String), Required: false},
+		"lifecycle_hook":                      &hcldec.AttrSpec{Name: "lifecycle_hook", Type: cty.String, Required: false},
+		"extra_part":                          &hcldec.BlockListSpec{TypeName: "extra_part", Nested: hcldec.ObjectSpec((*FlatPart)(nil).HCL2Spec())},
 	}
 	return s
 }

@@ -30,6 +30,11 @@ func (a App) appFile() string {
 
 	str("WSGI_FRAMEWORK", a.Framework)
 	str("WSGI_DJANGO_MANAGE_PY", a.DjangoManagePy)
+	if a.Framework == FrameworkDjango {
+		str("WSGI_DJANGO_MIGRATE_LOCK", a.DjangoMigrateLock)
+		num("WSGI_DJANGO_MIGRATE_LOCK_TIMEOUT", a.DjangoMigrateLockTimeoutSeconds)
+		str("WSGI_DJANGO_MIGRATE_COMMAND", a.DjangoMigrateCommand)
+	}
 	s := a.Source
 	str("WSGI_SOURCE_KIND", s.kind())
 	str("WSGI_SOURCE_URL", s.GitURL+s.TarballURL+s.S3URI) // exactly one is set
@@ -62,6 +67,9 @@ func (a App) appFile() string {
 		endpoints = append(endpoints, endpointVars[svc]+"="+a.AWSEndpoints[svc])
 	}
 	list("WSGI_AWS_ENDPOINTS", endpoints)
+	if a.LifecycleHook != "" {
+		str("WSGI_LIFECYCLE_HOOK", a.LifecycleHook)
+	}
 	// The app's environment with its entry point, already in the environment file's quoting
 	// (quote.Env); the deploy adds STATIC_ROOT and the secrets.
 	str("WSGI_ENV", a.envFile())

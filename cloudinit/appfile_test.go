@@ -67,3 +67,34 @@ func TestAppFileHostileValues(t *testing.T) {
 		}
 	}
 }
+
+// TestAppFileFleetValues: the migrate settings and the lifecycle hook reach the deploy as data,
+// and a payload without them leaves the deploy's defaults.
+func TestAppFileFleetValues(t *testing.T) {
+	bash := requireTool(t, "bash")
+	for i, v := range hostile {
+		app := App{Framework: FrameworkDjango, DjangoMigrateLock: v, DjangoMigrateLockTimeoutSeconds: 42, DjangoMigrateCommand: v, LifecycleHook: v}
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "app.conf"), []byte(app.appFile()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bash, "-c", `set -eu; . ./app.conf; printf '%s\0' "$WSGI_DJANGO_MIGRATE_LOCK" "$WSGI_DJANGO_MIGRATE_LOCK_TIMEOUT" "$WSGI_DJANGO_MIGRATE_COMMAND" "$WSGI_LIFECYCLE_HOOK"`)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("value %d (%q): bash: %v\n%s", i, v, err, out)
+		}
+		if got, want := string(out), v+"\x00"+"42\x00"+v+"\x00"+v+"\x00"; got != want {
+			t.Errorf("value %d: read back %q, want %q", i, got, want)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "PWNED")); err == nil {
+			t.Fatalf("value %d (%q) ran a command", i, v)
+		}
+	}
+	plain := App{Framework: FrameworkFlask}.appFile()
+	for _, name := range []string{"WSGI_DJANGO_MIGRATE_LOCK", "WSGI_LIFECYCLE_HOOK"} {
+		if strings.Contains(plain, name) {
+			t.Errorf("a flask app without a hook writes %s:\n%s", name, plain)
+		}
+	}
+}

@@ -50,3 +50,24 @@ func TestNeedsOf(t *testing.T) {
 		})
 	}
 }
+
+// TestAppNeeds: what each app asks of the image.
+func TestAppNeeds(t *testing.T) {
+	tarball := Source{TarballURL: "https://example.com/a.tgz", SHA256: strings.Repeat("0", 64)}
+	cases := []struct {
+		name string
+		app  App
+		want string
+	}{
+		{"tarball", App{Source: tarball}, "schema-1"},
+		{"git", App{Source: Source{GitURL: "https://g.example.com/x.git", GitRef: "main"}}, "git schema-1"},
+		{"s3", App{Source: Source{S3URI: "s3://bucket/key"}}, "aws-requests schema-1"},
+		{"secrets", App{Source: tarball, Secrets: map[string]string{"K": "ssm:/k"}}, "aws-requests schema-1"},
+		{"lifecycle hook", App{Source: tarball, LifecycleHook: "wsgi-launch"}, "aws-requests schema-1"},
+	}
+	for _, c := range cases {
+		if got := strings.Join(c.app.Needs(), " "); got != c.want {
+			t.Errorf("%s: needs %q, want %q", c.name, got, c.want)
+		}
+	}
+}

@@ -26,6 +26,8 @@ var (
 	regionRe      = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]$`)
 	filenameRe    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	urlPathRe     = regexp.MustCompile(`^/[A-Za-z0-9._~/-]*$`)
+	hookNameRe    = regexp.MustCompile(`^[A-Za-z0-9_/-]{1,255}$`)
+	migrateLocks  = []string{MigrateLockDatabase, MigrateLockOff}
 	awsServices   = []string{"autoscaling", "s3", "secretsmanager", "ssm"}
 	frameworks    = []string{FrameworkGeneric, FrameworkFlask, FrameworkDjango}
 	partTypes     = []string{"text/cloud-config", "text/x-shellscript", "text/cloud-boothook", "text/x-include-url", "text/part-handler", "text/jinja2", "text/x-shellscript-per-boot", "text/x-shellscript-per-instance", "text/x-shellscript-per-once"}
@@ -66,11 +68,29 @@ func (a App) Validate() report.Report {
 		if a.DjangoManagePy != "" {
 			ps.Add("django_manage_py", "only used with framework = \"django\", got framework %q", a.Framework)
 		}
+		if a.DjangoMigrateLock != "" {
+			ps.Add("django_migrate_lock", "only used with framework = \"django\", got framework %q", a.Framework)
+		}
+		if a.DjangoMigrateLockTimeoutSeconds != 0 {
+			ps.Add("django_migrate_lock_timeout_seconds", "only used with framework = \"django\", got framework %q", a.Framework)
+		}
+		if a.DjangoMigrateCommand != "" {
+			ps.Add("django_migrate_command", "only used with framework = \"django\", got framework %q", a.Framework)
+		}
 	} else {
 		if a.DjangoSettingsModule != "" && !pyModuleRe.MatchString(a.DjangoSettingsModule) {
 			ps.Add("django_settings_module", "must be a dotted Python module such as mysite.settings, got %q", a.DjangoSettingsModule)
 		}
 		relPath(&ps, "django_manage_py", a.DjangoManagePy)
+		if !slices.Contains(migrateLocks, a.DjangoMigrateLock) {
+			ps.Add("django_migrate_lock", "must be one of %s, got %q", strings.Join(migrateLocks, ", "), a.DjangoMigrateLock)
+		}
+		if a.DjangoMigrateLockTimeoutSeconds < 1 || a.DjangoMigrateLockTimeoutSeconds > maxTimeout {
+			ps.Add("django_migrate_lock_timeout_seconds", "must be between 1 and %d, got %d", maxTimeout, a.DjangoMigrateLockTimeoutSeconds)
+		}
+		if a.DjangoMigrateCommand != "" {
+			command(&ps, "django_migrate_command", a.DjangoMigrateCommand)
+		}
 	}
 	if a.RequirementsFile != "" {
 		relPath(&ps, "requirements_file", a.RequirementsFile)
@@ -136,6 +156,9 @@ func (a App) Validate() report.Report {
 	}
 	if a.AWSRegion != "" && !regionRe.MatchString(a.AWSRegion) {
 		ps.Add("aws_region", "must be a region name such as eu-west-1, got %q", a.AWSRegion)
+	}
+	if a.LifecycleHook != "" && !hookNameRe.MatchString(a.LifecycleHook) {
+		ps.Add("lifecycle_hook", "must be the name of an Auto Scaling lifecycle hook: 1-255 letters, digits, '-', '_' or '/', got %q", a.LifecycleHook)
 	}
 	for i, p := range a.ExtraParts {
 		validatePart(&ps, fmt.Sprintf("extra_part[%d]", i), p)
@@ -275,18 +298,22 @@ func gitURL(raw string) bool {
 
 func hooks(ps *report.Report, key string, list []string) {
 	for i, h := range list {
-		k := fmt.Sprintf("%s[%d]", key, i)
-		switch {
-		case strings.TrimSpace(h) == "":
-			ps.Add(k, "must not be empty")
-		case len(h) > maxHookLength:
-			ps.Add(k, "must be at most %d bytes; put long scripts in the release and call them", maxHookLength)
-		case strings.ContainsRune(h, 0):
-			ps.Add(k, "must not contain a NUL byte")
-		}
-		if why := contentSecret(h); why != "" {
-			ps.Add(k, "contains what looks like a secret (%s); read it from the environment (secrets) instead", why)
-		}
+		command(ps, fmt.Sprintf("%s[%d]", key, i), h)
+	}
+}
+
+// command checks one shell command the deploy runs as the app user.
+func command(ps *report.Report, k, h string) {
+	switch {
+	case strings.TrimSpace(h) == "":
+		ps.Add(k, "must not be empty")
+	case len(h) > maxHookLength:
+		ps.Add(k, "must be at most %d bytes; put long scripts in the release and call them", maxHookLength)
+	case strings.ContainsRune(h, 0):
+		ps.Add(k, "must not contain a NUL byte")
+	}
+	if why := contentSecret(h); why != "" {
+		ps.Add(k, "contains what looks like a secret (%s); read it from the environment (secrets) instead", why)
 	}
 }
 

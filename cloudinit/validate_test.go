@@ -53,6 +53,21 @@ func TestBuildRejects(t *testing.T) {
 			[]string{`django_settings_module: only used with framework = "django", got framework "flask"`}},
 		{"bad django settings", func(a *App) { a.Framework, a.DjangoSettingsModule = FrameworkDjango, "my-site/settings" },
 			[]string{`django_settings_module: must be a dotted Python module such as mysite.settings, got "my-site/settings"`}},
+		{"migrate lock without django", func(a *App) { a.DjangoMigrateLock, a.DjangoMigrateCommand = "off", "true" },
+			[]string{`django_migrate_lock: only used with framework = "django", got framework "flask"`,
+				`django_migrate_command: only used with framework = "django", got framework "flask"`}},
+		{"migrate lock timeout without django", func(a *App) { a.DjangoMigrateLockTimeoutSeconds = 5 },
+			[]string{`django_migrate_lock_timeout_seconds: only used with framework = "django", got framework "flask"`}},
+		{"unknown migrate lock", func(a *App) { a.Framework, a.DjangoMigrateLock = FrameworkDjango, "advisory" },
+			[]string{`django_migrate_lock: must be one of database, off, got "advisory"`}},
+		{"migrate lock timeout out of range", func(a *App) { a.Framework, a.DjangoMigrateLockTimeoutSeconds = FrameworkDjango, 7200 },
+			[]string{"django_migrate_lock_timeout_seconds: must be between 1 and 3600, got 7200"}},
+		{"blank migrate command", func(a *App) { a.Framework, a.DjangoMigrateCommand = FrameworkDjango, " \t" },
+			[]string{"django_migrate_command: must not be empty"}},
+		{"bad lifecycle hook", func(a *App) { a.LifecycleHook = "launch hook;x" },
+			[]string{`lifecycle_hook: must be the name of an Auto Scaling lifecycle hook: 1-255 letters, digits, '-', '_' or '/', got "launch hook;x"`}},
+		{"long lifecycle hook", func(a *App) { a.LifecycleHook = strings.Repeat("h", 256) },
+			[]string{"lifecycle_hook: must be the name of an Auto Scaling lifecycle hook"}},
 		{"requirements outside release", func(a *App) { a.RequirementsFile = "../etc/passwd" },
 			[]string{`requirements_file: must be a clean path relative to the release root such as requirements.txt, got "../etc/passwd"`}},
 		{"absolute constraints", func(a *App) { a.PipConstraintsFile = "/tmp/c.txt" },
@@ -168,6 +183,12 @@ func TestValidateAccepts(t *testing.T) {
 	scp.Framework, scp.DjangoSettingsModule, scp.DjangoManagePy = FrameworkDjango, "", "src/manage.py"
 	if err := scp.WithDefaults().Validate().Err(); err != nil {
 		t.Fatalf("scp-style git URL refused: %v", err)
+	}
+	fleet := djangoApp()
+	fleet.LifecycleHook, fleet.DjangoMigrateLock, fleet.DjangoMigrateLockTimeoutSeconds = "wsgi-launch/blue_1", MigrateLockOff, 3600
+	fleet.DjangoMigrateCommand = "python manage.py migrate --noinput --database primary"
+	if err := fleet.WithDefaults().Validate().Err(); err != nil {
+		t.Fatalf("lifecycle hook and migrate settings refused: %v", err)
 	}
 }
 

@@ -3,21 +3,31 @@
 package e2e
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/awsproxy"
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/contract"
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/quote"
 )
 
 // contractTemplate is example.pkr.hcl's shape on the harness: the payload (a Django app from git
@@ -185,20 +195,169 @@ func testImagePayloadContract(t *testing.T, release harness.Release) {
 			t.Errorf("the value of %s is in Packer's output or the user data", name)
 		}
 	}
+
+	t.Run("ct-release", func(t *testing.T) {
+		releaseWithoutABake(ctx, t, pb, moto, motoURL, golden, []byte(stackFile+"\n"), scratch, log)
+	})
+}
+
+// releaseTemplate is release.pkr.hcl's shape against moto: the newest golden image of the family
+// (wsgi-golden-image), release 2 of the app from S3 (wsgi-cloudinit), the null builder, and a new
+// launch-template version (wsgi-launch-template), whose fit check reads the image's stack tags.
+const releaseTemplate = `
+# packerRun passes these; a release needs no machine.
+variable "host" { type = string }
+variable "key"  { type = string }
+
+data "wsgi-golden-image" "shop" {
+  region              = "us-east-1"
+  custom_endpoint_ec2 = %[1]q
+  family              = "shop"
+}
+
+data "wsgi-cloudinit" "shop" {
+  wsgi_app               = "mysite.wsgi:application"
+  framework              = "django"
+  django_settings_module = "mysite.settings"
+  source {
+    s3_uri = "s3://shop-releases/shop/v2.0.0.tar.gz"
+    sha256 = %[3]q
+  }
+  env = { DATABASE_PATH = "/var/lib/wsgi-app/db.sqlite3", RELEASE = "2" }
+  secrets = { DJANGO_SECRET_KEY = "ssm:/shop/prod/secret-key" }
+  aws_endpoints = { s3 = %[2]q, ssm = %[2]q }
+}
+
+source "null" "release" { communicator = "none" }
+
+build {
+  sources = ["source.null.release"]
+  post-processor "wsgi-launch-template" {
+    region               = "us-east-1"
+    custom_endpoint_ec2  = %[1]q
+    launch_template_name = "shop"
+    ami_ids              = data.wsgi-golden-image.shop.ami_ids
+    user_data            = data.wsgi-cloudinit.shop.user_data_gzip_base64
+    user_data_encoding   = "gzip+base64"
+  }
+}
+`
+
+// releaseWithoutABake stands the golden image up in moto as the bake's AMI (tagged from the baked
+// stack file, as wsgi-ami tags it), ships release 2 through the real packer with no builder doing
+// anything on AWS, reads the new launch-template version back and boots the golden image with its
+// user data: release 2 must serve.
+func releaseWithoutABake(ctx context.Context, t *testing.T, pb *packerRun, moto *awsproxy.Moto, motoURL, golden string, stackFile []byte, scratch string, log testLog) {
+	const region = "us-east-1"
+	a := awscfg.AccessConfig{Region: region, AccessKey: "testing", SecretKey: "testing", CustomEndpointEC2: moto.URL}
+	if errs := a.Prepare(); len(errs) > 0 {
+		t.Fatal(errs)
+	}
+	cfg, err := a.Config(ctx, region)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec2c := a.NewEC2(cfg)
+	imgs, err := ec2c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"amazon"}, MaxResults: aws.Int32(5)})
+	if err != nil || len(imgs.Images) == 0 {
+		t.Fatalf("moto's Amazon images: %v", err)
+	}
+	ri, err := ec2c.RunInstances(ctx, &ec2.RunInstancesInput{ImageId: imgs.Images[0].ImageId, MinCount: aws.Int32(1), MaxCount: aws.Int32(1), InstanceType: ec2types.InstanceTypeT3Micro})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stackTags, err := contract.Tags(stackFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := []ec2types.Tag{{Key: aws.String(awscfg.TagAMIFamily), Value: aws.String("shop")}}
+	for k, v := range stackTags {
+		tags = append(tags, ec2types.Tag{Key: aws.String(k), Value: aws.String(v)})
+	}
+	ci, err := ec2c.CreateImage(ctx, &ec2.CreateImageInput{InstanceId: ri.Instances[0].InstanceId, Name: aws.String("shop-golden"),
+		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeImage, Tags: tags}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ami := aws.ToString(ci.ImageId)
+	lt, err := ec2c.CreateLaunchTemplate(ctx, &ec2.CreateLaunchTemplateInput{LaunchTemplateName: aws.String("shop"),
+		LaunchTemplateData: &ec2types.RequestLaunchTemplateData{ImageId: imgs.Images[0].ImageId}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	files := map[string]string{"release.txt": "2\n"}
+	for k, v := range djangoFiles {
+		files[k] = v
+	}
+	archive := filepath.Join(scratch, "shop-2.tar.gz")
+	sum := writeTarball(t, archive, files)
+	data, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := moto.PutObject(ctx, region, "shop-releases", "shop/v2.0.0.tar.gz", data); err != nil {
+		t.Fatal(err)
+	}
+	pb.env = append(pb.env, "AWS_ACCESS_KEY_ID=testing", "AWS_SECRET_ACCESS_KEY=testing", "AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+	out, took, err := pb.build(ctx, "release-2", "unused", fmt.Sprintf(releaseTemplate, moto.URL, motoURL, sum))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := ami + " provides what the payload needs (aws-requests, schema-1)"; !strings.Contains(out, want) {
+		t.Errorf("packer's output does not say %q", want)
+	}
+	versions, err := ec2c.DescribeLaunchTemplateVersions(ctx, &ec2.DescribeLaunchTemplateVersionsInput{
+		LaunchTemplateId: lt.LaunchTemplate.LaunchTemplateId, Versions: []string{"$Latest"}})
+	if err != nil || len(versions.LaunchTemplateVersions) != 1 {
+		t.Fatalf("the new version: %v", err)
+	}
+	v := versions.LaunchTemplateVersions[0]
+	if got := aws.ToString(v.LaunchTemplateData.ImageId); got != ami || aws.ToInt64(v.VersionNumber) != 2 {
+		t.Fatalf("version %d launches %s, want version 2 with the golden image %s", aws.ToInt64(v.VersionNumber), got, ami)
+	}
+	raw, err := base64.StdEncoding.DecodeString(aws.ToString(v.LaunchTemplateData.UserData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	userData, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("CHECK release 2 without a bake: packer build %v, version 2 = %s (stack tags %s) + %d bytes of user data",
+		took.Round(100*time.Millisecond), ami, stackTags[contract.TagDigest][:19], len(userData))
+	m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "ct-rel2", UserData: userData, WorkDir: scratch, Log: log})
+	checkServing(ctx, t, m, "release=2")
+	if got := mustExec(ctx, t, m, "cat", "/srv/wsgi/current/release.txt"); got != "2" {
+		t.Errorf("the live release holds release.txt %q, want 2", got)
+	}
 }
 
 // checkNoSecretInLogs greps every log on the machine, the journal and cloud-init's copies of the
-// user data for each secret value: a value may only be in the app's environment file.
+// user data for each secret value, as written and as the environment file quotes it: a value may
+// only be in the app's environment file, and must be found there (so the grep can find it).
 func checkNoSecretInLogs(ctx context.Context, t *testing.T, m *harness.Machine, secrets map[string]string) {
 	t.Helper()
 	journal := mustExec(ctx, t, m, "journalctl", "-o", "cat", "--no-pager")
 	for name, value := range secrets {
-		if strings.Contains(journal, value) {
-			t.Errorf("the value of %s is in the journal", name)
+		quoted := strings.Trim(quote.Env(value), `"`)
+		found := map[string]bool{}
+		for _, form := range []string{value, quoted} {
+			if strings.Contains(journal, form) {
+				t.Errorf("the value of %s is in the journal", name)
+			}
+			out, _, _ := m.Exec(ctx, "grep", "-rlF", "--", form, "/var/log", "/var/lib/cloud", "/run/cloud-init", "/etc", "/srv/wsgi", "/tmp", "/var/tmp")
+			for _, f := range strings.Fields(out) {
+				found[f] = true
+			}
 		}
-		out, _, _ := m.Exec(ctx, "grep", "-rlF", "--", value, "/var/log", "/var/lib/cloud", "/run/cloud-init", "/etc", "/srv/wsgi", "/tmp", "/var/tmp")
-		if files := strings.Fields(out); len(files) != 1 || files[0] != "/etc/wsgi/wsgi.env" {
-			t.Errorf("the value of %s is in %q; it may only be in /etc/wsgi/wsgi.env", name, files)
+		if len(found) != 1 || !found["/etc/wsgi/wsgi.env"] {
+			t.Errorf("the value of %s is in %v; it must be in /etc/wsgi/wsgi.env and nowhere else", name, found)
 		}
 	}
 }

@@ -44,9 +44,13 @@ func stackTemplate(body string) string {
 
 // pipBody installs the pinned Gunicorn with pip from the index on the machine's loopback.
 // pip only trusts plain-HTTP indexes on loopback, which is why the index is served there.
-var pipBody = fmt.Sprintf(`    sockets          = %d
-    gunicorn_version = %q
-    pip_index_url    = "http://127.0.0.1:%d/simple/"`, stackSockets, pinnedVersion, indexPort)
+// Gunicorn 20.1 needs setuptools (pkg_resources), which Python 3.12+ venvs no longer carry and
+// the offline index does not hold: the venv sees the distribution's python3-setuptools.
+var pipBody = fmt.Sprintf(`    sockets              = %d
+    gunicorn_version     = %q
+    pip_index_url        = "http://127.0.0.1:%d/simple/"
+    system_site_packages = true
+    extra_packages       = ["python3-setuptools"]`, stackSockets, pinnedVersion, indexPort)
 
 // TestStack bakes the stack with the real packer over SSH onto a booted Debian machine,
 // snapshots it as the golden image, proves a second build changes nothing, and checks a fresh
@@ -124,8 +128,8 @@ func testStack(t *testing.T, release harness.Release) {
 		t.Fatal(err)
 	}
 	got := mustExec(ctx, t, distro, "/opt/wsgi/venv/bin/python", "-c", "import gunicorn; print(gunicorn.__version__, gunicorn.__file__)")
-	if !strings.HasPrefix(got, pinnedVersion+" /usr/lib/python3/dist-packages/gunicorn/") {
-		t.Errorf("distro build: the venv's gunicorn is %q, want Debian's %s from /usr/lib/python3/dist-packages", got, pinnedVersion)
+	if !strings.HasPrefix(got, release.Gunicorn+" /usr/lib/python3/dist-packages/gunicorn/") {
+		t.Errorf("distro build: the venv's gunicorn is %q, want Debian %s's %s from /usr/lib/python3/dist-packages", got, release.Version, release.Gunicorn)
 	}
 	if !strings.Contains(out, "[8/8] done") {
 		t.Errorf("distro build output lacks its last phase")

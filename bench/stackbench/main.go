@@ -1,10 +1,12 @@
-// Command stackbench measures the serving path of the golden image: requests per second and
-// latency through NGINX into the socket-activated Gunicorn units, side by side in the same
-// machine and the same run with an Elastic Beanstalk-style setup (NGINX -> one Gunicorn on TCP,
-// gthread --workers 3 --threads 2), and the errors seen while units restart under load.
+// Command stackbench measures the golden image on a running instance: every operation a
+// sysadmin runs (restarts, reloads, a crash loop, kill -9, an NGINX reload, wsgi-ctl) under a
+// bounded load, with what the clients saw, for the default and the cpu profile; and serving
+// throughput and latency at several concurrencies side by side in the same machine and run with
+// an Elastic Beanstalk-style setup (with and without an upstream keepalive pool) and a
+// hand-tuned sync setup (three plain units, one sync worker each).
 //
 // It needs root and the e2e host tools (make deps). Run it with `make bench-stack`; it prints
-// Markdown tables for docs/BENCHMARKS.md.
+// Markdown tables for docs/BENCHMARKS.md, each with the machine's load average during its run.
 package main
 
 import (
@@ -13,21 +15,21 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	goldenimg "github.com/wsgi-ami/packer-plugin-wsgi/bench/internal/golden"
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
+	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/ops"
 )
 
 //go:embed benchapp.py
 var benchApp string
 
-// ebUnit is the Elastic Beanstalk Python platform's default: `gunicorn --bind :8000
-// --workers 3 --threads 2`, behind an NGINX location that proxies to 127.0.0.1:8000 without an
-// upstream keepalive pool.
+// ebUnit is the Elastic Beanstalk Python platform's default process: `gunicorn --bind :8000
+// --workers 3 --threads 2`, behind NGINX.
 const ebUnit = `[Unit]
 Description=EB-style Gunicorn for comparison
 [Service]
@@ -35,38 +37,83 @@ User=wsgi
 Group=wsgi
 WorkingDirectory=/srv/wsgi/current
 ExecStart=/opt/wsgi/venv/bin/python -m gunicorn --bind 127.0.0.1:8000 --workers 3 --threads 2 --worker-class gthread ${APP}
-EnvironmentFile=/etc/wsgi/eb.env
+EnvironmentFile=/etc/wsgi/bench.env
 `
 
-const ebSite = `server {
+// handUnit is the hand-tuned sync setup: plain units without a sandbox, one sync worker each,
+// on their own UNIX sockets.
+const handUnit = `[Unit]
+Description=hand-tuned sync Gunicorn %i for comparison
+[Service]
+User=wsgi
+Group=wsgi
+WorkingDirectory=/srv/wsgi/current
+RuntimeDirectory=hand-%i
+ExecStart=/opt/wsgi/venv/bin/python -m gunicorn --bind unix:/run/hand-%i/app.sock --workers 1 --worker-class sync ${APP}
+EnvironmentFile=/etc/wsgi/bench.env
+`
+
+// benchSites: 8080 is EB-style as it was measured before (a new TCP connection to Gunicorn per
+// request), 8082 the same Gunicorn through an upstream keepalive pool, 8081 the hand-tuned units.
+const benchSites = `server {
     listen 8080;
+    access_log off;
     location / {
         proxy_pass http://127.0.0.1:8000;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_set_header Host $host;
-        proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    }
+}
+upstream eb_keepalive {
+    server 127.0.0.1:8000;
+    keepalive 64;
+}
+server {
+    listen 8082;
+    access_log off;
+    location / {
+        proxy_pass http://eb_keepalive;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
+    }
+}
+upstream hand_sync {
+    least_conn;
+    server unix:/run/hand-1/app.sock;
+    server unix:/run/hand-2/app.sock;
+    server unix:/run/hand-3/app.sock;
+    keepalive 16;
+}
+server {
+    listen 8081;
+    access_log off;
+    location / {
+        proxy_pass http://hand_sync;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_set_header Host $host;
     }
 }
 `
 
 type options struct {
-	golden      string
-	duration    time.Duration
-	connections int
-	threads     int
-	rounds      int
-	keep        bool
+	golden   string
+	duration time.Duration
+	conns    string
+	skipOps  bool
+	skipServ bool
 }
 
 func main() {
 	var o options
 	flag.StringVar(&o.golden, "golden", "", "golden image tarball (default: build one with packer and wsgi-stack)")
-	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each wrk run")
-	flag.IntVar(&o.connections, "connections", 64, "wrk connections")
-	flag.IntVar(&o.threads, "threads", 2, "wrk threads")
-	flag.IntVar(&o.rounds, "rounds", 2, "alternating rounds per setup (the best round counts)")
+	flag.DurationVar(&o.duration, "duration", 8*time.Second, "length of each serving wrk run")
+	flag.StringVar(&o.conns, "connections", "16,64,256,2000", "wrk connections of the serving runs")
+	flag.BoolVar(&o.skipOps, "skip-operations", false, "skip the operations table")
+	flag.BoolVar(&o.skipServ, "skip-serving", false, "skip the serving table")
 	flag.Parse()
 	if err := run(context.Background(), o); err != nil {
 		fmt.Fprintln(os.Stderr, "stackbench:", err)
@@ -77,9 +124,6 @@ func main() {
 func run(ctx context.Context, o options) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (systemd-nspawn, ip, nft)")
-	}
-	if _, err := exec.LookPath("wrk"); err != nil {
-		return fmt.Errorf("wrk not found: apt-get install wrk (make deps)")
 	}
 	defer harness.CloseAll()
 	log := os.Stderr
@@ -114,61 +158,33 @@ func run(ctx context.Context, o options) error {
 	if err := setup(ctx, m); err != nil {
 		return err
 	}
-
 	profiles, err := gunicornProfiles()
 	if err != nil {
 		return err
 	}
-	fmt.Printf("wrk -t%d -c%d -d%s --latency, from the host into the machine; best of %d alternating rounds\n\n",
-		o.threads, o.connections, o.duration, o.rounds)
-	fmt.Println("| app | setup | req/s | p50 | p99 | non-2xx + socket errors | req/s vs EB-style |")
-	fmt.Println("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-	for _, app := range []string{"hello", "io"} {
-		best := map[string]wrkResult{}
-		for round := 0; round < o.rounds; round++ {
-			for _, p := range profiles {
-				if err := useApp(ctx, m, app, p.conf); err != nil {
-					return err
-				}
-				for _, setup := range []string{p.name, "eb"} {
-					if setup == "eb" && p.name != profiles[0].name {
-						continue
-					}
-					r, err := wrk(ctx, o, target(m, setup))
-					if err != nil {
-						return err
-					}
-					if r.RPS > best[setup].RPS {
-						best[setup] = r
-					}
-				}
-			}
-		}
-		for _, setup := range append(profileNames(profiles), "eb") {
-			r := best[setup]
-			fmt.Printf("| %s | %s | %.0f | %s | %s | %d | %.2fx |\n", app, setupTitle(setup), r.RPS, ms(r.P50), ms(r.P99),
-				r.Non2xx+r.SocketErrors, r.RPS/best["eb"].RPS)
+	if !o.skipServ {
+		if err := serving(ctx, o, m, profiles); err != nil {
+			return err
 		}
 	}
-	fmt.Println()
-	if err := useApp(ctx, m, "io", profiles[0].conf); err != nil {
-		return err
+	if !o.skipOps {
+		return operations(ctx, m, profiles[:2])
 	}
-	return restarts(ctx, o, m)
+	return nil
 }
 
-// setup places a release of the bench app the way first boot does, enables the sockets, and
-// starts the EB-style comparison next to them.
+// setup places a release of the bench app the way first boot does, and the comparison setups.
 func setup(ctx context.Context, m *harness.Machine) error {
 	root := m.Root()
-	rel := "/srv/wsgi/releases/bench"
+	rel := "/srv/wsgi/releases/20260101T000000Z-bench"
 	if err := os.MkdirAll(filepath.Join(root, rel), 0o755); err != nil {
 		return err
 	}
 	files := map[string]string{
 		rel + "/benchapp.py":                      benchApp,
 		"/etc/systemd/system/eb-gunicorn.service": ebUnit,
-		"/etc/nginx/conf.d/eb.conf":               ebSite,
+		"/etc/systemd/system/hand@.service":       handUnit,
+		"/etc/nginx/conf.d/bench.conf":            benchSites,
 	}
 	for p, c := range files {
 		if err := os.WriteFile(filepath.Join(root, p), []byte(c), 0o644); err != nil {
@@ -178,103 +194,128 @@ func setup(ctx context.Context, m *harness.Machine) error {
 	return execAll(ctx, m,
 		"ln -sfn "+rel+" /srv/wsgi/current",
 		"systemctl daemon-reload",
+		"systemctl enable --now wsgi.target",
 		"systemctl reload nginx",
 	)
 }
 
-// useApp switches both setups to one callable of the bench app and warms them up, so no
-// measurement includes a Gunicorn start (socket activation starts a unit on first connection).
-func useApp(ctx context.Context, m *harness.Machine, app string, gunicornConf []byte) error {
+// useApp switches every setup to one callable of the bench app and one stack profile, restarts
+// them and warms them up, so no measurement includes a Gunicorn start.
+func useApp(ctx context.Context, m *harness.Machine, app string, p profile) error {
 	root := m.Root()
-	if err := os.WriteFile(filepath.Join(root, "etc/wsgi/gunicorn.conf.py"), gunicornConf, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(root, "etc/wsgi/gunicorn.conf.py"), p.conf, 0o644); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(root, "etc/wsgi/wsgi.env"), []byte("WSGI_APP=benchapp:"+app+"\n"), 0o640); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(root, "etc/wsgi/eb.env"), []byte("APP=benchapp:"+app+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(root, "etc/wsgi/bench.env"), []byte("APP=benchapp:"+app+"\n"), 0o644); err != nil {
 		return err
 	}
 	if err := execAll(ctx, m,
-		"systemctl stop wsgi.target 'wsgi@*.service' eb-gunicorn.service",
-		"systemctl start wsgi.target eb-gunicorn.service",
+		"systemctl restart eb-gunicorn.service hand@1 hand@2 hand@3",
+		"wsgi-ctl restart",
 	); err != nil {
 		return err
 	}
-	for _, setup := range []string{"default", "eb"} {
-		if _, err := wrk(ctx, options{threads: 2, connections: 32, duration: 2 * time.Second}, target(m, setup)); err != nil {
-			return fmt.Errorf("warm-up of %s: %w\n%s", setup, err, diagnose(ctx, m))
+	for _, s := range []string{"default", "eb", "ebka", "hand"} {
+		if _, err := ops.Wrk(ctx, ops.Load{URL: target(m, s), Connections: 32, Duration: 2 * time.Second}); err != nil {
+			return fmt.Errorf("warm-up of %s: %w\n%s", s, err, diagnose(ctx, m))
 		}
 	}
 	return nil
 }
 
-// target is the URL of a setup: the EB-style site listens on 8080, the stack on 80 (every
-// profile of the stack is served there, one at a time).
+// target is the URL of a setup: the stack (any profile) on 80, the comparisons beside it.
 func target(m *harness.Machine, setup string) string {
-	if setup == "eb" {
-		return "http://" + m.IP() + ":8080/"
-	}
-	return "http://" + m.IP() + "/"
+	port := map[string]string{"eb": ":8080", "hand": ":8081", "ebka": ":8082"}[setup]
+	return "http://" + m.IP() + port + "/"
 }
 
-func wrk(ctx context.Context, o options, url string) (wrkResult, error) {
-	args := []string{fmt.Sprintf("-t%d", o.threads), fmt.Sprintf("-c%d", o.connections), "-d" + o.duration.String(), "--latency", "--timeout", "5s", url}
-	ctx, cancel := context.WithTimeout(ctx, o.duration+30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
-	if err != nil {
-		return wrkResult{}, fmt.Errorf("wrk %s: %w\n%s", strings.Join(args, " "), err, out)
+func serving(ctx context.Context, o options, m *harness.Machine, profiles []profile) error {
+	var conns []int
+	for _, c := range strings.Split(o.conns, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil {
+			return fmt.Errorf("-connections: %q is not a number", c)
+		}
+		conns = append(conns, n)
 	}
-	return parseWrk(string(out))
+	fmt.Printf("Serving: wrk -t2 -d%s --latency from the host into the machine, each setup in turn at each concurrency.\n\n", o.duration)
+	for _, s := range append(profileNames(profiles), "eb", "ebka", "hand") {
+		fmt.Printf("- %s: %s\n", s, setupTitle(s))
+	}
+	fmt.Println()
+	for _, app := range []string{"hello", "io"} {
+		res := map[string]map[int]ops.Result{}
+		fmt.Fprintf(os.Stderr, "serving %s: %s\n", app, ops.LoadAvg())
+		for pi, p := range profiles {
+			if err := useApp(ctx, m, app, p); err != nil {
+				return err
+			}
+			setups := []string{p.name}
+			if pi == 0 {
+				setups = append(setups, "eb", "ebka", "hand")
+			}
+			for _, c := range conns {
+				for _, s := range setups {
+					r, err := ops.Wrk(ctx, ops.Load{URL: target(m, s), Connections: c, Duration: o.duration})
+					if err != nil {
+						return err
+					}
+					if res[s] == nil {
+						res[s] = map[int]ops.Result{}
+					}
+					res[s][c] = r
+				}
+			}
+		}
+		fmt.Printf("App %s (%s at its end):\n\n", app, ops.LoadAvg())
+		fmt.Println("| c | setup | req/s | p50 | p99 | errors | vs EB-style | vs EB-style + keepalive | vs hand-tuned sync |")
+		fmt.Println("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+		for _, c := range conns {
+			for _, s := range append(profileNames(profiles), "eb", "ebka", "hand") {
+				r := res[s][c]
+				fmt.Printf("| %d | %s | %.0f | %s | %s | %d | %.2fx | %.2fx | %.2fx |\n", c, s, r.RPS, ops.MS(r.P50), ops.MS(r.P99), r.Failed(),
+					r.RPS/res["eb"][c].RPS, r.RPS/res["ebka"][c].RPS, r.RPS/res["hand"][c].RPS)
+			}
+		}
+		fmt.Println()
+	}
+	return nil
 }
 
-// restarts runs a bounded load while each unit is restarted in turn and one master is killed,
-// and counts what the client saw. systemd holds the sockets, so the intent is zero errors.
-func restarts(ctx context.Context, o options, m *harness.Machine) error {
-	type event struct {
-		name string
-		cmd  string
-	}
-	events := []event{
-		{"systemctl restart wsgi@1", "systemctl restart wsgi@1.service"},
-		{"systemctl restart wsgi@2", "systemctl restart wsgi@2.service"},
-		{"systemctl restart wsgi@3", "systemctl restart wsgi@3.service"},
-		{"kill -9 of wsgi@2's Gunicorn master", "kill -9 $(systemctl show -P MainPID wsgi@2.service)"},
-		{"systemctl reload wsgi@1 (graceful HUP)", "systemctl reload wsgi@1.service"},
-	}
-	fmt.Println("| event under load (io app, wrk -c" + fmt.Sprint(o.connections) + ") | requests | non-2xx | socket errors |")
-	fmt.Println("| --- | ---: | ---: | ---: |")
-	for _, ev := range events {
-		lo := o
-		lo.duration = 6 * time.Second
-		done := make(chan struct{})
-		var r wrkResult
-		var werr error
-		go func() {
-			defer close(done)
-			r, werr = wrk(ctx, lo, target(m, "default"))
-		}()
-		time.Sleep(2 * time.Second)
-		if _, stderr, err := m.Exec(ctx, "sh", "-c", ev.cmd); err != nil {
-			return fmt.Errorf("%s: %w: %s", ev.cmd, err, stderr)
+// operations runs every operation under a bounded load (io app, wrk -c16) for each profile.
+func operations(ctx context.Context, m *harness.Machine, profiles []profile) error {
+	for _, p := range profiles {
+		if err := useApp(ctx, m, "io", p); err != nil {
+			return err
 		}
-		<-done
-		if werr != nil {
-			return werr
+		fmt.Printf("Operations under load, profile %s (io app, wrk -t2 -c16; the operation starts 2 s in; %s at the start):\n\n", p.name, ops.LoadAvg())
+		fmt.Println("| operation | requests | failed (non-2xx) | socket errors | p50 | p99 | max | took |")
+		fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+		for _, op := range ops.All {
+			d := 12 * time.Second
+			if strings.Contains(op.Name, "5 s apart") || strings.Contains(op.Name, "crash loop") {
+				d = 22 * time.Second
+			}
+			r, err := ops.Run(ctx, m, op, ops.Load{URL: target(m, "default"), Connections: 16, Duration: d, At: 2 * time.Second})
+			if err != nil {
+				return fmt.Errorf("%w\n%s", err, diagnose(ctx, m))
+			}
+			fmt.Printf("| %s | %d | %d | %d | %s | %s | %s | %s |\n", op.Name, r.Requests, r.Non2xx, r.SocketErrors(),
+				ops.MS(r.P50), ops.MS(r.P99), ops.MS(r.Max), r.OpTook.Round(100*time.Millisecond))
+			time.Sleep(time.Second)
 		}
-		fmt.Printf("| %s | %d | %d | %d |\n", ev.name, r.Requests, r.Non2xx, r.SocketErrors)
-		// Let a killed unit come back before the next event.
-		time.Sleep(2 * time.Second)
+		fmt.Printf("\n(%s at the end)\n\n", ops.LoadAvg())
 	}
 	return nil
 }
 
 // diagnose gathers what the machine says about the serving path, for an error message.
 func diagnose(ctx context.Context, m *harness.Machine) string {
-	out, stderr, _ := m.Exec(ctx, "sh", "-c", "curl -sS -m 5 -o /dev/null -w 'curl in machine: %{http_code}\\n' http://127.0.0.1/; "+
-		"curl -sS -m 5 -o /dev/null -w 'eb in machine: %{http_code}\\n' http://127.0.0.1:8080/; "+
-		"systemctl --no-pager status nginx wsgi.target wsgi@1.socket wsgi@1.service eb-gunicorn.service 2>&1 | head -60; "+
+	out, stderr, _ := m.Exec(ctx, "sh", "-c", "wsgi-ctl status; curl -sS -m 5 -o /dev/null -w 'eb: %{http_code}\\n' http://127.0.0.1:8080/; "+
+		"systemctl --no-pager status nginx eb-gunicorn.service hand@1 2>&1 | head -40; "+
 		"journalctl --no-pager -n 30 -u wsgi@1.service -u eb-gunicorn.service -u nginx")
 	return out + stderr
 }

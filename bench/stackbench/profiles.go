@@ -15,11 +15,14 @@ type profile struct {
 	conf  []byte
 }
 
-// gunicornProfiles are the default and the documented CPU-bound profile.
+// gunicornProfiles are the default, the documented CPU-bound profile, and sync1: one sync
+// worker per unit, the hand-tuned setup's layout inside the stack's sandboxed units, which
+// isolates what the sandbox costs.
 func gunicornProfiles() ([]profile, error) {
 	ps := []profile{
 		{name: "default", stack: image.Default()},
 		{name: "cpu", stack: image.Stack{WorkerClass: "sync", WorkersPerUnit: 2, Threads: 1}.WithDefaults()},
+		{name: "sync1", stack: image.Stack{WorkerClass: "sync", WorkersPerUnit: 1, Threads: 1}.WithDefaults()},
 	}
 	for i := range ps {
 		if err := ps[i].stack.Validate().Err(); err != nil {
@@ -39,8 +42,13 @@ func profileNames(ps []profile) []string {
 }
 
 func setupTitle(setup string) string {
-	if setup == "eb" {
-		return "EB-style: 1 Gunicorn on TCP, gthread 3 workers x 2 threads"
+	switch setup {
+	case "eb":
+		return "EB-style: 1 Gunicorn on TCP, gthread 3 workers x 2 threads, no upstream keepalive"
+	case "ebka":
+		return "EB-style with an upstream keepalive pool (NGINX as the stack's)"
+	case "hand":
+		return "hand-tuned sync: 3 plain units (no sandbox), 1 sync worker each, UNIX sockets, keepalive pool"
 	}
 	for _, p := range must(gunicornProfiles()) {
 		if p.name == setup {

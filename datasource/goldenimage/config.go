@@ -45,8 +45,8 @@ func (c *Config) Prepare() []error {
 	}
 	seen := map[string]bool{}
 	for _, r := range c.Regions {
-		if !regionRe.MatchString(r) {
-			errs = append(errs, fmt.Errorf("regions: %q is not a region name like eu-west-1", r))
+		if err := awscfg.CheckRegion("regions", r); err != nil {
+			errs = append(errs, err)
 		}
 		if seen[r] {
 			errs = append(errs, fmt.Errorf("regions: %q is listed twice", r))
@@ -73,6 +73,3 @@ func (c *Config) Prepare() []error {
 	}
 	return errs
 }
-
-// regionRe checks only the shape "letters-words-digit": new partitions add new prefixes.
-var regionRe = regexp.MustCompile(`^[a-z]+(-[a-z0-9]+)+-?[0-9]$`)

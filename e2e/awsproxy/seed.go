@@ -53,8 +53,12 @@ func (m *Moto) Call(ctx context.Context, region, service, method, path string, h
 
 // PutObject makes the bucket in region (if need be) and puts data at key.
 func (m *Moto) PutObject(ctx context.Context, region, bucket, key string, data []byte) error {
-	cfg := []byte(`<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LocationConstraint>` +
-		region + `</LocationConstraint></CreateBucketConfiguration>`)
+	// us-east-1 is S3's default region and takes no location constraint, as on AWS.
+	var cfg []byte
+	if region != "us-east-1" {
+		cfg = []byte(`<CreateBucketConfiguration xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><LocationConstraint>` +
+			region + `</LocationConstraint></CreateBucketConfiguration>`)
+	}
 	if _, err := m.Call(ctx, region, "s3", http.MethodPut, "/"+bucket, nil, cfg); err != nil {
 		return err
 	}

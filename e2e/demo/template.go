@@ -18,9 +18,6 @@ packer {
 }
 
 data "wsgi-cloudinit" "shop" {
-  app_name               = "shop"
-  gunicorn_source        = "distro"
-  system_site_packages   = true
   wsgi_app               = "shop.wsgi:application"
   framework              = "django"
   django_settings_module = "shop.settings"
@@ -50,6 +47,11 @@ source "wsgi-ami" "shop" {
   ami_family                  = "shop"
   ami_regions                 = ["eu-west-1"]
   ami_users                   = ["123456789012"]
+  # Shared with another account: a customer key in each region, not the account's default one.
+  root_volume {
+    kms_key_id = "alias/shop-shared"
+  }
+  region_kms_key_ids          = { "eu-west-1" = "alias/shop-shared" }
   tags                        = { App = "shop" }
   aws_polling {
     delay   = "200ms"
@@ -64,6 +66,7 @@ build {
     app_name        = "shop"
     gunicorn_source = "distro"
     extra_packages  = ["python3-django"]
+    first_boot      = data.wsgi-cloudinit.shop.needs
   }
 
   post-processor "wsgi-launch-template" {

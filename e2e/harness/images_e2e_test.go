@@ -15,7 +15,6 @@ import (
 type testLog struct{ t *testing.T }
 
 func (w testLog) Write(p []byte) (int, error) {
-	w.t.Helper()
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }

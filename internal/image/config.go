@@ -1,6 +1,12 @@
 package image
 
-import "github.com/wsgi-ami/packer-plugin-wsgi/internal/report"
+import (
+	"bytes"
+	"os"
+	"unicode/utf8"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/report"
+)
 
 // FamilyAuto asks the provisioner to read the family from /etc/os-release on the machine.
 const FamilyAuto = "auto"
@@ -58,6 +64,19 @@ type Config struct {
 	SystemSitePackages *bool `mapstructure:"system_site_packages"`
 	// Further distribution packages baked into the image, for example ["libpq5"].
 	ExtraPackages []string `mapstructure:"extra_packages"`
+	// Path, on the machine that runs Packer, of the app's requirements file (pip's format, one
+	// self-contained file: no -r, -c or -e lines). When set, the bake uploads it, builds a wheel
+	// of every requirement and its dependencies into wheelhouse_dir (from pip_index_url and
+	// pip_find_links, compiling what has no wheel with build_packages), and first boot installs
+	// from that wheelhouse offline unless the payload names an index. Default: no wheelhouse.
+	RequirementsFile string `mapstructure:"requirements_file"`
+	// Where the baked wheels live on the image. Default "/opt/wsgi/wheelhouse".
+	WheelhouseDir string `mapstructure:"wheelhouse_dir"`
+	// Distribution packages needed only to build the wheels, such as ["libpq-dev"]. They are
+	// installed for the build, together with the compilers and Python headers (build-essential and
+	// python3-dev on Debian and Ubuntu, gcc and python3-devel on Amazon Linux 2023), and removed
+	// again: the image holds the same packages as without a wheelhouse, and the bake fails if not.
+	BuildPackages []string `mapstructure:"build_packages"`
 	// What the first-boot payloads of this image need from it: the needs output of the
 	// wsgi-cloudinit data source (`first_boot = data.wsgi-cloudinit.NAME.needs`). The bake installs
 	// what they ask for (git for a git source) and the AMI's wsgi:stack-provides tag says so, so
@@ -77,6 +96,11 @@ type Config struct {
 	HealthPath string `mapstructure:"health_path"`
 	// URL prefix NGINX serves from the release's static/ folder. Default "/static/".
 	StaticURL string `mapstructure:"static_url"`
+	// Address ranges of the load balancer: only a peer in one of them may set X-Forwarded-For and
+	// X-Forwarded-Proto; a direct client's are replaced by its own address and scheme. Default
+	// the private ranges ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"], which hold any VPC's
+	// range; set the load balancer's subnets to trust nothing else in the VPC.
+	TrustedProxyCIDRs []string `mapstructure:"trusted_proxy_cidrs"`
 
 	// The baked virtualenv. Default "/opt/wsgi/venv".
 	VenvDir string `mapstructure:"venv_dir"`
@@ -88,7 +112,13 @@ type Config struct {
 	RunDir string `mapstructure:"run_dir"`
 	// The maintenance page. Default "/usr/share/wsgi".
 	ShareDir string `mapstructure:"share_dir"`
+
+	// requirements is the content of requirements_file, read by Prepare.
+	requirements string
 }
+
+// maxRequirementsBytes bounds requirements_file: a requirements file is text of a few kilobytes.
+const maxRequirementsBytes = 1 << 20
 
 // Prepare fills the family's default and validates every key against the stack it describes.
 // With distro_family = "auto" the stack is validated with the apt layout, since no check
@@ -108,8 +138,31 @@ func (c *Config) Prepare() report.Report {
 			FamilyAuto, FamilyApt, FamilyDnf, c.DistroFamily)
 		family = FamilyApt
 	}
+	c.readRequirements(&r)
 	r.Merge("", c.Stack(family).Validate())
 	return r
+}
+
+// readRequirements loads requirements_file from the machine that runs Packer: the bake uploads
+// its content, so the image does not depend on where the file was.
+func (c *Config) readRequirements(r *report.Report) {
+	c.requirements = ""
+	if c.RequirementsFile == "" {
+		return
+	}
+	b, err := os.ReadFile(c.RequirementsFile)
+	switch {
+	case err != nil:
+		r.Add("requirements_file", "must be a readable file on the machine that runs Packer: %v", err)
+	case len(b) > maxRequirementsBytes:
+		r.Add("requirements_file", "must be at most %d bytes, got %d in %s", maxRequirementsBytes, len(b), c.RequirementsFile)
+	case !utf8.Valid(b) || bytes.IndexByte(b, 0) >= 0:
+		r.Add("requirements_file", "must be a text file (pip's requirements format), got binary data in %s", c.RequirementsFile)
+	case len(requirementLines(string(b))) == 0:
+		r.Add("requirements_file", "names no requirement: %s has only comments and blank lines; leave requirements_file out for an image without a wheelhouse", c.RequirementsFile)
+	default:
+		c.requirements = string(b)
+	}
 }
 
 // Stack is the stack the keys describe on a machine of the given family. Unset keys take
@@ -128,11 +181,15 @@ func (c *Config) Stack(family Family) Stack {
 		PipIndexURL:       c.PipIndexURL,
 		PipFindLinks:      c.PipFindLinks,
 		ExtraPackages:     c.ExtraPackages,
+		Requirements:      c.requirements,
+		WheelhouseDir:     c.WheelhouseDir,
+		BuildPackages:     c.BuildPackages,
 		FirstBoot:         c.FirstBoot,
 		ServerName:        c.ServerName,
 		ClientMaxBodySize: c.ClientMaxBodySize,
 		HealthPath:        c.HealthPath,
 		StaticURL:         c.StaticURL,
+		TrustedProxyCIDRs: c.TrustedProxyCIDRs,
 		VenvDir:           c.VenvDir,
 		SrvDir:            c.SrvDir,
 		EtcDir:            c.EtcDir,

@@ -27,13 +27,16 @@ func TestDeployContract(t *testing.T) {
 		"PHASE=environment", "secrets-env", "PHASE=fetch", "PHASE=release",
 		`'/opt/wsgi/venv/bin/python' -m venv --without-pip "$REL/.venv"`,
 		`'/opt/wsgi/venv/bin/python' -m pip --python "$REL/.venv/bin/python" install`,
-		`exec python "$WSGI_MANAGE_PY" migrate --noinput`, `exec python "$WSGI_MANAGE_PY" collectstatic --noinput`,
+		`AS_APP_ENV=(WSGI_MIGRATE_LOCK="${WSGI_DJANGO_MIGRATE_LOCK:-database}"`,
+		`exec python "$WSGI_MANAGE_PY" shell -c "import runpy; runpy.run_path(\"/usr/local/lib/wsgi/wsgi-migrate\", run_name=\"__main__\")"'`,
+		`AS_APP_ENV=()`, `exec python "$WSGI_MANAGE_PY" collectstatic --noinput`,
 		`PHASE="hooks_before_switch[$i]"`, "PHASE=switch",
 		`install -m 0640 -o root -g 'wsgi' "$WORK/env.installed" '/etc/wsgi/wsgi.env'`,
 		`ln -sfn "$REL" '/srv/wsgi'/.current.new`, `mv -T '/srv/wsgi'/.current.new '/srv/wsgi/current'`,
 		`PHASE="hooks_after_switch[$i]"`, `if [ "$MODE" = release ]`, `echo "release $REL"`,
 		"systemctl enable --now --quiet 'wsgi.target'", "systemctl reload-or-restart nginx",
-		`[ -n "$HEALTH" ] || HEALTH='/healthz'`, "'/run/wsgi/app-3.sock'", ">'/var/lib/wsgi/deployed'",
+		`[ -n "$HEALTH" ] || HEALTH='/healthz'`, "'/run/wsgi/app-3.sock'",
+		`PHASE="lifecycle hook"`, "complete_hook CONTINUE || die", ">'/var/lib/wsgi/deployed'",
 	}
 	at := 0
 	for _, step := range order {
@@ -51,6 +54,9 @@ func TestDeployContract(t *testing.T) {
 		"runuser -u 'wsgi' --",
 		`log "switched back to $PREVIOUS"`,
 		"'/usr/local/lib/wsgi/wsgi-aws' --retries",
+		// A failed first boot abandons the launch hook, after the sockets are off.
+		"sockets disabled; NGINX answers 503 with the maintenance page; see $LOG\"\n\tif [ -n \"${WSGI_LIFECYCLE_HOOK:-}\" ] && [ -x '/usr/local/lib/wsgi/wsgi-aws' ]; then\n\t\tcomplete_hook ABANDON ||",
+		`aws_helper complete-lifecycle-action --hook "$WSGI_LIFECYCLE_HOOK" --result "$1"`,
 	} {
 		if !strings.Contains(script, want) {
 			t.Errorf("deploy script lacks %q", want)
@@ -89,5 +95,30 @@ func TestValidatorsDeployScriptCatchesErrors(t *testing.T) {
 	writeFile(t, f, []byte("#!/bin/bash\nif true; then\n"), 0o755)
 	if err := exec.Command(bash, "-n", f).Run(); err == nil {
 		t.Fatal("bash -n accepted a script with an unclosed if")
+	}
+}
+
+// With a baked wheelhouse the deploy installs offline from it unless the payload names where to
+// install from, and a requirement missing from it fails with a message naming it and the fix.
+func TestDeployWheelhouse(t *testing.T) {
+	without := deployOf(t, Default())
+	with := deployOf(t, Stack{Requirements: "Django\n"}.WithDefaults())
+	for _, want := range []string{
+		`PIP_FROM=(--no-index --find-links '/opt/wsgi/wheelhouse')`,
+		`if [ ${#WSGI_PIP_ARGS[@]} -eq 0 ]; then`,
+		`requirement $missing is not in the image's wheelhouse "'/opt/wsgi/wheelhouse'" (baked from "'/opt/wsgi/wheelhouse/requirements.txt'"): add it to requirements_file in wsgi-stack and bake again, or name an index in the payload (pip_index_url)`,
+		`listed in "'/opt/wsgi/wheelhouse/SHA256SUMS'`,
+	} {
+		if !strings.Contains(with, want) {
+			t.Errorf("deploy with a wheelhouse lacks %q", want)
+		}
+		if strings.Contains(without, want) {
+			t.Errorf("deploy without a wheelhouse has %q", want)
+		}
+	}
+	for _, script := range []string{with, without} {
+		if !strings.Contains(script, `die "pip could not install $REQ: no distribution found for requirement $missing (pip's output is in $LOG)"`) {
+			t.Error("deploy does not name a requirement pip found no distribution for")
+		}
 	}
 }

@@ -46,6 +46,20 @@ type description struct {
 		StaticURL  string `json:"static_url"`
 	} `json:"nginx"`
 	Packages []string `json:"packages"`
+	// Wheelhouse is there when the image bakes the app's requirements as wheels.
+	Wheelhouse *wheelhouse `json:"wheelhouse,omitempty"`
+}
+
+// wheelhouse tells a reader of the description where the baked wheels are, what they were
+// built from, and how first boot uses them. BuildTools were installed for the build and removed
+// again (those already on the machine before the bake stay).
+type wheelhouse struct {
+	Dir                string   `json:"dir"`
+	Requirements       string   `json:"requirements"`
+	RequirementsSHA256 string   `json:"requirements_sha256"`
+	Sums               string   `json:"sha256sums"`
+	FirstBoot          string   `json:"first_boot"`
+	BuildTools         []string `json:"build_tools"`
 }
 
 // Description is the content of contract.StackFile for s: indented JSON, the same bytes for the
@@ -69,6 +83,13 @@ func (s Stack) Description() []byte {
 	d.Paths.Sockets, d.Paths.Deploy, d.Paths.AppFile = v.SocketPaths(), contract.DeployProgram, contract.AppFile
 	d.Paths.Deployed, d.Paths.Log = DeployedMarker, DeployLog
 	d.NGINX.ListenPort, d.NGINX.HealthPath, d.NGINX.StaticURL = s.ListenPort, s.HealthPath, s.StaticURL
+	if s.Wheelhouse() {
+		d.Wheelhouse = &wheelhouse{
+			Dir: s.WheelhouseDir, Requirements: s.WheelhouseRequirements(), RequirementsSHA256: s.RequirementsSHA256(),
+			Sums: s.WheelhouseSums(), FirstBoot: "pip --no-index --find-links " + s.WheelhouseDir + " unless the payload names an index",
+			BuildTools: s.BuildTools(),
+		}
+	}
 	out, err := json.MarshalIndent(d, "", "  ")
 	if err != nil {
 		panic("stack description: " + err.Error()) // only strings and ints: cannot fail

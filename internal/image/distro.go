@@ -16,6 +16,14 @@ type Distro struct {
 	Install string
 	// Clean empties the package caches for imaging.
 	Clean string
+	// Remove removes the packages that follow it on the command line (the wheelhouse's build tools).
+	Remove string
+	// List prints every installed package's name, one a line, sorted.
+	List string
+	// Compilers are what builds a C extension; DevSuffix names the interpreter's headers package
+	// (python3 + "-dev"). Both are installed only while the wheelhouse is built.
+	Compilers []string
+	DevSuffix string
 	// NginxUser is the distribution's NGINX user; it reaches the sockets through their group.
 	NginxUser string
 	// DefaultSite is the distribution's default site that would otherwise answer on port 80.
@@ -32,6 +40,10 @@ var distros = map[Family]Distro{
 		Installed:   `dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"`,
 		Install:     "apt-get update -q && apt-get install -y -q --no-install-recommends",
 		Clean:       "apt-get clean && rm -rf /var/lib/apt/lists/*",
+		Remove:      "apt-get purge -y -q",
+		List:        `dpkg-query -W -f='${binary:Package}\n' | sort`,
+		Compilers:   []string{"build-essential"},
+		DevSuffix:   "-dev",
 		NginxUser:   "www-data",
 		DefaultSite: "/etc/nginx/sites-enabled/default",
 	},
@@ -42,6 +54,10 @@ var distros = map[Family]Distro{
 		Installed: `rpm -q "$p" >/dev/null 2>&1`,
 		Install:   "dnf install -y -q",
 		Clean:     "dnf clean all -q",
+		Remove:    "dnf remove -y -q",
+		List:      `rpm -qa --qf '%{NAME}\n' | sort`,
+		Compilers: []string{"gcc"},
+		DevSuffix: "-devel",
 		NginxUser: "nginx",
 	},
 }

@@ -19,8 +19,8 @@ var scriptTemplates = []string{"install.sh.tmpl", "hygiene.sh.tmpl", "deploy.sh.
 // unquotedOK are the only values a script may print without q: numbers, and names and commands
 // that come from this package's own constants and distribution table, never from a user.
 var unquotedOK = []string{
-	".Sockets", ".ListenPort", ".SchemaVersion", ".ModeString", ".TargetUnit", ".AppFile", ".AWSHelper",
-	".Distro.Tool", ".Distro.Installed", ".Distro.Install", ".Distro.Clean",
+	".Sockets", ".ListenPort", ".SchemaVersion", ".ModeString", ".TargetUnit", ".AppFile", ".AWSHelper", ".MigrateHelper",
+	".Distro.Tool", ".Distro.Installed", ".Distro.Install", ".Distro.Clean", ".Distro.List", ".Distro.Remove",
 }
 
 // TestScriptTemplatesQuoteEveryValue walks the parse tree of each shell template: an action that
@@ -96,16 +96,23 @@ func TestInstallScriptHostileValues(t *testing.T) {
 	s.VenvDir, s.SrvDir, s.EtcDir = root+"/venv", root+"/srv", root+"/etc"
 	s.RunDir, s.ShareDir = root+"/run", root+"/share"
 	s.Python = root + "/python"
+	s.Requirements, s.WheelhouseDir, s.BuildPackages = hostileValue, root+"/wheelhouse", []string{hostileValue + "b"}
 	b := Render(s)
 
 	// Stand-ins: each records its name and arguments, NUL-separated, one call a line.
 	bin := filepath.Join(dir, "bin")
 	log := filepath.Join(dir, "calls")
 	stub := "#!/bin/sh\n{ printf '%s\\0' \"${0##*/}\" \"$@\"; printf '\\n'; } >>\"$CALLS\"\n"
-	for _, name := range []string{"apt-get", "dpkg-query", "getent", "groupadd", "useradd", "id", "install", "systemctl", "nginx", "rm", "python"} {
+	for _, name := range []string{"apt-get", "dpkg-query", "getent", "groupadd", "useradd", "id", "install", "systemctl", "nginx", "rm", "python",
+		"sha256sum", "chmod", "cat", "sed"} {
 		writeFile(t, filepath.Join(bin, name), []byte(stub+"exit 0\n"), 0o755)
 	}
-	if err := os.Symlink(grep, filepath.Join(bin, "grep")); err != nil {
+	for name, real := range map[string]string{"grep": grep, "sort": requireTool(t, "sort"), "tr": requireTool(t, "tr")} {
+		if err := os.Symlink(real, filepath.Join(bin, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(s.WheelhouseDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	// Neither the app's user nor its group exist yet; NGINX's group does.
@@ -122,6 +129,7 @@ func TestInstallScriptHostileValues(t *testing.T) {
 	writeFile(t, s.VenvPython(), []byte(stub+"echo 0.0\n"), 0o755)
 	// The staged request signer, which the script starts once with the system's python3.
 	writeFile(t, filepath.Join(dir, "stage", contract.AWSHelper), awsHelper, 0o755)
+	writeFile(t, filepath.Join(dir, "stage", MigrateHelper), migrateHelper, 0o644)
 	script := filepath.Join(dir, "install.sh")
 	writeFile(t, script, b.InstallScript, 0o644)
 
@@ -169,8 +177,13 @@ func TestInstallScriptHostileValues(t *testing.T) {
 		{"install", []string{"-o", s.User, "-g", s.Group, AppStateDir}},
 		{"python", []string{"-m", "pip", "install", "--index-url", s.PipIndexURL, "--find-links", s.PipFindLinks, "gunicorn==" + s.GunicornVersion}},
 		{"install", []string{"-D", "-g", s.Group, s.GunicornConfig()}},
+		{"apt-get", []string{"install", "build-essential", "python3-dev"}}, // package names are one word each after validation
+		{"python", []string{"-m", "pip", "wheel", "--index-url", s.PipIndexURL, "--find-links", s.PipFindLinks, "--wheel-dir", s.WheelhouseDir,
+			"-r", filepath.Join(dir, "stage") + s.WheelhouseRequirements()}},
+		{"python", []string{"-m", "pip", "install", "--dry-run", "--no-index", "--find-links", s.WheelhouseDir, "-r", filepath.Join(dir, "stage", "requirements-nohash.txt")}},
+		{"install", []string{"-D", s.WheelhouseRequirements()}},
 		{"rm", []string{"-f", "/etc/nginx/sites-enabled/default"}},
-		{"systemctl", []string{"reload-or-restart", "nginx"}},
+		{"systemctl", []string{"restart", "nginx"}},
 	} {
 		if !called(want.name, want.args...) {
 			t.Errorf("no call %s with the arguments %q; calls:\n%q", want.name, want.args, calls)

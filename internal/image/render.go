@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"embed"
+	"encoding/json"
 	"fmt"
 	"io/fs"
 	"strings"
@@ -19,6 +20,12 @@ var files embed.FS
 //
 //go:embed files/wsgi-aws.py
 var awsHelper []byte
+
+// migrateHelper is the fleet-wide migrate (MigrateHelper): standard-library Python run inside
+// the app's own Django.
+//
+//go:embed files/wsgi-migrate.py
+var migrateHelper []byte
 
 // Every value a user writes reaches a script through q (one word) or qs (a list of words).
 var parsed = template.Must(template.New("").Option("missingkey=error").Funcs(template.FuncMap{
@@ -80,10 +87,56 @@ func (view) AppStateDir() string    { return AppStateDir }
 func (view) DeployLog() string      { return DeployLog }
 func (view) AppFile() string        { return contract.AppFile }
 func (view) AWSHelper() string      { return contract.AWSHelper }
+func (view) MigrateHelper() string  { return MigrateHelper }
 func (view) SchemaVersion() int     { return contract.SchemaVersion }
 
 // StopTimeout gives Gunicorn's graceful shutdown room before systemd kills it.
 func (v view) StopTimeout() int { return v.GracefulTimeoutSeconds + 5 }
+
+// StartLimitBurst and StartLimitIntervalSec bound a unit's crash loop (see wsgi@.service).
+func (v view) StartLimitBurst() int       { return 5 }
+func (v view) StartLimitIntervalSec() int { return 10 }
+
+// CtlKeepReleases is how many releases wsgi-ctl keeps on disk by default.
+func (v view) CtlKeepReleases() int { return 3 }
+
+// CtlConfig is what wsgi-ctl needs to know of the stack, as a Python literal: JSON of strings and
+// numbers only, whose escapes Python reads alike.
+func (v view) CtlConfig() (string, error) {
+	b, err := json.MarshalIndent(map[string]any{
+		"sockets":     v.Sockets,
+		"workers":     v.WorkersPerUnit,
+		"socket":      v.RunDir + "/app-%d.sock",
+		"service":     "wsgi@%d.service",
+		"socket_unit": "wsgi@%d.socket",
+		"health_path": v.HealthPath,
+		"current":     v.CurrentLink(),
+		"releases":    v.ReleasesDir(),
+		"deploy":      contract.DeployProgram,
+		"deploy_log":  v.DeployLog(),
+		"keep":        v.CtlKeepReleases(),
+	}, "", "    ")
+	return string(b), err
+}
+
+// NginxWorkerConnections is NGINX's connection limit per worker; NginxRlimitNofile its
+// descriptor limit: two descriptors per proxied client and room for logs and files.
+func (v view) NginxWorkerConnections() int { return 8192 }
+func (v view) NginxRlimitNofile() int      { return 2*v.NginxWorkerConnections() + 1024 }
+
+// NginxModulesInclude is where the distribution's nginx.conf loads its dynamic modules from.
+func (v view) NginxModulesInclude() string {
+	if v.Family == FamilyDnf {
+		return "/usr/share/nginx/modules/*.conf"
+	}
+	return "/etc/nginx/modules-enabled/*.conf"
+}
+
+// NginxStateDir holds NGINX's temp folders (client bodies, proxy buffers) on both families.
+func (v view) NginxStateDir() string { return "/var/lib/nginx" }
+
+// NginxHardeningDropInName is the file name of the nginx.service drop-in.
+func (v view) NginxHardeningDropInName() string { return "50-wsgi-hardening.conf" }
 
 // MaxRequestsJitter spreads worker recycling so workers do not restart together.
 func (v view) MaxRequestsJitter() int { return v.MaxRequests / 8 }
@@ -127,8 +180,11 @@ func (s Stack) fileSpecs() []fileSpec {
 		{"gunicorn.conf.py.tmpl", s.GunicornConfig(), s.Group, 0o640},
 		{"nginx-site.conf.tmpl", NginxSite, "", 0o644},
 		{"wsgi_proxy_params.tmpl", "/etc/nginx/wsgi_proxy_params", "", 0o644},
+		{"nginx.conf.tmpl", "/etc/nginx/nginx.conf", "", 0o644},
+		{"nginx-hardening.conf.tmpl", UnitDir + "/nginx.service.d/50-wsgi-hardening.conf", "", 0o644},
 		{"maintenance.html.tmpl", s.MaintenancePage(), "", 0o644},
 		{"deploy.sh.tmpl", contract.DeployProgram, "", 0o755},
+		{"wsgi-ctl.tmpl", contract.CtlProgram, "", 0o755},
 	}
 }
 
@@ -143,7 +199,11 @@ func Render(s Stack) *Bundle {
 	}
 	b.Files = append(b.Files,
 		File{Path: contract.AWSHelper, Mode: 0o755, Content: awsHelper},
+		File{Path: MigrateHelper, Mode: 0o644, Content: migrateHelper},
 		File{Path: contract.StackFile, Mode: 0o644, Content: s.Description()})
+	if s.Wheelhouse() {
+		b.Files = append(b.Files, File{Path: s.WheelhouseRequirements(), Mode: 0o644, Content: []byte(s.Requirements)})
+	}
 	v.Installed = b.Files
 	b.InstallScript = execute("install.sh.tmpl", v)
 	b.HygieneScript = execute("hygiene.sh.tmpl", v)

@@ -19,7 +19,11 @@ func goldenCases() map[string]Stack {
 	// An index URL with a query string: & and = must reach pip as one word.
 	pipIndex := Stack{PipIndexURL: "http://127.0.0.1:8000/simple/?token=a&b=c", GunicornVersion: "20.1.0",
 		FirstBoot: []string{"schema-1", "git", "aws-requests"}}.WithDefaults()
+	// A baked wheelhouse with a build package beside the compilers.
+	wheels := Stack{Requirements: "Django==4.2.11\nfastcounter==1.0 --hash=sha256:" + strings.Repeat("ab", 32) + "\n",
+		BuildPackages: []string{"libpq-dev"}}.WithDefaults()
 	return map[string]Stack{
+		"wheelhouse":  wheels,
 		"default":     Default(),
 		"dnf":         dnf,
 		"distro-sync": distro,
@@ -108,8 +112,9 @@ func TestRenderContract(t *testing.T) {
 			t.Errorf("NGINX upstream lacks socket %d (%s)", i, s.SocketPath(i))
 		}
 	}
-	if n := strings.Count(site, "server unix:"); n != s.Sockets {
-		t.Errorf("NGINX upstream has %d servers, want %d", n, s.Sockets)
+	// Each socket is listed twice (two tries per unit), and nothing else is.
+	if n := strings.Count(site, "server unix:"); n != 2*s.Sockets {
+		t.Errorf("NGINX upstream has %d servers, want %d (each socket twice)", n, 2*s.Sockets)
 	}
 	sock := string(files["etc/systemd/system/wsgi@.socket"])
 	for _, want := range []string{"SocketMode=0660", "SocketGroup=www-data", "SocketUser=wsgi", "ListenStream=/run/wsgi/app-%i.sock"} {

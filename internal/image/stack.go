@@ -7,6 +7,7 @@ package image
 
 import (
 	"fmt"
+	"net/netip"
 	"path"
 	"regexp"
 	"slices"
@@ -89,6 +90,13 @@ type Stack struct {
 	// FirstBoot is what the payloads this image will run need from it (the wsgi-cloudinit data
 	// source's needs output): capabilities of package contract, such as "git".
 	FirstBoot []string
+	// Requirements is the content of the requirements file the wheelhouse is baked from; empty
+	// for an image without a wheelhouse.
+	Requirements string
+	// WheelhouseDir holds the baked wheels.
+	WheelhouseDir string
+	// BuildPackages are distribution packages installed only while the wheels are built.
+	BuildPackages []string
 
 	// NGINX front end.
 	ListenPort        int
@@ -97,6 +105,10 @@ type Stack struct {
 	ProxyReadTimeout  int
 	HealthPath        string
 	StaticURL         string
+	// TrustedProxyCIDRs are the address ranges of the load balancer in front of the instance:
+	// only a peer in one of them may set X-Forwarded-For and X-Forwarded-Proto. Default
+	// DefaultTrustedProxyCIDRs.
+	TrustedProxyCIDRs []string
 
 	// Paths. All absolute.
 	VenvDir  string // baked virtualenv with Gunicorn
@@ -105,6 +117,13 @@ type Stack struct {
 	RunDir   string // the UNIX sockets
 	ShareDir string // maintenance page
 }
+
+// DefaultTrustedProxyCIDRs are the private IPv4 ranges (RFC 1918). An AWS load balancer's nodes
+// take their addresses from the VPC's subnets, and the VPC's range is not known when the image is
+// baked; these ranges hold every usual VPC range, so the default works behind any ALB while a
+// client on the internet can never set the forwarded headers. Set trusted_proxy_cidrs to the
+// load balancer's subnets to also keep other hosts in the VPC from setting them.
+var DefaultTrustedProxyCIDRs = []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
 
 // Default returns the documented defaults for a Debian/Ubuntu machine.
 func Default() Stack {
@@ -131,11 +150,13 @@ func Default() Stack {
 		ProxyReadTimeout:       60,
 		HealthPath:             "/healthz",
 		StaticURL:              "/static/",
+		TrustedProxyCIDRs:      slices.Clone(DefaultTrustedProxyCIDRs),
 		VenvDir:                "/opt/wsgi/venv",
 		SrvDir:                 "/srv/wsgi",
 		EtcDir:                 "/etc/wsgi",
 		RunDir:                 "/run/wsgi",
 		ShareDir:               "/usr/share/wsgi",
+		WheelhouseDir:          "/opt/wsgi/wheelhouse",
 	}
 }
 
@@ -189,11 +210,15 @@ func (s Stack) WithDefaults() Stack {
 	num(&s.ProxyReadTimeout, d.ProxyReadTimeout)
 	str(&s.HealthPath, d.HealthPath)
 	str(&s.StaticURL, d.StaticURL)
+	if s.TrustedProxyCIDRs == nil {
+		s.TrustedProxyCIDRs = d.TrustedProxyCIDRs
+	}
 	str(&s.VenvDir, d.VenvDir)
 	str(&s.SrvDir, d.SrvDir)
 	str(&s.EtcDir, d.EtcDir)
 	str(&s.RunDir, d.RunDir)
 	str(&s.ShareDir, d.ShareDir)
+	str(&s.WheelhouseDir, d.WheelhouseDir)
 	return s
 }
 
@@ -289,9 +314,22 @@ func (s Stack) Validate() report.Report {
 		r.Add("static_url", "must be a URL path that ends in '/', such as /static/, got %q", s.StaticURL)
 	}
 
+	for i, c := range s.TrustedProxyCIDRs {
+		key := fmt.Sprintf("trusted_proxy_cidrs[%d]", i)
+		p, err := netip.ParsePrefix(c)
+		switch {
+		case err != nil:
+			r.Add(key, "must be an address range such as 10.0.0.0/16, got %q", c)
+		case p.Masked() != p:
+			r.Add(key, "has host bits set; the range is %s, got %q", p.Masked(), c)
+		case p.Bits() == 0:
+			r.Add(key, "%s trusts every address, so any client could set the forwarded headers; name the load balancer's range", c)
+		}
+	}
+
 	for _, p := range []struct{ key, v string }{
 		{"venv_dir", s.VenvDir}, {"srv_dir", s.SrvDir}, {"etc_dir", s.EtcDir},
-		{"run_dir", s.RunDir}, {"share_dir", s.ShareDir},
+		{"run_dir", s.RunDir}, {"share_dir", s.ShareDir}, {"wheelhouse_dir", s.WheelhouseDir},
 	} {
 		switch {
 		case !path.IsAbs(p.v):
@@ -303,6 +341,8 @@ func (s Stack) Validate() report.Report {
 	if s.RunDir != "" && !strings.HasPrefix(s.RunDir, "/run/") {
 		r.Add("run_dir", "must be below /run so the sockets vanish at reboot, got %q", s.RunDir)
 	}
+
+	s.validateWheelhouse(&r)
 
 	for i, n := range s.FirstBoot {
 		key := fmt.Sprintf("first_boot[%d]", i)
@@ -361,6 +401,9 @@ const (
 	AppStateDir = "/var/lib/wsgi-app"
 	// DeployLog is the deploy's own log file, beside cloud-init's output log and the journal.
 	DeployLog = "/var/log/wsgi-deploy.log"
+	// MigrateHelper is Django's fleet-wide migrate: the deploy runs it in the app's Django, as
+	// the app user, so one instance of a release migrates while the others wait for it.
+	MigrateHelper = "/usr/local/lib/wsgi/wsgi-migrate"
 )
 
 // ReleasesDir holds one folder per deployed release.

@@ -2,6 +2,8 @@ package image
 
 import (
 	"encoding/json"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -48,6 +50,13 @@ func TestValidateRejects(t *testing.T) {
 		{"app name", func(s *Stack) { s.AppName = "My App" }, `app_name: must be 1-32 lower-case letters`},
 		{"unknown need", func(s *Stack) { s.FirstBoot = []string{"git", "svn"} }, `first_boot[1]: must be one of aws-requests, git, schema-1 (the wsgi-cloudinit data source's needs output), got "svn"`},
 		{"other schema", func(s *Stack) { s.FirstBoot = []string{"schema-2"} }, `first_boot[0]: the payload was rendered for stack schema-2, and this plugin bakes schema-1`},
+		{"wheelhouse dir", func(s *Stack) { s.Requirements = "Django\n"; s.WheelhouseDir = "/opt/my wheels" }, `wheelhouse_dir: must be a clean absolute path`},
+		{"build package injection", func(s *Stack) { s.Requirements = "Django\n"; s.BuildPackages = []string{"libpq-dev", "$(id)"} }, `build_packages[1]: must be a package name, got "$(id)"`},
+		{"build packages without a wheelhouse", func(s *Stack) { s.BuildPackages = []string{"libpq-dev"} }, `build_packages: are only installed to build the wheelhouse: set requirements_file`},
+		{"requirements include", func(s *Stack) { s.Requirements = "Django\n-r base.txt\n" }, `requirements_file: "-r base.txt" names another file`},
+		{"requirements constraint", func(s *Stack) { s.Requirements = "--constraint=c.txt\n" }, `requirements_file: "--constraint=c.txt" names another file`},
+		{"requirements editable", func(s *Stack) { s.Requirements = "-e git+https://x/y.git#egg=y\n" }, `requirements_file: "-e git+https://x/y.git#egg=y" names another file`},
+		{"requirements local path", func(s *Stack) { s.Requirements = "./vendor/pkg\n" }, `requirements_file: "./vendor/pkg" is a local path`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -156,5 +165,63 @@ func TestDescription(t *testing.T) {
 	}
 	if string(s.Description()) != string(file) {
 		t.Error("two descriptions of the same stack differ")
+	}
+}
+
+func TestRequirementLines(t *testing.T) {
+	got := requirementLines("# pinned\nDjango==4.2 \\\n    --hash=sha256:aa  # the framework\n\n\r\nfastcounter\r\n--only-binary :all:\n")
+	want := []string{"Django==4.2      --hash=sha256:aa", "fastcounter", "--only-binary :all:"}
+	if !slices.Equal(got, want) {
+		t.Errorf("requirementLines = %q, want %q", got, want)
+	}
+}
+
+// The wheelhouse's build tools follow the interpreter and the family; build_packages come last.
+func TestBuildTools(t *testing.T) {
+	apt := Stack{Requirements: "x\n", BuildPackages: []string{"libpq-dev", "build-essential"}}.WithDefaults()
+	dnf := Stack{Requirements: "x\n", Family: FamilyDnf, Python: "python3.11"}.WithDefaults()
+	for _, c := range []struct {
+		s    Stack
+		want []string
+	}{
+		{apt, []string{"build-essential", "python3-dev", "libpq-dev"}},
+		{dnf, []string{"gcc", "python3.11-devel"}},
+	} {
+		if got := c.s.BuildTools(); !slices.Equal(got, c.want) {
+			t.Errorf("%s BuildTools = %q, want %q", c.s.Family, got, c.want)
+		}
+		if slices.ContainsFunc(c.s.Packages(), func(p string) bool { return slices.Contains(c.want, p) }) {
+			t.Errorf("%s: a build tool is among the packages baked into the image: %q", c.s.Family, c.s.Packages())
+		}
+	}
+}
+
+// The bake proves the wheelhouse holds every requirement with a copy of the file without its
+// hashes (a wheel compiled at bake time has a new sha256): run the install script's own sed.
+func TestWheelhouseProofDropsHashes(t *testing.T) {
+	sh := requireTool(t, "sh")
+	s := Stack{Requirements: "x\n"}.WithDefaults()
+	script := string(Render(s).InstallScript)
+	start := strings.Index(script, "sed -e 's/--hash")
+	end := strings.Index(script[start:], "requirements-nohash.txt\"\n")
+	if start < 0 || end < 0 {
+		t.Fatal("the install script has no hash-free copy of the requirements")
+	}
+	stage := t.TempDir()
+	in := "--require-hashes\nDjango==4.2.30 \\\n    --hash=sha256:" + strings.Repeat("ab", 32) + " \\\n    --hash=sha256:" + strings.Repeat("CD", 32) +
+		"\nfastcounter==1.0 --hash=sha256:" + strings.Repeat("01", 32) + "  # compiled at bake time\n"
+	writeFile(t, stage+s.WheelhouseRequirements(), []byte(in), 0o644)
+	cmd := exec.Command(sh, "-c", script[start:start+end+len("requirements-nohash.txt\"")])
+	cmd.Env = []string{"STAGE=" + stage, "PATH=/usr/bin:/bin"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sed: %v\n%s", err, out)
+	}
+	got, err := os.ReadFile(stage + "/requirements-nohash.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"Django==4.2.30", "fastcounter==1.0"}
+	if lines := requirementLines(string(got)); len(lines) != 2 || strings.Fields(lines[0])[0] != want[0] || strings.Fields(lines[1])[0] != want[1] || strings.Contains(string(got), "hash") {
+		t.Errorf("hash-free copy:\n%s\nwant only %q", got, want)
 	}
 }

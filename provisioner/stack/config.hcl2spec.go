@@ -39,6 +39,9 @@ type FlatConfig struct {
 	PipFindLinks        *string           `mapstructure:"pip_find_links" cty:"pip_find_links" hcl:"pip_find_links"`
 	SystemSitePackages  *bool             `mapstructure:"system_site_packages" cty:"system_site_packages" hcl:"system_site_packages"`
 	ExtraPackages       []string          `mapstructure:"extra_packages" cty:"extra_packages" hcl:"extra_packages"`
+	RequirementsFile    *string           `mapstructure:"requirements_file" cty:"requirements_file" hcl:"requirements_file"`
+	WheelhouseDir       *string           `mapstructure:"wheelhouse_dir" cty:"wheelhouse_dir" hcl:"wheelhouse_dir"`
+	BuildPackages       []string          `mapstructure:"build_packages" cty:"build_packages" hcl:"build_packages"`
 	FirstBoot           []string          `mapstructure:"first_boot" cty:"first_boot" hcl:"first_boot"`
 	ListenPort          *int              `mapstructure:"listen_port" cty:"listen_port" hcl:"listen_port"`
 	ServerName          *string           `mapstructure:"server_name" cty:"server_name" hcl:"server_name"`
@@ -46,6 +49,7 @@ type FlatConfig struct {
 	ProxyReadTimeout    *int              `mapstructure:"proxy_read_timeout" cty:"proxy_read_timeout" hcl:"proxy_read_timeout"`
 	HealthPath          *string           `mapstructure:"health_path" cty:"health_path" hcl:"health_path"`
 	StaticURL           *string           `mapstructure:"static_url" cty:"static_url" hcl:"static_url"`
+	TrustedProxyCIDRs   []string          `mapstructure:"trusted_proxy_cidrs" cty:"trusted_proxy_cidrs" hcl:"trusted_proxy_cidrs"`
 	VenvDir             *string           `mapstructure:"venv_dir" cty:"venv_dir" hcl:"venv_dir"`
 	SrvDir              *string           `mapstructure:"srv_dir" cty:"srv_dir" hcl:"srv_dir"`
 	EtcDir              *string           `mapstructure:"etc_dir" cty:"etc_dir" hcl:"etc_dir"`
@@ -98,6 +102,9 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"pip_find_links":             &hcldec.AttrSpec{Name: "pip_find_links", Type: cty.String, Required: false},
 		"system_site_packages":       &hcldec.AttrSpec{Name: "system_site_packages", Type: cty.Bool, Required: false},
 		"extra_packages":             &hcldec.AttrSpec{Name: "extra_packages", Type: cty.List(cty.String), Required: false},
+		"requirements_file":          &hcldec.AttrSpec{Name: "requirements_file", Type: cty.String, Required: false},
+		"wheelhouse_dir":             &hcldec.AttrSpec{Name: "wheelhouse_dir", Type: cty.String, Required: false},
+		"build_packages":             &hcldec.AttrSpec{Name: "build_packages", Type: cty.List(cty.String), Required: false},
 		"first_boot":                 &hcldec.AttrSpec{Name: "first_boot", Type: cty.List(cty.String), Required: false},
 		"listen_port":                &hcldec.AttrSpec{Name: "listen_port", Type: cty.Number, Required: false},
 		"server_name":                &hcldec.AttrSpec{Name: "server_name", Type: cty.String, Required: false},
@@ -105,6 +112,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"proxy_read_timeout":         &hcldec.AttrSpec{Name: "proxy_read_timeout", Type: cty.Number, Required: false},
 		"health_path":                &hcldec.AttrSpec{Name: "health_path", Type: cty.String, Required: false},
 		"static_url":                 &hcldec.AttrSpec{Name: "static_url", Type: cty.String, Required: false},
+		"trusted_proxy_cidrs":        &hcldec.AttrSpec{Name: "trusted_proxy_cidrs", Type: cty.List(cty.String), Required: false},
 		"venv_dir":                   &hcldec.AttrSpec{Name: "venv_dir", Type: cty.String, Required: false},
 		"srv_dir":                    &hcldec.AttrSpec{Name: "srv_dir", Type: cty.String, Required: false},
 		"etc_dir":                    &hcldec.AttrSpec{Name: "etc_dir", Type: cty.String, Required: false},

@@ -2,6 +2,7 @@ package stack
 
 import (
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -26,7 +27,12 @@ func TestPrepareDefaults(t *testing.T) {
 // Every key reaches its Stack field.
 func TestPrepareEveryKey(t *testing.T) {
 	var c Config
+	reqs := filepath.Join(t.TempDir(), "requirements.txt")
+	if err := os.WriteFile(reqs, []byte("Django==4.2.11\nfastcounter==1.0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	err := c.Prepare(map[string]any{
+		"requirements_file": reqs, "wheelhouse_dir": "/opt/shop/wheels", "build_packages": []string{"libpq-dev"},
 		"app_name": "shop", "user": "shop", "group": "shopgrp", "sockets": 5, "workers": 2,
 		"worker_class": "gthread", "threads": 4, "worker_timeout": 40, "graceful_timeout": 20,
 		"keepalive": 10, "max_requests": 1000, "backlog": 512, "distro_family": "dnf",
@@ -35,7 +41,8 @@ func TestPrepareEveryKey(t *testing.T) {
 		"system_site_packages": true, "extra_packages": []string{"libpq5"},
 		"listen_port": 8080, "server_name": "shop.example.com", "client_max_body_size": "20m",
 		"proxy_read_timeout": 90, "health_path": "/up", "static_url": "/assets/",
-		"venv_dir": "/opt/shop/venv", "srv_dir": "/srv/shop", "etc_dir": "/etc/shop",
+		"trusted_proxy_cidrs": []string{"10.1.0.0/16"},
+		"venv_dir":            "/opt/shop/venv", "srv_dir": "/srv/shop", "etc_dir": "/etc/shop",
 		"run_dir": "/run/shop", "share_dir": "/usr/share/shop",
 		"image_hygiene": false, "wait_for_cloud_init": false, "staging_dir": "/var/tmp",
 		"execute_command": "doas {{.Command}}",
@@ -50,9 +57,11 @@ func TestPrepareEveryKey(t *testing.T) {
 		Python: "python3.11", GunicornSource: "pip", GunicornVersion: "22.0.0",
 		PipIndexURL: "http://10.0.0.1:8080/simple/", PipFindLinks: "/opt/wheels",
 		SystemSitePackages: true, ExtraPackages: []string{"libpq5"},
+		Requirements: "Django==4.2.11\nfastcounter==1.0\n", WheelhouseDir: "/opt/shop/wheels", BuildPackages: []string{"libpq-dev"},
 		ListenPort: 8080, ServerName: "shop.example.com", ClientMaxBodySize: "20m",
 		ProxyReadTimeout: 90, HealthPath: "/up", StaticURL: "/assets/",
-		VenvDir: "/opt/shop/venv", SrvDir: "/srv/shop", EtcDir: "/etc/shop",
+		TrustedProxyCIDRs: []string{"10.1.0.0/16"},
+		VenvDir:           "/opt/shop/venv", SrvDir: "/srv/shop", EtcDir: "/etc/shop",
 		RunDir: "/run/shop", ShareDir: "/usr/share/shop",
 	}
 	if got := c.Stack(image.FamilyDnf); !reflect.DeepEqual(got, want) {
@@ -64,6 +73,10 @@ func TestPrepareEveryKey(t *testing.T) {
 }
 
 func TestPrepareErrors(t *testing.T) {
+	emptyRequirements := filepath.Join(t.TempDir(), "requirements.txt")
+	if err := os.WriteFile(emptyRequirements, []byte("# nothing yet\n\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		raw  map[string]any
@@ -88,6 +101,12 @@ func TestPrepareErrors(t *testing.T) {
 			[]string{`staging_dir: must be a clean absolute path without spaces or quotes, such as /tmp, got "/my tmp"`}},
 		{"execute_command without the command", map[string]any{"execute_command": "sudo -n sh"},
 			[]string{`execute_command: must contain {{.Command}}, got "sudo -n sh"`}},
+		{"requirements_file missing", map[string]any{"requirements_file": "/nonexistent/requirements.txt"},
+			[]string{"requirements_file: must be a readable file on the machine that runs Packer: open /nonexistent/requirements.txt: no such file or directory"}},
+		{"requirements_file empty", map[string]any{"requirements_file": emptyRequirements},
+			[]string{"requirements_file: names no requirement: " + emptyRequirements + " has only comments and blank lines; leave requirements_file out for an image without a wheelhouse"}},
+		{"build_packages alone", map[string]any{"build_packages": []string{"libpq-dev"}},
+			[]string{"build_packages: are only installed to build the wheelhouse: set requirements_file, or leave build_packages out"}},
 		{"every problem at once", map[string]any{"sockets": 99, "run_dir": "/var/run2", "listen_port": 0, "app_name": "Shop"}, []string{
 			"sockets: must be between 1 and 16, got 99",
 			`run_dir: must be below /run so the sockets vanish at reboot, got "/var/run2"`,
@@ -136,8 +155,9 @@ func TestValidationKeysAreHCLKeys(t *testing.T) {
 		"backlog": 0, "distro_family": "x", "python": "perl", "gunicorn_version": "latest",
 		"pip_index_url": "ftp://x", "pip_find_links": "a b", "extra_packages": []string{"-x"},
 		"listen_port": 0, "server_name": "'", "client_max_body_size": "big", "proxy_read_timeout": 0,
-		"health_path": "/", "static_url": "/", "venv_dir": "v", "srv_dir": "s", "etc_dir": "e",
+		"health_path": "/", "static_url": "/", "trusted_proxy_cidrs": []string{"0.0.0.0/0"}, "venv_dir": "v", "srv_dir": "s", "etc_dir": "e",
 		"run_dir": "r", "share_dir": "d", "staging_dir": "t", "execute_command": "x",
+		"requirements_file": "/nonexistent", "wheelhouse_dir": "w", "build_packages": []string{"-x"},
 	})
 	if err == nil {
 		t.Fatal("Prepare succeeded")

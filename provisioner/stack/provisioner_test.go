@@ -14,26 +14,31 @@ import (
 
 const (
 	stage      = "/tmp/wsgi-stack.Ab12Cd34"
-	mkStage    = `umask 077 && d=$(mktemp -d /tmp/wsgi-stack.XXXXXXXX) && cd "$d" && mkdir -p files/etc files/etc/nginx files/etc/nginx/conf.d files/etc/systemd/system files/etc/systemd/system-preset files/etc/wsgi files/usr/local/lib/wsgi files/usr/local/sbin files/usr/share/wsgi && echo "$d"`
 	debian12   = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n"
 	amazon2023 = "NAME=\"Amazon Linux\"\nVERSION=\"2023\"\nID=\"amzn\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"2023\"\nPRETTY_NAME=\"Amazon Linux 2023.6.20241121\"\n"
 )
 
-// uploads is every file of the default bundle, in the order they are uploaded.
-var uploads = []string{
-	"upload: " + stage + "/install.sh",
-	"upload: " + stage + "/files/etc/systemd/system/wsgi@.socket",
-	"upload: " + stage + "/files/etc/systemd/system/wsgi@.service",
-	"upload: " + stage + "/files/etc/systemd/system/wsgi.target",
-	"upload: " + stage + "/files/etc/systemd/system-preset/50-wsgi.preset",
-	"upload: " + stage + "/files/etc/wsgi/gunicorn.conf.py",
-	"upload: " + stage + "/files/etc/nginx/conf.d/wsgi.conf",
-	"upload: " + stage + "/files/etc/nginx/wsgi_proxy_params",
-	"upload: " + stage + "/files/usr/share/wsgi/maintenance.html",
-	"upload: " + stage + "/files/usr/local/sbin/wsgi-deploy",
-	"upload: " + stage + "/files/usr/local/lib/wsgi/wsgi-aws",
-	"upload: " + stage + "/files/etc/wsgi-stack.json",
-}
+// mkStage makes the staging folder with a folder for each file of the default bundle, sorted.
+var mkStage = func() string {
+	var dirs []string
+	for _, f := range image.Render(image.Default()).Files {
+		if d := "files" + path.Dir(f.Path); !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	slices.Sort(dirs)
+	return `umask 077 && d=$(mktemp -d /tmp/wsgi-stack.XXXXXXXX) && cd "$d" && mkdir -p ` + strings.Join(dirs, " ") + ` && echo "$d"`
+}()
+
+// uploads is every file of the default bundle, in the order they are uploaded: the provisioner
+// uploads exactly what image.Render gives, install.sh first.
+var uploads = func() []string {
+	out := []string{"upload: " + stage + "/install.sh"}
+	for _, f := range image.Render(image.Default()).Files {
+		out = append(out, "upload: "+stage+"/files"+f.Path)
+	}
+	return out
+}()
 
 func seq(parts ...any) []string {
 	var out []string

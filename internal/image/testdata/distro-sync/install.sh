@@ -52,13 +52,20 @@ install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system-preset/50-wsgi
 install -D -m 0640 -o root -g 'wsgi' "$STAGE"'/etc/wsgi/gunicorn.conf.py' '/etc/wsgi/gunicorn.conf.py'
 install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/nginx/conf.d/wsgi.conf' '/etc/nginx/conf.d/wsgi.conf'
 install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/nginx/wsgi_proxy_params' '/etc/nginx/wsgi_proxy_params'
+install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/nginx/nginx.conf' '/etc/nginx/nginx.conf'
+install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system/nginx.service.d/50-wsgi-hardening.conf' '/etc/systemd/system/nginx.service.d/50-wsgi-hardening.conf'
 install -D -m 0644 -o root -g 'root' "$STAGE"'/usr/share/wsgi/maintenance.html' '/usr/share/wsgi/maintenance.html'
 install -D -m 0755 -o root -g 'root' "$STAGE"'/usr/local/sbin/wsgi-deploy' '/usr/local/sbin/wsgi-deploy'
+install -D -m 0755 -o root -g 'root' "$STAGE"'/usr/local/sbin/wsgi-ctl' '/usr/local/sbin/wsgi-ctl'
 install -D -m 0755 -o root -g 'root' "$STAGE"'/usr/local/lib/wsgi/wsgi-aws' '/usr/local/lib/wsgi/wsgi-aws'
+install -D -m 0644 -o root -g 'root' "$STAGE"'/usr/local/lib/wsgi/wsgi-migrate' '/usr/local/lib/wsgi/wsgi-migrate'
 install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/wsgi-stack.json' '/etc/wsgi-stack.json'
 rm -f '/etc/nginx/sites-enabled/default'
 # The request signer runs on the system's python3 at first boot: prove it starts here.
 /usr/bin/python3 -IS "$STAGE"/usr/local/lib/wsgi/wsgi-aws --help >/dev/null || die "/usr/local/lib/wsgi/wsgi-aws does not run on this machine's /usr/bin/python3"
+# The fleet-wide migrate runs in the app's venv, on this python3: prove it parses here.
+/usr/bin/python3 -IS -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$STAGE"/usr/local/lib/wsgi/wsgi-migrate ||
+	die "/usr/local/lib/wsgi/wsgi-migrate does not parse on this machine's /usr/bin/python3"
 
 phase "units"
 systemctl daemon-reload
@@ -70,6 +77,7 @@ done
 phase "nginx"
 nginx -t -q
 systemctl enable --quiet nginx
-systemctl reload-or-restart nginx
+# A restart, not a reload: the sandbox of nginx.service.d applies only when NGINX starts.
+systemctl restart nginx
 
 phase "done"

@@ -1,0 +1,181 @@
+# Managed by packer-plugin-wsgi. The fleet-wide `manage.py migrate` of the baked deploy: every
+# instance of a release runs it at first boot, against the same database, and only one of them
+# migrates. Installed by wsgi-stack at /usr/local/lib/wsgi/wsgi-migrate; the deploy runs it as the
+# app user inside the app's own Django (python manage.py shell -c 'import runpy; ...'), so the
+# app's settings, its database driver and its environment are the ones migrate would see.
+#
+#   1. Nothing to migrate (the plan on the default database is empty): done, no lock taken.
+#   2. Otherwise take the database's own lock on a key derived from the app (PostgreSQL:
+#      pg_try_advisory_lock on one session, polled; MySQL/MariaDB: GET_LOCK), waiting at most
+#      WSGI_MIGRATE_TIMEOUT seconds. The session holds it while migrate runs in a subprocess.
+#   3. With the lock: read the plan again. Another instance may have migrated while this one
+#      waited; then there is nothing left to do. Else run `manage.py migrate --noinput` (or
+#      WSGI_MIGRATE_COMMAND), then release. A failed migrate fails this instance; the next one
+#      that takes the lock finds the same plan, runs it, and fails the same way.
+#
+# SQLite has no lock across machines and needs none: its file belongs to one instance. Other
+# backends have no lock here: the deploy refuses them unless the lock is off.
+#
+# Environment (set by the deploy from the app file):
+#   WSGI_MANAGE_PY          manage.py, relative to the release (the working folder)
+#   WSGI_MIGRATE_LOCK       database (default) or off
+#   WSGI_MIGRATE_TIMEOUT    seconds to wait for the lock (default 600)
+#   WSGI_MIGRATE_COMMAND    shell command run instead of manage.py migrate --noinput (always run,
+#                           under the lock: this helper cannot know what it would migrate)
+import hashlib
+import os
+import subprocess
+import sys
+import time
+
+
+class Failure(Exception):
+    pass
+
+
+def say(text):
+    print("wsgi-migrate: " + text, flush=True)
+
+
+def lock_key(settings_module, db_name):
+    # A 63-bit key from what names the app's data: the same for every instance of the app.
+    digest = hashlib.sha256(("wsgi-migrate\0%s\0%s" % (settings_module, db_name)).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def pending(connection):
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    return executor.migration_plan(executor.loader.graph.leaf_nodes())
+
+
+class PostgresLock:
+    def __init__(self, cursor, key):
+        self.cursor, self.key = cursor, key
+
+    def try_take(self):
+        self.cursor.execute("SELECT pg_try_advisory_lock(%s)", [self.key])
+        return bool(self.cursor.fetchone()[0])
+
+    def holder(self):
+        # The session that holds it, for the log: pid and client address.
+        self.cursor.execute(
+            "SELECT a.pid, coalesce(host(a.client_addr), 'local') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND ((l.classid::bigint << 32) | l.objid::bigint) = %s LIMIT 1",
+            [self.key])
+        row = self.cursor.fetchone()
+        return "PostgreSQL session %s from %s" % row if row else "another session"
+
+    def release(self):
+        self.cursor.execute("SELECT pg_advisory_unlock(%s)", [self.key])
+
+
+class MySQLLock:
+    def __init__(self, cursor, key):
+        self.cursor, self.name = cursor, "wsgi-migrate-%016x" % key
+
+    def try_take(self):
+        self.cursor.execute("SELECT GET_LOCK(%s, 0)", [self.name])
+        got = self.cursor.fetchone()[0]
+        if got is None:
+            raise Failure("GET_LOCK(%r) returned NULL: the server could not take the lock" % self.name)
+        return got == 1
+
+    def holder(self):
+        self.cursor.execute("SELECT IS_USED_LOCK(%s)", [self.name])
+        row = self.cursor.fetchone()
+        return "MySQL connection %s" % row[0] if row and row[0] is not None else "another connection"
+
+    def release(self):
+        self.cursor.execute("SELECT RELEASE_LOCK(%s)", [self.name])
+
+
+LOCKS = {"postgresql": PostgresLock, "mysql": MySQLLock}
+
+
+def run_migrate(manage_py, command):
+    if command:
+        say("running the migrate command of the app file: " + command)
+        argv = ["/bin/sh", "-c", command]
+    else:
+        argv = [sys.executable, manage_py, "migrate", "--noinput"]
+    started = time.monotonic()
+    # Its stderr passes through line by line; the last line (the exception, for a failed
+    # migration) becomes the reason the deploy reports.
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, errors="replace")
+    last = ""
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+        if line.strip():
+            last = line.strip()
+    rc = proc.wait()
+    took = time.monotonic() - started
+    if rc != 0:
+        raise Failure("migrate exited with status %d after %.1fs: %s" % (rc, took, last[:300] or "no error output"))
+    say("migrate finished in %.1fs" % took)
+
+
+def main():
+    import django
+    from django.conf import settings
+    from django.db import connection
+
+    if not settings.configured:
+        django.setup()
+    manage_py = os.environ.get("WSGI_MANAGE_PY", "manage.py")
+    mode = os.environ.get("WSGI_MIGRATE_LOCK", "database")
+    timeout = float(os.environ.get("WSGI_MIGRATE_TIMEOUT", "600"))
+    command = os.environ.get("WSGI_MIGRATE_COMMAND", "")
+    vendor = connection.vendor
+
+    if mode == "off":
+        say("no fleet lock (django_migrate_lock = \"off\"): migrating on %s as this instance alone" % vendor)
+        run_migrate(manage_py, command)
+        return
+    if vendor == "sqlite":
+        say("SQLite: the database file is this instance's own, no fleet lock needed")
+        run_migrate(manage_py, command)
+        return
+    if vendor not in LOCKS:
+        raise Failure("no fleet-wide migration lock for the database backend %s (PostgreSQL and MySQL/MariaDB have one): "
+                      "set django_migrate_lock = \"off\" and migrate once per release yourself"
+                      % connection.settings_dict.get("ENGINE", vendor))
+    if not command:
+        started = time.monotonic()
+        if not pending(connection):
+            say("no migrations to apply (checked in %.2fs): no lock taken" % (time.monotonic() - started))
+            return
+
+    key = lock_key(os.environ.get("DJANGO_SETTINGS_MODULE", ""), str(connection.settings_dict.get("NAME")))
+    with connection.cursor() as cursor:
+        lock = LOCKS[vendor](cursor, key)
+        started = time.monotonic()
+        waited = False
+        while not lock.try_take():
+            if not waited:
+                say("waiting for the migration lock (key %d), held by %s, at most %ds" % (key, lock.holder(), timeout))
+                waited = True
+            if time.monotonic() - started >= timeout:
+                raise Failure("timed out after %ds waiting for the migration lock (key %d), held by %s: another instance "
+                              "is still migrating, or a session left it taken; raise django_migrate_lock_timeout_seconds "
+                              "or end that session" % (timeout, key, lock.holder()))
+            time.sleep(1)
+        say("took the migration lock (key %d) on %s after %.1fs" % (key, vendor, time.monotonic() - started))
+        try:
+            if not command and not pending(connection):
+                say("another instance applied the migrations while this one waited: nothing left to do")
+                return
+            run_migrate(manage_py, command)
+        finally:
+            lock.release()
+            say("released the migration lock")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Failure as e:
+        print("wsgi-migrate: " + str(e), file=sys.stderr, flush=True)
+        sys.exit(1)
