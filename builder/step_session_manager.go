@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/aws/smithy-go"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
@@ -24,6 +26,7 @@ import (
 type sessionAPI interface {
 	StartSession(context.Context, *ssm.StartSessionInput, ...func(*ssm.Options)) (*ssm.StartSessionOutput, error)
 	TerminateSession(context.Context, *ssm.TerminateSessionInput, ...func(*ssm.Options)) (*ssm.TerminateSessionOutput, error)
+	DescribeSessions(context.Context, *ssm.DescribeSessionsInput, ...func(*ssm.Options)) (*ssm.DescribeSessionsOutput, error)
 }
 
 // sessionPlugin is AWS's plugin that carries a Session Manager session; the
@@ -51,10 +54,14 @@ type stepSessionManager struct {
 	// Ready bounds the wait for the plugin's local port; 0 means 1m.
 	Ready time.Duration
 
+	target    string
 	sessionID string
-	cmd       *exec.Cmd
-	exited    chan struct{}
-	exitErr   error
+	// unsure: a StartSession got no answer (a transport error, a timeout,
+	// a 5xx), so AWS may have made a session whose id we never saw.
+	unsure  bool
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	exitErr error
 }
 
 func (s *stepSessionManager) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -92,11 +99,19 @@ func (s *stepSessionManager) Run(ctx context.Context, state multistep.StateBag) 
 		},
 	}
 	say(u, fmt.Sprintf("Starting a Session Manager session to %s (port %d on 127.0.0.1 to port %d)", id, port, s.RemotePort))
+	s.target = id
 	out, err := s.start(ctx, in)
+	if out != nil {
+		// Kept before anything else: Cleanup terminates it even when the
+		// build was cancelled while the answer was on its way.
+		s.sessionID = aws.ToString(out.SessionId)
+	}
+	if ctx.Err() != nil {
+		return halt(state, ctx.Err())
+	}
 	if err != nil {
 		return halt(state, fmt.Errorf("ssh_interface: starting a Session Manager session to %s: %w; the instance needs iam_instance_profile with AmazonSSMManagedInstanceCore and a running SSM agent, and you ssm:StartSession on it", id, err))
 	}
-	s.sessionID = aws.ToString(out.SessionId)
 	session, err := json.Marshal(struct {
 		SessionId, StreamUrl, TokenValue string
 	}{s.sessionID, aws.ToString(out.StreamUrl), aws.ToString(out.TokenValue)})
@@ -138,25 +153,80 @@ func (s *stepSessionManager) Run(ctx context.Context, state multistep.StateBag) 
 	return multistep.ActionContinue
 }
 
-// start retries TargetNotConnected: the agent registers some time after
-// the instance runs.
+// startAttempt bounds one StartSession call, which runs on after Ctrl-C.
+const startAttempt = 30 * time.Second
+
+// start calls StartSession until it answers, retrying what made no session:
+// TargetNotConnected (the agent registers some time after the instance
+// runs) and throttling.
+//
+// StartSession is not idempotent: an attempt whose answer is lost may have
+// made a session all the same. Two rules keep such a session from being
+// left open (the fault table found one after a Ctrl-C right after
+// StartSession, when the cancelled call dropped an answer AWS had sent):
+//   - Each attempt runs detached from ctx, bounded by startAttempt, so a
+//     Ctrl-C never drops an answer on its way; Run checks ctx after it.
+//     Detaching costs at most startAttempt of delay on Ctrl-C and no call;
+//     only looking the sessions up afterwards would cost a call in every
+//     cancelled build and ssm:DescribeSessions in the policy.
+//   - The SDK does not retry this call (its retries of a 5xx or a broken
+//     connection would each make a session, and only the last id would
+//     reach us). An attempt that got no answer sets s.unsure, and Cleanup
+//     then looks up the sessions to the instance (DescribeSessions) and
+//     terminates them.
 func (s *stepSessionManager) start(ctx context.Context, in *ssm.StartSessionInput) (*ssm.StartSessionOutput, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.Wait.timeout())
-	defer cancel()
+	deadline := time.Now().Add(s.Wait.timeout())
 	delay := s.Wait.minDelay()
+	unanswered := 0
 	for {
-		out, err := s.SSM.StartSession(ctx, in)
-		var ae smithy.APIError
-		if err == nil || !errors.As(err, &ae) || ae.ErrorCode() != "TargetNotConnected" {
-			return out, err
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), startAttempt)
+		out, err := s.SSM.StartSession(actx, in, func(o *ssm.Options) { o.RetryMaxAttempts = 1 })
+		cancel()
+		if err == nil {
+			return out, nil
+		}
+		code, answered := startErrorKind(err)
+		if !answered {
+			s.unsure = true
+			unanswered++
+		}
+		switch {
+		case ctx.Err() != nil:
+			return nil, err
+		case !answered && unanswered == 3:
+			return nil, err
+		case answered && code != "TargetNotConnected" && code != "ThrottlingException":
+			return nil, err
+		}
+		if time.Now().Add(delay).After(deadline) {
+			if code == "TargetNotConnected" {
+				return nil, fmt.Errorf("the SSM agent did not connect in %s: %w", s.Wait.timeout(), err)
+			}
+			return nil, fmt.Errorf("no session in %s: %w", s.Wait.timeout(), err)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("the SSM agent did not connect in %s: %w", s.Wait.timeout(), err)
+			return nil, ctx.Err()
 		case <-time.After(delay):
 		}
 		delay = min(2*delay, 30*time.Second)
 	}
+}
+
+// startErrorKind: the error code, and whether Systems Manager answered with
+// a refusal that made no session (an API error below HTTP 500). A broken
+// connection, a timeout or a 5xx leaves it unknown whether a session was
+// made.
+func startErrorKind(err error) (code string, answered bool) {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return "", false
+	}
+	var re *awshttp.ResponseError
+	if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
+		return ae.ErrorCode(), false
+	}
+	return ae.ErrorCode(), true
 }
 
 // waitReady waits until the plugin accepts connections on the local port.
@@ -190,16 +260,52 @@ func (s *stepSessionManager) Cleanup(state multistep.StateBag) {
 		stopProcessGroup(s.cmd, s.exited)
 		s.cmd = nil
 	}
-	if s.sessionID == "" {
+	if s.sessionID == "" && !s.unsure {
 		return
 	}
 	ctx, cancel := cleanupContext()
 	defer cancel()
-	say(u, fmt.Sprintf("Terminating Session Manager session %s", s.sessionID))
-	if _, err := s.SSM.TerminateSession(ctx, &ssm.TerminateSessionInput{SessionId: aws.String(s.sessionID)}); err != nil {
-		sayErr(u, fmt.Sprintf("terminating Session Manager session %s: %v; it ends by itself after 20 minutes idle, or terminate it by hand", s.sessionID, err))
+	if s.sessionID != "" {
+		s.terminate(ctx, u, s.sessionID)
 	}
-	s.sessionID = ""
+	if s.unsure {
+		s.terminateUnknown(ctx, u)
+	}
+	s.sessionID, s.unsure = "", false
+}
+
+func (s *stepSessionManager) terminate(ctx context.Context, u uiSayer, id string) {
+	say(u, fmt.Sprintf("Terminating Session Manager session %s", id))
+	if _, err := s.SSM.TerminateSession(ctx, &ssm.TerminateSessionInput{SessionId: aws.String(id)}); err != nil {
+		sayErr(u, fmt.Sprintf("terminating Session Manager session %s: %v; it ends by itself after 20 minutes idle, or terminate it by hand", id, err))
+	}
+}
+
+// terminateUnknown terminates the active sessions to the instance other
+// than the one already terminated: those a StartSession without an answer
+// may have made. The instance is the build's own, so every session to it
+// is the build's.
+func (s *stepSessionManager) terminateUnknown(ctx context.Context, u uiSayer) {
+	in := &ssm.DescribeSessionsInput{
+		State:   ssmtypes.SessionStateActive,
+		Filters: []ssmtypes.SessionFilter{{Key: ssmtypes.SessionFilterKeyTargetId, Value: aws.String(s.target)}},
+	}
+	for {
+		out, err := s.SSM.DescribeSessions(ctx, in)
+		if err != nil {
+			sayErr(u, fmt.Sprintf("a StartSession to %s got no answer, and listing its sessions failed: %v; terminate any session to %s by hand (Session Manager console or `aws ssm terminate-session`; listing needs ssm:DescribeSessions)", s.target, err, s.target))
+			return
+		}
+		for _, sess := range out.Sessions {
+			if id := aws.ToString(sess.SessionId); id != s.sessionID && aws.ToString(sess.Target) == s.target {
+				s.terminate(ctx, u, id)
+			}
+		}
+		if aws.ToString(out.NextToken) == "" {
+			return
+		}
+		in.NextToken = out.NextToken
+	}
 }
 
 // stopProcessGroup ends the plugin: SIGTERM to its group, SIGKILL after 5s.

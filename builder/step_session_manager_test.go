@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,7 +17,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 )
@@ -165,7 +169,7 @@ func TestSessionManagerBuild(t *testing.T) {
 		t.Fatalf("%v\n%s", res.err, res.ui.text())
 	}
 	all := strings.Join(cloud.Calls(), "\n")
-	for _, not := range []string{"AuthorizeSecurityGroupIngress"} {
+	for _, not := range []string{"AuthorizeSecurityGroupIngress", "DescribeSessions"} {
 		if strings.Contains(all, not) {
 			t.Errorf("Session Manager build called %s:\n%s", not, all)
 		}
@@ -240,6 +244,9 @@ func TestSessionManagerFaults(t *testing.T) {
 		wantErr    string // empty: the build succeeds
 		started    bool   // the plugin ran
 		maybe      bool   // it may have been stopped before it recorded that it ran
+		lost       func(n int) bool
+		calls      []string // made in this order (others between)
+		reported   string   // a session may be left if the build says this
 	}{
 		{name: "StartSession denied", fail: failAt("ssm", "StartSession", 1, 1, "AccessDeniedException"),
 			wantErr: "ssh_interface: starting a Session Manager session to i-"},
@@ -249,11 +256,22 @@ func TestSessionManagerFaults(t *testing.T) {
 		{name: "Ctrl-C after StartSession", cancelAt: "ssm StartSession", maybe: true, wantErr: "context canceled"},
 		{name: "Ctrl-C during the session", cancelAt: "eu-west-1 StopInstances", started: true, wantErr: "build was cancelled"},
 		{name: "TerminateSession fails", fail: failAt("ssm", "TerminateSession", 1, 1, "InternalError"), started: true},
+		// StartSession made a session but its answer was lost: the retry's
+		// session is used, and Cleanup finds the first by its target.
+		{name: "StartSession answer lost", lost: func(n int) bool { return n == 1 }, started: true,
+			calls: []string{"ssm TerminateSession", "ssm DescribeSessions", "ssm TerminateSession"}},
+		{name: "StartSession answers lost three times", lost: func(int) bool { return true },
+			wantErr: "connection reset by peer", calls: []string{"ssm StartSession", "ssm StartSession", "ssm StartSession", "ssm DescribeSessions"}},
+		{name: "StartSession 5xx", fail: failWith("ssm", "StartSession", 1, serverError("InternalServerError")), started: true,
+			calls: []string{"ssm DescribeSessions"}},
+		{name: "StartSession answer lost, DescribeSessions denied", lost: func(n int) bool { return n == 1 },
+			fail: failAt("ssm", "DescribeSessions", 1, 1, "AccessDeniedException"), started: true, reported: "terminate any session to i-"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cloud := newFakeCloud()
 			cloud.fail = tt.fail
+			cloud.lostStart = tt.lost
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			if tt.cancelAt != "" {
@@ -271,12 +289,24 @@ func TestSessionManagerFaults(t *testing.T) {
 			case tt.wantErr != "" && (res.err == nil || !strings.Contains(res.ui.text()+res.err.Error(), tt.wantErr)):
 				t.Fatalf("want error %q, got %v\n%s", tt.wantErr, res.err, res.ui.text())
 			}
+			if !inOrder(cloud.Calls(), tt.calls) {
+				t.Errorf("want the calls %q in this order in:\n%s", tt.calls, strings.Join(cloud.Calls(), "\n"))
+			}
+			if tt.lost == nil && tt.calls == nil && slices.Contains(cloud.Calls(), "ssm DescribeSessions") {
+				t.Errorf("DescribeSessions though every StartSession was answered:\n%s", strings.Join(cloud.Calls(), "\n"))
+			}
 			started, gone := pluginGone(t, dir)
 			if (started != tt.started && !tt.maybe) || !gone {
 				t.Errorf("plugin started %v (want %v), exited %v", started, tt.started, gone)
 			}
 			for _, l := range cloud.leftovers() {
 				if res.err == nil && (strings.Contains(l, " image ") || strings.Contains(l, " snapshot ")) {
+					continue
+				}
+				if tt.reported != "" && strings.HasPrefix(l, "ssm session ") {
+					if !strings.Contains(res.ui.text(), tt.reported) {
+						t.Errorf("session left and not reported (%q):\n%s", tt.reported, res.ui.text())
+					}
 					continue
 				}
 				if strings.HasPrefix(tt.name, "TerminateSession") && strings.HasPrefix(l, "ssm session ") {
@@ -288,6 +318,34 @@ func TestSessionManagerFaults(t *testing.T) {
 				t.Errorf("left behind: %s", l)
 			}
 		})
+	}
+}
+
+// inOrder reports whether want occur in calls in that order.
+func inOrder(calls, want []string) bool {
+	for _, c := range calls {
+		if len(want) > 0 && c == want[0] {
+			want = want[1:]
+		}
+	}
+	return len(want) == 0
+}
+
+// serverError is an API error with HTTP status 500, as the SDK returns it.
+func serverError(code string) error {
+	return &awshttp.ResponseError{ResponseError: &smithyhttp.ResponseError{
+		Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 500}},
+		Err:      apiError(code),
+	}}
+}
+
+// failWith fails the n-th call of region's action with err.
+func failWith(region, action string, n int, err error) func(string, string, int) error {
+	return func(r, a string, k int) error {
+		if r == region && a == action && k == n {
+			return err
+		}
+		return nil
 	}
 }
 
