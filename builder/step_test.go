@@ -716,13 +716,14 @@ func TestStepCopyImageFailureRemovesFinishedCopies(t *testing.T) {
 	c := testConfig(t, map[string]interface{}{"ami_regions": []string{"us-east-1", "ap-southeast-2"}})
 	state, earlier := copyState(t, cloud, c)
 	cloud.fail = func(region, action string, _ int) error {
-		if region == "ap-southeast-2" && action == "CreateTags" {
-			return apiError("InternalError")
+		// The wait for the copy fails: after CopyImage made it.
+		if region == "ap-southeast-2" && action == "DescribeImages" {
+			return apiError("UnauthorizedOperation")
 		}
 		return nil
 	}
 	step := &stepCopyImage{EC2: clientAs[copyImageAPI](cloud.regional()), Cfg: c, SourceRegion: "eu-west-1", Wait: waitConfig{Delay: time.Millisecond}}
-	if step.Run(context.Background(), state) != multistep.ActionHalt || !strings.Contains(stateError(state), "tags: tagging") {
+	if step.Run(context.Background(), state) != multistep.ActionHalt || !strings.Contains(stateError(state), "ami_regions: ") {
 		t.Fatalf("want halt, got %q", stateError(state))
 	}
 	cloud.fail = nil
