@@ -76,6 +76,18 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	if c.Comm.Type == "winrm" {
 		errs = packersdk.MultiErrorAppend(errs, errors.New("communicator: winrm is not supported; use \"ssh\" or \"none\""))
 	}
+	// The temporary key is always an ed25519 pair named from the build id
+	// (its cleanup finds it by that name); amazon-ebs's knobs would be
+	// ignored, so they are refused.
+	if c.Comm.SSHTemporaryKeyPairName != "" {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("temporary_key_pair_name: not supported: the temporary key pair is named packer_wsgi_<build id>, which its cleanup looks for; remove it (got %q)", c.Comm.SSHTemporaryKeyPairName))
+	}
+	if t := c.Comm.SSHTemporaryKeyPairType; t != "" && t != "ed25519" {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("temporary_key_pair_type: the temporary key is always \"ed25519\", got %q; remove it", t))
+	}
+	if c.Comm.SSHTemporaryKeyPairBits != 0 {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("temporary_key_pair_bits: an ed25519 key has no size to choose, got %d; remove it", c.Comm.SSHTemporaryKeyPairBits))
+	}
 	if c.Comm.Type == "ssh" && c.Comm.SSHUsername == "" {
 		errs = packersdk.MultiErrorAppend(errs, errors.New("ssh_username: required with the ssh communicator, e.g. \"admin\" for Debian"))
 	}

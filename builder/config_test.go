@@ -170,6 +170,9 @@ func TestPrepareErrors(t *testing.T) {
 		{name: "reserved run tag", set: map[string]interface{}{"run_tags": map[string]string{"aws:cloudformation:x": "x"}}, want: `run_tags: "aws:cloudformation:x": the aws: prefix is reserved by AWS`},
 		{name: "no ssh user", del: []string{"ssh_username"}, want: "ssh_username: required with the ssh communicator"},
 		{name: "winrm", set: map[string]interface{}{"communicator": "winrm", "winrm_username": "a"}, want: "communicator: winrm is not supported"},
+		{name: "temporary key name", set: map[string]interface{}{"temporary_key_pair_name": "mine"}, want: `temporary_key_pair_name: not supported: the temporary key pair is named packer_wsgi_<build id>, which its cleanup looks for; remove it (got "mine")`},
+		{name: "temporary key type", set: map[string]interface{}{"temporary_key_pair_type": "rsa"}, want: `temporary_key_pair_type: the temporary key is always "ed25519", got "rsa"; remove it`},
+		{name: "temporary key bits", set: map[string]interface{}{"temporary_key_pair_bits": 4096}, want: "temporary_key_pair_bits: an ed25519 key has no size to choose, got 4096; remove it"},
 		{name: "access block", set: map[string]interface{}{"retry_mode": "legacy"}, want: `retry_mode: must be "standard" or "adaptive", got "legacy"`},
 		{name: "endpoint", set: map[string]interface{}{"custom_endpoint_ec2": "localhost:4566"}, want: `custom_endpoint_ec2: must be a URL like https://ec2.example.com, got "localhost:4566"`},
 	}
