@@ -145,6 +145,7 @@ func TestMoto(t *testing.T) {
 		// Session Manager: the session refused, and Ctrl-C while the
 		// stand-in plugin is starting and while it carries SSH.
 		rows = append(rows, e.faultRun(t, fault{action: "StartSession", n: 1, code: "AccessDeniedException", status: 400, ssm: true}, false))
+		rows = append(rows, e.lostSessionRun(t))
 		rows = append(rows, e.interruptRunOpts(t, "StartSession", runOpts{ssh: true, ssm: true}))
 		rows = append(rows, e.interruptRunOpts(t, "StopInstances", runOpts{ssh: true, ssm: true}))
 		printTable(t, rows)
@@ -362,7 +363,6 @@ build {
 
 func (e *env) build(t *testing.T, o runOpts) (string, error) {
 	t.Helper()
-	path := filepath.Join(e.workDir, "e2e.pkr.hcl")
 	comm := `  communicator            = "none"`
 	if o.ssm {
 		comm = fmt.Sprintf(`  communicator            = "ssh"
@@ -385,6 +385,14 @@ func (e *env) build(t *testing.T, o runOpts) (string, error) {
   spot_instance_types     = ["t3.micro", "t3a.micro"]`
 	}
 	src := fmt.Sprintf(template, buildRegion, e.proxy.URL, e.proxy.URL, e.proxy.URL, sourceParam, instance, comm, copyRegion, shareWith, shareWith, copyRegion)
+	return e.runTemplate(t, src, o)
+}
+
+// runTemplate runs packer build on src, with env added to packer's
+// environment, interrupting it as o says.
+func (e *env) runTemplate(t *testing.T, src string, o runOpts, env ...string) (string, error) {
+	t.Helper()
+	path := filepath.Join(e.workDir, "e2e.pkr.hcl")
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -393,6 +401,7 @@ func (e *env) build(t *testing.T, o runOpts) (string, error) {
 	cmd := e.packerCmd(ctx, "build", "-color=false", path)
 	cmd.Env = append(cmd.Env, "PATH="+e.standin+string(os.PathListSeparator)+os.Getenv("PATH"),
 		"WSGI_E2E_SSM_FORWARD="+net.JoinHostPort("127.0.0.1", fmt.Sprint(e.sshd.port)), "WSGI_E2E_SSM_PIDS="+e.standinPids)
+	cmd.Env = append(cmd.Env, env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// Its own process group, so an interrupt reaches packer and its
@@ -740,6 +749,33 @@ func (e *env) interruptRunLast(t *testing.T, action string, last bool, o runOpts
 	return r
 }
 
+// lostSessionRun: the first StartSession makes its session and the answer
+// never arrives (the proxy closes the connection). The build retries and
+// succeeds; its cleanup must find the first session by the instance
+// (DescribeSessions) and terminate it with the second.
+func (e *env) lostSessionRun(t *testing.T) row {
+	e.reset()
+	e.sessions.LoseAnswers(1)
+	out, err := e.build(t, runOpts{ssh: true, ssm: true})
+	ok := err == nil
+	left := e.leftovers(t, ok)
+	r := row{point: "StartSession (SSM)", fault: "session made, answer lost", outcome: outcome(ok, out), leftovers: fmt.Sprint(len(left))}
+	calls := e.proxy.ec2Calls()
+	switch {
+	case !ok:
+		r.bad = "build failed but should have retried:\n" + tail(out, 15)
+	case len(e.sessions.Started()) != 2:
+		r.bad = fmt.Sprintf("sessions started: %d, want 2 (the lost one and the retry)", len(e.sessions.Started()))
+	case !strings.Contains(strings.Join(calls, "\n"), "DescribeSessions"):
+		r.bad = "no DescribeSessions to find the session whose answer was lost"
+	}
+	if len(left) > 0 {
+		r.leftovers += ": " + strings.Join(left, "; ")
+		r.bad = "left: " + strings.Join(left, "; ") + "\n" + tail(out, 12)
+	}
+	return r
+}
+
 func outcome(ok bool, out string) string {
 	switch {
 	case ok:
@@ -865,9 +901,9 @@ func newFaultProxy(t *testing.T, target string, sshd *instanceSSH) *faultProxy {
 }
 
 // counted: the calls the table counts and can fail: every EC2 call and the
-// Session Manager calls (GetParameter for the source AMI is not counted).
+// Session Manager session calls (GetParameter for the source AMI is not counted).
 func counted(c *awsproxy.Call) bool {
-	return c.Service == "ec2" || c.Service == "ssm" && (c.Action == "StartSession" || c.Action == "TerminateSession")
+	return c.Service == "ec2" || c.Service == "ssm" && (c.Action == "StartSession" || c.Action == "TerminateSession" || c.Action == "DescribeSessions")
 }
 
 func (p *faultProxy) reset() {
@@ -915,7 +951,10 @@ type instanceSSH struct {
 
 	mu   sync.Mutex
 	keys map[string]bool // authorized keys, wire format
-	cmds []string
+	// anyKey accepts every key: for amazon-ebs in the call benchmark,
+	// whose key moto makes (CreateKeyPair), so the proxy never sees it.
+	anyKey bool
+	cmds   []string
 }
 
 func newInstanceSSH(t *testing.T) *instanceSSH {
@@ -935,7 +974,7 @@ func newInstanceSSH(t *testing.T) *instanceSSH {
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			if s.keys[string(key.Marshal())] {
+			if s.anyKey || s.keys[string(key.Marshal())] {
 				return nil, nil
 			}
 			return nil, fmt.Errorf("key not imported through EC2")
