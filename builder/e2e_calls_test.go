@@ -140,6 +140,9 @@ func TestCallsAgainstAmazonEBS(t *testing.T) {
 		fmt.Fprintf(&b, "\n%s: wsgi-ami %d EC2 calls (%s), amazon-ebs %d (%s): %.2fx\n\n", scenario, len(w),
 			got["wsgi-ami"].wall.Round(10*time.Millisecond), len(a), got["amazon-ebs"].wall.Round(10*time.Millisecond), float64(len(w))/float64(len(a)))
 		b.WriteString(callTable(w, a))
+		for _, name := range []string{"wsgi-ami", "amazon-ebs"} {
+			t.Logf("%s, %s, in order:\n  %s", scenario, name, strings.Join(got[name].calls, "\n  "))
+		}
 	}
 	t.Log(b.String())
 	if path := os.Getenv("WSGI_BENCH_OUT"); path != "" {
