@@ -18,7 +18,7 @@ E2E_PARALLEL    ?= 2
 
 export PACKER_CHECKPOINT_DISABLE := 1
 
-.PHONY: help build dev generate docs testacc release-check test unit validate vet plugin-check packer deps validate-example e2e e2e-images e2e-builder demo bench-firstboot bench-stack clean
+.PHONY: help build dev generate docs testacc release-check test unit validate vet plugin-check packer deps validate-example e2e e2e-images e2e-builder demo bench-firstboot bench-stack bench-ami-calls clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -119,6 +119,9 @@ demo: build packer ## the whole path on this machine: moto, a local machine as t
 
 bench-firstboot: build packer ## first boot: golden image + payload vs the floor vs installing at boot (root; prints Markdown)
 	go run ./bench/firstboot
+
+bench-ami-calls: packer ## EC2 calls of one bake, wsgi-ami vs amazon-ebs v1.8.2 built outside the repo, against moto (prints Markdown)
+	sh bench/amicalls/run.sh
 
 bench-stack: build packer ## serving benchmark on the golden image vs an EB-style setup (root; prints Markdown)
 	go run ./bench/stackbench

@@ -363,3 +363,31 @@ func TestWaitForReportsProgress(t *testing.T) {
 		t.Fatalf("cancelled wait: %v", err)
 	}
 }
+
+// TestNoTerminationWaitWithoutGroup: with no temporary security group to
+// delete after it (communicator "none") and no Spot request, the build does
+// not poll for the instance's termination; nothing is left.
+func TestNoTerminationWaitWithoutGroup(t *testing.T) {
+	b := &Builder{}
+	raw := minimal()
+	raw["communicator"] = "none"
+	raw["ami_name"] = "wsgi-app-1"
+	raw["aws_polling"] = map[string]interface{}{"delay": "1ms", "timeout": "10s"}
+	if _, _, err := b.Prepare(raw); err != nil {
+		t.Fatal(err)
+	}
+	cloud := newFakeCloud()
+	res := runBuild(context.Background(), t, b, cloud)
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	calls := cloud.Calls()
+	if calls[len(calls)-1] != "eu-west-1 TerminateInstances" {
+		t.Fatalf("last call %q, want TerminateInstances: %v", calls[len(calls)-1], calls)
+	}
+	for _, l := range cloud.leftovers() {
+		if !strings.Contains(l, " image ") && !strings.Contains(l, " snapshot ") {
+			t.Errorf("left behind: %s", l)
+		}
+	}
+}

@@ -68,7 +68,7 @@ func (b *Builder) newState(ui packersdk.Ui, hook packersdk.Hook, regional region
 }
 
 // steps is the build, in order; each step's Cleanup runs in reverse order.
-func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc parameterAPI) []multistep.Step {
+func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc ssmAPI) []multistep.Step {
 	c := &b.config
 	wait := waitConfig{Delay: c.WaitDelay(), Timeout: c.WaitTimeout()}
 	tags := tagList(c.tempTags())
@@ -76,16 +76,22 @@ func (b *Builder) steps(region string, build ec2API, regional regionalEC2, ssmc 
 	return []multistep.Step{
 		&stepSourceAMI{EC2: build, SSM: ssmc, Source: c.SourceConfig, Types: c.InstanceTypes(), BootMode: c.BootMode, Region: region},
 		multistep.If(makeAMI, &stepCheckAMIName{EC2: clientAs[describeImagesAPI](regional), Name: c.AMIName, Regions: c.allRegions(region), Force: c.ForceDeregister}),
-		&stepNetwork{EC2: build, Net: c.RunConfig, NeedsVPC: c.needTempSecurityGroup()},
+		&stepNetwork{EC2: build, Net: c.RunConfig},
 		multistep.If(c.needTempKey(), &stepKeyPair{EC2: build, Comm: &c.Comm, BuildID: c.buildID, Tags: tags}),
 		multistep.If(c.needTempSecurityGroup(), &stepSecurityGroup{
 			EC2: build, CIDRs: c.SSHCIDRs, CheckIPURL: c.CheckIPURL, Port: c.Comm.Port(), BuildID: c.buildID, Tags: tags,
+			NoIngress: c.sessionManager(),
 		}),
 		&stepRunInstance{EC2: build, Cfg: c, BuildID: c.buildID, Region: region, Wait: wait},
+		multistep.If(c.sessionManager(), &stepSessionManager{
+			SSM: ssmc, Region: region, Endpoint: c.ssmEndpoint(region), RemotePort: c.Comm.Port(),
+			LocalPort: c.SessionManagerPort, Pause: c.PauseBeforeSSM, Wait: wait,
+		}),
 		&communicator.StepConnect{
 			Config:    &c.Comm,
 			Host:      sshHost(c),
 			SSHConfig: c.Comm.SSHConfigFunc(),
+			SSHPort:   sshPort(c),
 		},
 		multistep.If(c.Comm.Type != "none" && !c.SkipCloudInitWait, &stepWaitCloudInit{}),
 		&commonsteps.StepProvision{},
@@ -142,32 +148,66 @@ func (b *Builder) artifact(ctx context.Context, state multistep.StateBag, region
 	}, nil
 }
 
-// sshHost is ssh_host when set, else the instance's public address (unless
-// ssh_interface = "private_ip"), else its private address.
+// sshHost is ssh_host when set; 127.0.0.1 through a Session Manager
+// tunnel; the address or DNS name ssh_interface names; else the instance's
+// public address, else its private one.
 func sshHost(c *Config) func(multistep.StateBag) (string, error) {
 	return func(state multistep.StateBag) (string, error) {
 		if h := c.Comm.Host(); h != "" {
 			return h, nil
 		}
+		if c.sessionManager() {
+			return "127.0.0.1", nil
+		}
 		inst := get[ec2types.Instance](state, keyInstance)
-		if c.SSHInterface != "private_ip" {
-			if ip := aws.ToString(inst.PublicIpAddress); ip != "" {
-				return ip, nil
+		var h string
+		switch c.SSHInterface {
+		case "public_ip":
+			h = aws.ToString(inst.PublicIpAddress)
+		case "private_ip":
+			h = aws.ToString(inst.PrivateIpAddress)
+		case "public_dns":
+			h = aws.ToString(inst.PublicDnsName)
+		case "private_dns":
+			h = aws.ToString(inst.PrivateDnsName)
+		default:
+			if h = aws.ToString(inst.PublicIpAddress); h == "" {
+				h = aws.ToString(inst.PrivateIpAddress)
 			}
 		}
-		if ip := aws.ToString(inst.PrivateIpAddress); ip != "" && c.SSHInterface != "public_ip" {
-			return ip, nil
+		if h == "" {
+			return "", fmt.Errorf("ssh_interface: instance %s has no %s; set ssh_interface or ssh_host",
+				aws.ToString(inst.InstanceId), interfaceWhat(c.SSHInterface))
 		}
-		return "", fmt.Errorf("ssh_interface: instance %s has no %s address; set ssh_interface or ssh_host",
-			aws.ToString(inst.InstanceId), orDefault(c.SSHInterface, "public or private"))
+		return h, nil
 	}
 }
 
-func orDefault(s, d string) string {
-	if s == "" {
-		return d
+func interfaceWhat(iface string) string {
+	switch iface {
+	case "public_ip":
+		return "public address"
+	case "private_ip":
+		return "private address"
+	case "public_dns":
+		return "public DNS name (the VPC needs DNS hostnames enabled)"
+	case "private_dns":
+		return "private DNS name"
 	}
-	return s
+	return "public or private address"
+}
+
+// sshPort is the tunnel's local port with Session Manager, else ssh_port.
+func sshPort(c *Config) func(multistep.StateBag) (int, error) {
+	return func(state multistep.StateBag) (int, error) {
+		if c.sessionManager() {
+			if p := get[int](state, keyTunnelPort); p != 0 {
+				return p, nil
+			}
+			return 0, errors.New("ssh_interface: the Session Manager tunnel is not open")
+		}
+		return c.Comm.Port(), nil
+	}
 }
 
 var _ packersdk.Builder = (*Builder)(nil)

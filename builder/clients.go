@@ -42,3 +42,9 @@ func clientAs[T any](f regionalEC2) clientFor[T] {
 		return t, nil
 	}
 }
+
+// ssmAPI is every SSM call the build makes.
+type ssmAPI interface {
+	parameterAPI
+	sessionAPI
+}

@@ -76,11 +76,34 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	if c.Comm.Type == "winrm" {
 		errs = packersdk.MultiErrorAppend(errs, errors.New("communicator: winrm is not supported; use \"ssh\" or \"none\""))
 	}
+	// The temporary key is always an ed25519 pair named from the build id
+	// (its cleanup finds it by that name); amazon-ebs's knobs would be
+	// ignored, so they are refused.
+	if c.Comm.SSHTemporaryKeyPairName != "" {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("temporary_key_pair_name: not supported: the temporary key pair is named packer_wsgi_<build id>, which its cleanup looks for; remove it (got %q)", c.Comm.SSHTemporaryKeyPairName))
+	}
+	if t := c.Comm.SSHTemporaryKeyPairType; t != "" && t != "ed25519" {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("temporary_key_pair_type: the temporary key is always \"ed25519\", got %q; remove it", t))
+	}
+	if c.Comm.SSHTemporaryKeyPairBits != 0 {
+		errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("temporary_key_pair_bits: an ed25519 key has no size to choose, got %d; remove it", c.Comm.SSHTemporaryKeyPairBits))
+	}
 	if c.Comm.Type == "ssh" && c.Comm.SSHUsername == "" {
 		errs = packersdk.MultiErrorAppend(errs, errors.New("ssh_username: required with the ssh communicator, e.g. \"admin\" for Debian"))
 	}
 	if c.Comm.SSHKeyPairName != "" && c.Comm.SSHPrivateKeyFile == "" && !c.Comm.SSHAgentAuth {
 		errs = packersdk.MultiErrorAppend(errs, errors.New("ssh_keypair_name: needs ssh_private_key_file or ssh_agent_auth"))
+	}
+	if c.SSHInterface == "session_manager" {
+		if c.Comm.Type != "ssh" {
+			errs = packersdk.MultiErrorAppend(errs, fmt.Errorf("ssh_interface: \"session_manager\" tunnels SSH; it needs communicator = \"ssh\", got %q", c.Comm.Type))
+		}
+		if c.Comm.SSHHost != "" {
+			errs = packersdk.MultiErrorAppend(errs, errors.New("ssh_host: not used with ssh_interface = \"session_manager\" (SSH goes to 127.0.0.1 through the tunnel); remove one"))
+		}
+		if c.Comm.SSHBastionHost != "" {
+			errs = packersdk.MultiErrorAppend(errs, errors.New("ssh_bastion_host: not used with ssh_interface = \"session_manager\" (the tunnel replaces a bastion); remove one"))
+		}
 	}
 	errs = packersdk.MultiErrorAppend(errs, c.sharingErrors()...)
 	if errs != nil && len(errs.Errors) > 0 {
@@ -158,6 +181,11 @@ func (c *Config) needTempSecurityGroup() bool {
 	return c.Comm.Type == "ssh" && len(c.SecurityGroupIDs) == 0 && c.SecurityGroupFilter == nil
 }
 
+// sessionManager says whether SSH goes through an SSM session.
+func (c *Config) sessionManager() bool {
+	return c.Comm.Type == "ssh" && c.SSHInterface == "session_manager"
+}
+
 // allRegions is the build region followed by the copy regions.
 func (c *Config) allRegions(buildRegion string) []string {
 	return append([]string{buildRegion}, c.AMIRegions...)
@@ -165,3 +193,12 @@ func (c *Config) allRegions(buildRegion string) []string {
 
 // BuilderID identifies this builder's artifacts.
 const BuilderID = "wsgi-ami.builder"
+
+// ssmEndpoint is the SSM endpoint session-manager-plugin is given, as the
+// AWS CLI gives it: custom_endpoint_ssm, else the region's.
+func (c *Config) ssmEndpoint(region string) string {
+	if c.CustomEndpointSSM != "" {
+		return c.CustomEndpointSSM
+	}
+	return "https://ssm." + region + ".amazonaws.com"
+}

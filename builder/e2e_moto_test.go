@@ -58,9 +58,16 @@ type env struct {
 	packer  string
 	workDir string
 	moto    string // moto's base URL
-	proxy   *faultProxy
-	sshd    *instanceSSH
-	direct  *awscfg.AccessConfig // straight to moto, for seeding and checks
+	motoSrv *awsproxy.Moto
+	// sessions answers StartSession and TerminateSession (moto has
+	// neither); standin is the folder with the stand-in
+	// session-manager-plugin, which records its pid in standinPids.
+	sessions    *awsproxy.Sessions
+	standin     string
+	standinPids string
+	proxy       *faultProxy
+	sshd        *instanceSSH
+	direct      *awscfg.AccessConfig // straight to moto, for seeding and checks
 	// baseline holds "region snapshot-id" of moto's own snapshots after a
 	// reset, so that any other snapshot counts as left behind.
 	baseline map[string]bool
@@ -70,18 +77,21 @@ func TestMoto(t *testing.T) {
 	e := setup(t)
 
 	for _, variant := range []struct {
-		name      string
-		ssh, spot bool
-	}{{"none", false, false}, {"ssh", true, false}, {"ssh/spot", true, true}} {
+		name           string
+		ssh, spot, ssm bool
+	}{{"none", false, false, false}, {"ssh", true, false, false}, {"ssh/spot", true, true, false}, {"ssh/session_manager", true, false, true}} {
 		t.Run("build/communicator="+variant.name, func(t *testing.T) {
 			e.reset()
 			start := time.Now()
-			out, err := e.build(t, runOpts{ssh: variant.ssh, spot: variant.spot})
+			out, err := e.build(t, runOpts{ssh: variant.ssh, spot: variant.spot, ssm: variant.ssm})
 			wall := time.Since(start)
 			if err != nil {
 				t.Fatalf("packer build failed: %v\n%s", err, out)
 			}
 			calls := e.proxy.ec2Calls()
+			if variant.ssm {
+				e.assertSession(t, calls, out)
+			}
 			e.assertArtifact(t, out, variant.ssh)
 			e.assertInstance(t, calls, variant.spot, out)
 			if left := e.leftovers(t, true); len(left) > 0 {
@@ -94,7 +104,7 @@ func TestMoto(t *testing.T) {
 			} else if !strings.Contains(out, "the post-processor cannot check a payload against it") {
 				t.Errorf("no line about the missing stack tags:\n%s", out)
 			}
-			t.Logf("one build against moto (communicator %s): %d EC2 API calls (%s), %s wall time (packer start to exit)",
+			t.Logf("one build against moto (communicator %s): %d EC2 and SSM-session API calls (%s), %s wall time (packer start to exit)",
 				variant.name, len(calls), summarize(calls), wall.Round(10*time.Millisecond))
 		})
 	}
@@ -132,6 +142,12 @@ func TestMoto(t *testing.T) {
 		rows = append(rows, e.faultRun(t, fault{action: "CreateImage", n: 1, code: "UnauthorizedOperation", status: 403, spot: true}, false))
 		rows = append(rows, e.interruptRunWith(t, "RunInstances", false, true))
 		rows = append(rows, e.interruptRunWith(t, "CreateImage", false, true))
+		// Session Manager: the session refused, and Ctrl-C while the
+		// stand-in plugin is starting and while it carries SSH.
+		rows = append(rows, e.faultRun(t, fault{action: "StartSession", n: 1, code: "AccessDeniedException", status: 400, ssm: true}, false))
+		rows = append(rows, e.lostSessionRun(t))
+		rows = append(rows, e.interruptRunOpts(t, "StartSession", runOpts{ssh: true, ssm: true}))
+		rows = append(rows, e.interruptRunOpts(t, "StopInstances", runOpts{ssh: true, ssm: true}))
 		printTable(t, rows)
 		for _, r := range rows {
 			if r.bad != "" {
@@ -152,9 +168,13 @@ func setup(t *testing.T) *env {
 	e := &env{t: t, repo: repo, workDir: t.TempDir()}
 	e.packer = findPacker(t, repo)
 	e.installPlugin(t)
-	e.moto = startMoto(t)
+	e.motoSrv = startMoto(t)
+	e.moto = e.motoSrv.URL
 	e.sshd = newInstanceSSH(t)
 	e.proxy = newFaultProxy(t, e.moto, e.sshd)
+	e.sessions = &awsproxy.Sessions{}
+	e.sessions.Register(e.proxy.Proxy)
+	e.standin, e.standinPids = buildStandinPlugin(t)
 	e.direct = &awscfg.AccessConfig{
 		Region: buildRegion, AccessKey: "test", SecretKey: "test",
 		CustomEndpointEC2: e.moto, CustomEndpointSSM: e.moto, CustomEndpointSTS: e.moto, MaxRetries: 2,
@@ -226,13 +246,13 @@ func (e *env) packerCmd(ctx context.Context, args ...string) *exec.Cmd {
 	return cmd
 }
 
-func startMoto(t *testing.T) string {
+func startMoto(t *testing.T) *awsproxy.Moto {
 	m, err := awsproxy.StartMoto(context.Background(), filepath.Join(t.TempDir(), "moto.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Close)
-	return m.URL
+	return m
 }
 
 // reset clears moto and seeds the source AMI alias.
@@ -277,8 +297,16 @@ func (e *env) reset() {
 			e.baseline[region+" "+id] = true
 		}
 	}
+	// Session Manager builds name it; moto's RunInstances wants it to exist.
+	if err := e.motoSrv.CreateInstanceProfile(ctx, ssmProfile); err != nil {
+		t.Fatal(err)
+	}
 	e.proxy.reset()
 	e.sshd.reset()
+	e.sessions.Reset()
+	if err := os.WriteFile(e.standinPids, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // --- one packer build -----------------------------------------------------
@@ -287,6 +315,7 @@ type runOpts struct {
 	interruptAfter string // send SIGINT to packer after the first call of this action
 	ssh            bool   // use the SSH communicator against the test's SSH endpoint
 	spot           bool   // a Spot build instance (spot_price, spot_instance_types)
+	ssm            bool   // SSH through Session Manager and the stand-in plugin
 }
 
 const template = `
@@ -334,9 +363,14 @@ build {
 
 func (e *env) build(t *testing.T, o runOpts) (string, error) {
 	t.Helper()
-	path := filepath.Join(e.workDir, "e2e.pkr.hcl")
 	comm := `  communicator            = "none"`
-	if o.ssh {
+	if o.ssm {
+		comm = fmt.Sprintf(`  communicator            = "ssh"
+  ssh_username            = "admin"
+  ssh_timeout             = "30s"
+  ssh_interface           = "session_manager"
+  iam_instance_profile    = %q`, ssmProfile)
+	} else if o.ssh {
 		comm = fmt.Sprintf(`  communicator            = "ssh"
   ssh_username            = "admin"
   ssh_host                = "127.0.0.1"
@@ -351,12 +385,23 @@ func (e *env) build(t *testing.T, o runOpts) (string, error) {
   spot_instance_types     = ["t3.micro", "t3a.micro"]`
 	}
 	src := fmt.Sprintf(template, buildRegion, e.proxy.URL, e.proxy.URL, e.proxy.URL, sourceParam, instance, comm, copyRegion, shareWith, shareWith, copyRegion)
+	return e.runTemplate(t, src, o)
+}
+
+// runTemplate runs packer build on src, with env added to packer's
+// environment, interrupting it as o says.
+func (e *env) runTemplate(t *testing.T, src string, o runOpts, env ...string) (string, error) {
+	t.Helper()
+	path := filepath.Join(e.workDir, "e2e.pkr.hcl")
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := e.packerCmd(ctx, "build", "-color=false", path)
+	cmd.Env = append(cmd.Env, "PATH="+e.standin+string(os.PathListSeparator)+os.Getenv("PATH"),
+		"WSGI_E2E_SSM_FORWARD="+net.JoinHostPort("127.0.0.1", fmt.Sprint(e.sshd.port)), "WSGI_E2E_SSM_PIDS="+e.standinPids)
+	cmd.Env = append(cmd.Env, env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	// Its own process group, so an interrupt reaches packer and its
@@ -558,6 +603,10 @@ func (e *env) leftovers(t *testing.T, keepAMIs bool) []string {
 		}
 	}
 	sort.Strings(left)
+	for _, id := range e.sessions.Open() {
+		left = append(left, "ssm session "+id+" not terminated")
+	}
+	left = append(left, e.livePlugins(t)...)
 	return dedupe(left)
 }
 
@@ -593,6 +642,7 @@ type fault struct {
 	code   string
 	status int
 	spot   bool // with a Spot build instance
+	ssm    bool // through Session Manager
 }
 
 type row struct {
@@ -605,9 +655,12 @@ type row struct {
 func (e *env) faultRun(t *testing.T, f fault, wantOK bool) row {
 	e.reset()
 	e.proxy.setFault(&f)
-	out, err := e.build(t, runOpts{ssh: true, spot: f.spot})
+	out, err := e.build(t, runOpts{ssh: true, spot: f.spot, ssm: f.ssm})
 	e.proxy.setFault(nil)
 	r := row{point: f.action, fault: f.code}
+	if f.ssm {
+		r.point += " (SSM)"
+	}
 	if f.times > 1 {
 		r.fault = fmt.Sprintf("%s x%d", f.code, f.times)
 	}
@@ -659,14 +712,29 @@ func (e *env) interruptRun(t *testing.T, action string, last bool) row {
 }
 
 func (e *env) interruptRunWith(t *testing.T, action string, last, spot bool) row {
+	return e.interruptRunLast(t, action, last, runOpts{ssh: true, spot: spot})
+}
+
+// interruptRunOpts sends SIGINT after the first call of action (not the
+// build's last) in a build with o.
+func (e *env) interruptRunOpts(t *testing.T, action string, o runOpts) row {
+	return e.interruptRunLast(t, action, false, o)
+}
+
+func (e *env) interruptRunLast(t *testing.T, action string, last bool, o runOpts) row {
 	e.reset()
-	out, err := e.build(t, runOpts{interruptAfter: action, ssh: true, spot: spot})
+	spot := o.spot
+	o.interruptAfter = action
+	out, err := e.build(t, o)
 	ok := err == nil
 	finished := last && !strings.Contains(out, "Deregistering AMI")
 	left := e.leftovers(t, ok || finished)
 	r := row{point: action, fault: "SIGINT after it", outcome: outcome(ok, out), leftovers: fmt.Sprint(len(left))}
 	if spot {
 		r.point += " (Spot)"
+	}
+	if o.ssm {
+		r.point += " (SSM)"
 	}
 	if finished && !ok {
 		r.outcome = "builder done first; AMIs kept"
@@ -677,6 +745,33 @@ func (e *env) interruptRunWith(t *testing.T, action string, last, spot bool) row
 	}
 	if !ok && !strings.Contains(out, "ancel") && !strings.Contains(out, "nterrupt") {
 		r.bad = "build failed without noticing the interrupt:\n" + tail(out, 10)
+	}
+	return r
+}
+
+// lostSessionRun: the first StartSession makes its session and the answer
+// never arrives (the proxy closes the connection). The build retries and
+// succeeds; its cleanup must find the first session by the instance
+// (DescribeSessions) and terminate it with the second.
+func (e *env) lostSessionRun(t *testing.T) row {
+	e.reset()
+	e.sessions.LoseAnswers(1)
+	out, err := e.build(t, runOpts{ssh: true, ssm: true})
+	ok := err == nil
+	left := e.leftovers(t, ok)
+	r := row{point: "StartSession (SSM)", fault: "session made, answer lost", outcome: outcome(ok, out), leftovers: fmt.Sprint(len(left))}
+	calls := e.proxy.ec2Calls()
+	switch {
+	case !ok:
+		r.bad = "build failed but should have retried:\n" + tail(out, 15)
+	case len(e.sessions.Started()) != 2:
+		r.bad = fmt.Sprintf("sessions started: %d, want 2 (the lost one and the retry)", len(e.sessions.Started()))
+	case !strings.Contains(strings.Join(calls, "\n"), "DescribeSessions"):
+		r.bad = "no DescribeSessions to find the session whose answer was lost"
+	}
+	if len(left) > 0 {
+		r.leftovers += ": " + strings.Join(left, "; ")
+		r.bad = "left: " + strings.Join(left, "; ") + "\n" + tail(out, 12)
 	}
 	return r
 }
@@ -763,7 +858,7 @@ func newFaultProxy(t *testing.T, target string, sshd *instanceSSH) *faultProxy {
 	t.Cleanup(func() { _ = ap.Close() })
 	p := &faultProxy{Proxy: ap, counts: map[string]int{}, answered: map[string]int{}}
 	ap.Intercept(func(w http.ResponseWriter, c *awsproxy.Call) bool {
-		if c.Service != "ec2" {
+		if !counted(c) {
 			return false
 		}
 		if c.Action == "ImportKeyPair" {
@@ -791,7 +886,7 @@ func newFaultProxy(t *testing.T, target string, sshd *instanceSSH) *faultProxy {
 		fmt.Fprint(w, `<EnableImageDeprecationResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"><requestId>e2e</requestId><return>true</return></EnableImageDeprecationResponse>`)
 	})
 	ap.Observe(func(c *awsproxy.Call) {
-		if c.Service != "ec2" {
+		if !counted(c) {
 			return
 		}
 		p.mu.Lock()
@@ -803,6 +898,12 @@ func newFaultProxy(t *testing.T, target string, sshd *instanceSSH) *faultProxy {
 		}
 	})
 	return p
+}
+
+// counted: the calls the table counts and can fail: every EC2 call and the
+// Session Manager session calls (GetParameter for the source AMI is not counted).
+func counted(c *awsproxy.Call) bool {
+	return c.Service == "ec2" || c.Service == "ssm" && (c.Action == "StartSession" || c.Action == "TerminateSession" || c.Action == "DescribeSessions")
 }
 
 func (p *faultProxy) reset() {
@@ -850,7 +951,10 @@ type instanceSSH struct {
 
 	mu   sync.Mutex
 	keys map[string]bool // authorized keys, wire format
-	cmds []string
+	// anyKey accepts every key: for amazon-ebs in the call benchmark,
+	// whose key moto makes (CreateKeyPair), so the proxy never sees it.
+	anyKey bool
+	cmds   []string
 }
 
 func newInstanceSSH(t *testing.T) *instanceSSH {
@@ -870,7 +974,7 @@ func newInstanceSSH(t *testing.T) *instanceSSH {
 		PublicKeyCallback: func(_ ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permissions, error) {
 			s.mu.Lock()
 			defer s.mu.Unlock()
-			if s.keys[string(key.Marshal())] {
+			if s.anyKey || s.keys[string(key.Marshal())] {
 				return nil, nil
 			}
 			return nil, fmt.Errorf("key not imported through EC2")
@@ -974,5 +1078,135 @@ func (s *instanceSSH) serve(conn net.Conn, cfg *ssh.ServerConfig) {
 				return
 			}
 		}()
+	}
+}
+
+// --- Session Manager ---------------------------------------------------------
+
+const ssmProfile = "e2e-ssm"
+
+// standinPlugin is the stand-in for AWS's session-manager-plugin. It is
+// given what the real one is given (session JSON, region, operation,
+// profile, parameters JSON, endpoint), listens on the parameters'
+// localPortNumber on loopback and forwards every connection to
+// $WSGI_E2E_SSM_FORWARD (the test's SSH endpoint) instead of opening the
+// session's data channel. It appends its pid to $WSGI_E2E_SSM_PIDS.
+const standinPlugin = `package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+)
+
+func main() {
+	f, err := os.OpenFile(os.Getenv("WSGI_E2E_SSM_PIDS"), os.O_APPEND|os.O_WRONLY, 0)
+	if err == nil {
+		fmt.Fprintln(f, os.Getpid())
+		f.Close()
+	}
+	var session struct{ SessionId, TokenValue string }
+	var params struct {
+		Target, DocumentName string
+		Parameters           map[string][]string
+	}
+	if len(os.Args) != 7 || json.Unmarshal([]byte(os.Args[1]), &session) != nil || session.SessionId == "" ||
+		os.Args[3] != "StartSession" || json.Unmarshal([]byte(os.Args[5]), &params) != nil ||
+		params.DocumentName != "AWS-StartPortForwardingSession" || len(params.Parameters["localPortNumber"]) != 1 {
+		fmt.Fprintf(os.Stderr, "stand-in plugin: unexpected arguments %q\n", os.Args[1:])
+		os.Exit(2)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:"+params.Parameters["localPortNumber"][0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fmt.Printf("Starting session with SessionId: %s\nWaiting for connections...\n", session.SessionId)
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			os.Exit(1)
+		}
+		go func() {
+			defer c.Close()
+			up, err := net.Dial("tcp", os.Getenv("WSGI_E2E_SSM_FORWARD"))
+			if err != nil {
+				return
+			}
+			defer up.Close()
+			go io.Copy(up, c)
+			io.Copy(c, up)
+		}()
+	}
+}
+`
+
+// buildStandinPlugin builds standinPlugin as session-manager-plugin in a
+// folder of its own (put first on PATH for packer) and returns the folder
+// and the file it records pids in.
+func buildStandinPlugin(t *testing.T) (dir, pids string) {
+	t.Helper()
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(standinPlugin), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module standin\n\ngo 1.22\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "session-manager-plugin"), ".")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the stand-in plugin: %v\n%s", err, out)
+	}
+	return dir, filepath.Join(t.TempDir(), "pids")
+}
+
+// livePlugins names every stand-in plugin process still running.
+func (e *env) livePlugins(t *testing.T) []string {
+	b, err := os.ReadFile(e.standinPids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, f := range strings.Fields(string(b)) {
+		var pid int
+		if _, err := fmt.Sscan(f, &pid); err == nil && syscall.Kill(pid, 0) == nil {
+			left = append(left, fmt.Sprintf("session-manager-plugin pid %d still running", pid))
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	return left
+}
+
+// assertSession checks a Session Manager build: one session to the build
+// instance's SSH port, terminated; no ingress rule; the plugin ran.
+func (e *env) assertSession(t *testing.T, calls []string, out string) {
+	t.Helper()
+	started := e.sessions.Started()
+	if len(started) != 1 {
+		t.Fatalf("sessions started: %+v", started)
+	}
+	s := started[0]
+	if !strings.HasPrefix(s.Target, "i-") || s.DocumentName != "AWS-StartPortForwardingSession" ||
+		len(s.Parameters["portNumber"]) != 1 || s.Parameters["portNumber"][0] != "22" || len(s.Parameters["localPortNumber"]) != 1 {
+		t.Errorf("StartSession: %+v", s)
+	}
+	if open := e.sessions.Open(); len(open) > 0 {
+		t.Errorf("sessions not terminated: %v", open)
+	}
+	for _, c := range calls {
+		if strings.HasSuffix(c, " AuthorizeSecurityGroupIngress") {
+			t.Errorf("a Session Manager build opened an inbound rule: %v", calls)
+		}
+	}
+	if b, _ := os.ReadFile(e.standinPids); len(strings.Fields(string(b))) != 1 {
+		t.Errorf("the stand-in plugin ran %d times, want once", len(strings.Fields(string(b))))
+	}
+	if !strings.Contains(out, "Terminating Session Manager session "+s.ID) {
+		t.Errorf("no line about terminating the session:\n%s", tail(out, 30))
 	}
 }

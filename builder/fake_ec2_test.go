@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -34,6 +35,12 @@ type fakeCloud struct {
 
 	regions map[string]*fakeRegion
 	params  map[string]string
+	// sessions holds Session Manager session id -> its StartSession input,
+	// until TerminateSession.
+	sessions map[string]*ssm.StartSessionInput
+	// lostStart, when set, says whether the n-th StartSession, which makes
+	// its session, loses its answer.
+	lostStart func(n int) bool
 }
 
 type fakeRegion struct {
@@ -52,7 +59,7 @@ type fakeRegion struct {
 const fakeSourceAMI = "ami-0123456789abcdef0"
 
 func newFakeCloud() *fakeCloud {
-	c := &fakeCloud{regions: map[string]*fakeRegion{}, counts: map[string]int{}, params: map[string]string{}}
+	c := &fakeCloud{regions: map[string]*fakeRegion{}, counts: map[string]int{}, params: map[string]string{}, sessions: map[string]*ssm.StartSessionInput{}}
 	r := c.region("eu-west-1")
 	r.images[fakeSourceAMI] = &ec2types.Image{
 		ImageId: aws.String(fakeSourceAMI), Name: aws.String("debian-12-amd64-20250101"), OwnerId: aws.String("136693071363"),
@@ -151,6 +158,9 @@ func (c *fakeCloud) leftovers() []string {
 				out = append(out, name+" spot request "+id)
 			}
 		}
+	}
+	for id := range c.sessions {
+		out = append(out, "ssm session "+id)
 	}
 	sort.Strings(out)
 	return out
@@ -331,7 +341,12 @@ func (f *fakeEC2) CreateSecurityGroup(_ context.Context, in *ec2.CreateSecurityG
 	}
 	defer unlock()
 	id := f.cloud.id("sg")
-	f.r().groups[id] = &ec2types.SecurityGroup{GroupId: aws.String(id), GroupName: in.GroupName, VpcId: in.VpcId,
+	vpc := in.VpcId
+	if vpc == nil {
+		// As EC2: the default VPC.
+		vpc = aws.String("vpc-default0")
+	}
+	f.r().groups[id] = &ec2types.SecurityGroup{GroupId: aws.String(id), GroupName: in.GroupName, VpcId: vpc,
 		Tags: tagsOf(in.TagSpecifications, ec2types.ResourceTypeSecurityGroup)}
 	return &ec2.CreateSecurityGroupOutput{GroupId: aws.String(id)}, nil
 }
@@ -401,6 +416,7 @@ func (f *fakeEC2) RunInstances(_ context.Context, in *ec2.RunInstancesInput, _ .
 	id := f.cloud.id("i")
 	inst := &ec2types.Instance{
 		InstanceId: aws.String(id), ImageId: in.ImageId, InstanceType: in.InstanceType, KeyName: in.KeyName,
+		EnaSupport:       f.r().images[aws.ToString(in.ImageId)].EnaSupport, // as EC2: the AMI's
 		State:            &ec2types.InstanceState{Name: ec2types.InstanceStateNameRunning},
 		PublicIpAddress:  aws.String("203.0.113.10"),
 		PrivateIpAddress: aws.String("10.0.0.10"),
@@ -571,7 +587,7 @@ func (f *fakeEC2) CreateImage(_ context.Context, in *ec2.CreateImageInput, _ ...
 	}
 	inst := f.r().instances[aws.ToString(in.InstanceId)]
 	id, snap := f.cloud.id("ami"), f.cloud.id("snap")
-	f.r().snapshots[snap] = &ec2types.Snapshot{SnapshotId: aws.String(snap)}
+	f.r().snapshots[snap] = &ec2types.Snapshot{SnapshotId: aws.String(snap), Tags: tagsOf(in.TagSpecifications, ec2types.ResourceTypeSnapshot)}
 	f.r().images[id] = &ec2types.Image{
 		ImageId: aws.String(id), Name: in.Name, Description: in.Description, OwnerId: aws.String("self"),
 		State: ec2types.ImageStateAvailable, EnaSupport: inst.EnaSupport,
@@ -593,10 +609,11 @@ func (f *fakeEC2) CopyImage(_ context.Context, in *ec2.CopyImageInput, _ ...func
 		return nil, apiError("InvalidAMIID.NotFound")
 	}
 	id, snap := f.cloud.id("ami"), f.cloud.id("snap")
-	f.r().snapshots[snap] = &ec2types.Snapshot{SnapshotId: aws.String(snap), KmsKeyId: in.KmsKeyId, Encrypted: in.Encrypted}
+	f.r().snapshots[snap] = &ec2types.Snapshot{SnapshotId: aws.String(snap), KmsKeyId: in.KmsKeyId, Encrypted: in.Encrypted,
+		Tags: tagsOf(in.TagSpecifications, ec2types.ResourceTypeSnapshot)}
 	f.r().images[id] = &ec2types.Image{
 		ImageId: aws.String(id), Name: in.Name, Description: in.Description, OwnerId: aws.String("self"),
-		State: ec2types.ImageStateAvailable, ImdsSupport: src.ImdsSupport,
+		State: ec2types.ImageStateAvailable, ImdsSupport: src.ImdsSupport, Tags: tagsOf(in.TagSpecifications, ec2types.ResourceTypeImage),
 		BlockDeviceMappings: []ec2types.BlockDeviceMapping{{DeviceName: aws.String("/dev/xvda"),
 			Ebs: &ec2types.EbsBlockDevice{SnapshotId: aws.String(snap), KmsKeyId: in.KmsKeyId, Encrypted: in.Encrypted}}},
 	}
@@ -695,7 +712,8 @@ func (f *fakeEC2) EnableImageDeprecation(_ context.Context, in *ec2.EnableImageD
 	return &ec2.EnableImageDeprecationOutput{}, nil
 }
 
-// fakeSSM answers GetParameter from the cloud's parameters.
+// fakeSSM answers GetParameter from the cloud's parameters, and the
+// Session Manager calls.
 type fakeSSM struct{ cloud *fakeCloud }
 
 func (f *fakeSSM) GetParameter(_ context.Context, in *ssm.GetParameterInput, _ ...func(*ssm.Options)) (*ssm.GetParameterOutput, error) {
@@ -710,5 +728,69 @@ func (f *fakeSSM) GetParameter(_ context.Context, in *ssm.GetParameterInput, _ .
 	}
 	return &ssm.GetParameterOutput{Parameter: &ssmtypes.Parameter{Name: in.Name, Value: aws.String(v)}}, nil
 }
+
+// StartSession opens a session on a running instance of the build region.
+// Like the SDK, it returns ctx's error when ctx ended while the answer was
+// on its way (the after hook runs first, so a test cancelling there sees
+// that); the cloud's lostStart makes it answer with errConnReset after making the
+// session, as a broken connection would.
+func (f *fakeSSM) StartSession(ctx context.Context, in *ssm.StartSessionInput, _ ...func(*ssm.Options)) (*ssm.StartSessionOutput, error) {
+	unlock, err := f.cloud.call("ssm", "StartSession")
+	if err != nil {
+		return nil, err
+	}
+	inst := f.cloud.regions["eu-west-1"].instances[aws.ToString(in.Target)]
+	if inst == nil || inst.State == nil || inst.State.Name != ec2types.InstanceStateNameRunning {
+		unlock()
+		return nil, apiError("InvalidTarget")
+	}
+	id := f.cloud.id("session")
+	f.cloud.sessions[id] = in
+	lost := f.cloud.lostStart != nil && f.cloud.lostStart(f.cloud.counts["ssm StartSession"])
+	unlock()
+	if lost {
+		return nil, errConnReset
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return &ssm.StartSessionOutput{SessionId: aws.String(id), StreamUrl: aws.String("wss://fake/" + id), TokenValue: aws.String("token")}, nil
+}
+
+// errConnReset is what the SDK returns when the connection breaks before the
+// answer is read.
+var errConnReset = errors.New("read tcp 127.0.0.1:50000->127.0.0.1:443: connection reset by peer")
+
+// DescribeSessions lists the open sessions (State Active) to the Target of
+// the filter.
+func (f *fakeSSM) DescribeSessions(_ context.Context, in *ssm.DescribeSessionsInput, _ ...func(*ssm.Options)) (*ssm.DescribeSessionsOutput, error) {
+	unlock, err := f.cloud.call("ssm", "DescribeSessions")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if in.State != ssmtypes.SessionStateActive || len(in.Filters) != 1 || in.Filters[0].Key != ssmtypes.SessionFilterKeyTargetId {
+		return nil, apiError("InvalidFilterKey")
+	}
+	out := &ssm.DescribeSessionsOutput{}
+	for id, s := range f.cloud.sessions {
+		if aws.ToString(s.Target) == aws.ToString(in.Filters[0].Value) {
+			out.Sessions = append(out.Sessions, ssmtypes.Session{SessionId: aws.String(id), Target: s.Target, Status: ssmtypes.SessionStatusConnected})
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeSSM) TerminateSession(_ context.Context, in *ssm.TerminateSessionInput, _ ...func(*ssm.Options)) (*ssm.TerminateSessionOutput, error) {
+	unlock, err := f.cloud.call("ssm", "TerminateSession")
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	delete(f.cloud.sessions, aws.ToString(in.SessionId))
+	return &ssm.TerminateSessionOutput{SessionId: in.SessionId}, nil
+}
+
+var _ ssmAPI = (*fakeSSM)(nil)
 
 var _ ec2API = (*fakeEC2)(nil)

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/internal/awscfg"
 )
@@ -215,10 +216,29 @@ type RunConfig struct {
 	// URL that answers with this machine's public IPv4 address. Defaults to
 	// `https://checkip.amazonaws.com`.
 	CheckIPURL string `mapstructure:"checkip_url" required:"false"`
-	// Connect to `public_ip` or `private_ip`. Defaults to the public address
-	// when the instance has one.
+	// How the communicator reaches the instance (amazon-ebs's key):
+	// `public_ip`, `private_ip`, `public_dns`, `private_dns`, or
+	// `session_manager`. Defaults to the public address when the instance
+	// has one, else the private one. `session_manager` needs no inbound
+	// port: the builder starts an SSM port-forwarding session
+	// (AWS-StartPortForwardingSession to the SSH port) and runs AWS's
+	// `session-manager-plugin`, which must be on PATH, so that SSH goes to
+	// 127.0.0.1 on a local port; the instance needs iam_instance_profile
+	// with the AmazonSSMManagedInstanceCore permissions and a running SSM
+	// agent. The session is terminated and the plugin stopped in cleanup.
 	SSHInterface string `mapstructure:"ssh_interface" required:"false"`
-	// IAM instance profile name for the build instance.
+	// With `ssh_interface = "session_manager"`: the time to wait after the
+	// instance is running before the session is started (amazon-ebs's key),
+	// e.g. `30s` for an agent that registers late. Defaults to 0: the start
+	// is retried while SSM answers TargetNotConnected, until
+	// aws_polling.timeout.
+	PauseBeforeSSM time.Duration `mapstructure:"pause_before_ssm" required:"false"`
+	// With `ssh_interface = "session_manager"`: the local port of the
+	// tunnel (amazon-ebs's key). Defaults to a free port chosen at build
+	// time.
+	SessionManagerPort int `mapstructure:"session_manager_port" required:"false"`
+	// IAM instance profile name for the build instance. Required with
+	// `ssh_interface = "session_manager"`.
 	IAMInstanceProfile string `mapstructure:"iam_instance_profile" required:"false"`
 	// Root volume settings.
 	RootVolume RootVolume `mapstructure:"root_volume" required:"false"`
@@ -328,9 +348,30 @@ func (c *RunConfig) Prepare() []error {
 		errs = append(errs, fmt.Errorf("checkip_url: must be an http(s) URL, got %q", c.CheckIPURL))
 	}
 	switch c.SSHInterface {
-	case "", "public_ip", "private_ip":
+	case "", "public_ip", "private_ip", "public_dns", "private_dns", "session_manager":
 	default:
-		errs = append(errs, fmt.Errorf("ssh_interface: must be \"public_ip\" or \"private_ip\", got %q", c.SSHInterface))
+		errs = append(errs, fmt.Errorf("ssh_interface: must be one of public_ip, private_ip, public_dns, private_dns, session_manager, got %q", c.SSHInterface))
+	}
+	if c.SSHInterface == "session_manager" {
+		if c.IAMInstanceProfile == "" {
+			errs = append(errs, fmt.Errorf("iam_instance_profile: required with ssh_interface = \"session_manager\": the SSM agent on the instance needs a profile whose role has the AmazonSSMManagedInstanceCore policy"))
+		}
+		if c.SessionManagerPort < 0 || c.SessionManagerPort > 65535 {
+			errs = append(errs, fmt.Errorf("session_manager_port: must be between 1 and 65535 (or unset for a free port), got %d", c.SessionManagerPort))
+		}
+		if c.PauseBeforeSSM < 0 {
+			errs = append(errs, fmt.Errorf("pause_before_ssm: must not be negative, got %s", c.PauseBeforeSSM))
+		}
+		if len(c.SSHCIDRs) > 0 {
+			errs = append(errs, fmt.Errorf("ssh_cidrs: not used with ssh_interface = \"session_manager\" (no inbound rule is made); remove it"))
+		}
+	} else {
+		if c.SessionManagerPort != 0 {
+			errs = append(errs, fmt.Errorf("session_manager_port: only used with ssh_interface = \"session_manager\"; remove it or set ssh_interface"))
+		}
+		if c.PauseBeforeSSM != 0 {
+			errs = append(errs, fmt.Errorf("pause_before_ssm: only used with ssh_interface = \"session_manager\"; remove it or set ssh_interface"))
+		}
 	}
 	rv := &c.RootVolume
 	if rv.Type == "" {

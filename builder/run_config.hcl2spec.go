@@ -153,6 +153,8 @@ type FlatRunConfig struct {
 	SSHCIDRs                 []string             `mapstructure:"ssh_cidrs" required:"false" cty:"ssh_cidrs" hcl:"ssh_cidrs"`
 	CheckIPURL               *string              `mapstructure:"checkip_url" required:"false" cty:"checkip_url" hcl:"checkip_url"`
 	SSHInterface             *string              `mapstructure:"ssh_interface" required:"false" cty:"ssh_interface" hcl:"ssh_interface"`
+	PauseBeforeSSM           *string              `mapstructure:"pause_before_ssm" required:"false" cty:"pause_before_ssm" hcl:"pause_before_ssm"`
+	SessionManagerPort       *int                 `mapstructure:"session_manager_port" required:"false" cty:"session_manager_port" hcl:"session_manager_port"`
 	IAMInstanceProfile       *string              `mapstructure:"iam_instance_profile" required:"false" cty:"iam_instance_profile" hcl:"iam_instance_profile"`
 	RootVolume               *FlatRootVolume      `mapstructure:"root_volume" required:"false" cty:"root_volume" hcl:"root_volume"`
 	LaunchBlockDevices       []FlatBlockDevice    `mapstructure:"launch_block_device_mappings" required:"false" cty:"launch_block_device_mappings" hcl:"launch_block_device_mappings"`
@@ -190,6 +192,8 @@ func (*FlatRunConfig) HCL2Spec() map[string]hcldec.Spec {
 		"ssh_cidrs":                    &hcldec.AttrSpec{Name: "ssh_cidrs", Type: cty.List(cty.String), Required: false},
 		"checkip_url":                  &hcldec.AttrSpec{Name: "checkip_url", Type: cty.String, Required: false},
 		"ssh_interface":                &hcldec.AttrSpec{Name: "ssh_interface", Type: cty.String, Required: false},
+		"pause_before_ssm":             &hcldec.AttrSpec{Name: "pause_before_ssm", Type: cty.String, Required: false},
+		"session_manager_port":         &hcldec.AttrSpec{Name: "session_manager_port", Type: cty.Number, Required: false},
 		"iam_instance_profile":         &hcldec.AttrSpec{Name: "iam_instance_profile", Type: cty.String, Required: false},
 		"root_volume":                  &hcldec.BlockSpec{TypeName: "root_volume", Nested: hcldec.ObjectSpec((*FlatRootVolume)(nil).HCL2Spec())},
 		"launch_block_device_mappings": &hcldec.BlockListSpec{TypeName: "launch_block_device_mappings", Nested: hcldec.ObjectSpec((*FlatBlockDevice)(nil).HCL2Spec())},

@@ -25,6 +25,7 @@ const (
 	keyPrivateKey    stateKey = "privateKey"          // string, read by the SDK's SSHConfigFunc
 	keySecurityGroup stateKey = "wsgi_security_group" // []string ids for RunInstances
 	keyInstance      stateKey = "wsgi_instance"       // ec2types.Instance
+	keyTunnelPort    stateKey = "wsgi_tunnel_port"    // int, the local port of the Session Manager tunnel
 	keyImages        stateKey = "wsgi_images"         // map[string]string region -> AMI id
 	keySnapshots     stateKey = "wsgi_snapshots"      // map[string][]string region -> snapshot ids
 	keyImageDetails  stateKey = "wsgi_image_details"  // map[string]ec2types.Image region -> AMI

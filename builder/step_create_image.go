@@ -11,13 +11,12 @@ import (
 )
 
 type imageAPI interface {
-	CreateTags(context.Context, *ec2.CreateTagsInput, ...func(*ec2.Options)) (*ec2.CreateTagsOutput, error)
 	CreateImage(context.Context, *ec2.CreateImageInput, ...func(*ec2.Options)) (*ec2.CreateImageOutput, error)
 	describeImagesAPI
 }
 
-// stepCreateImage makes the AMI of the stopped instance, tagged in the same
-// call, waits until it is available and tags its snapshots. It records the
+// stepCreateImage makes the AMI of the stopped instance, it and its
+// snapshots tagged in the same call, and waits until it is available. It records the
 // AMI in the image ledger, whose rollback Cleanup runs when the build does
 // not succeed (see imageLedger).
 type stepCreateImage struct {
@@ -39,11 +38,9 @@ func (s *stepCreateImage) Run(ctx context.Context, state multistep.StateBag) mul
 	in := &ec2.CreateImageInput{
 		InstanceId: inst.InstanceId,
 		Name:       aws.String(s.Cfg.AMIName),
-		// Snapshots are tagged once known: not every EC2 implementation
-		// takes snapshot tags in CreateImage (moto does not).
-		TagSpecifications: []ec2types.TagSpecification{
-			{ResourceType: ec2types.ResourceTypeImage, Tags: imgTags},
-		},
+		// The snapshots are tagged in the same call: no CreateTags after the
+		// wait (moto lacks this; the e2e proxy answers it as EC2 does).
+		TagSpecifications: tagSpecs(imgTags, snapTags),
 	}
 	if desc != "" {
 		in.Description = aws.String(desc)
@@ -67,14 +64,19 @@ func (s *stepCreateImage) Run(ctx context.Context, state multistep.StateBag) mul
 	if err != nil {
 		return halt(state, err)
 	}
-	if snaps := snapshotIDs(img); len(snaps) > 0 {
-		if _, err := s.EC2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: snaps, Tags: snapTags}); err != nil {
-			return halt(state, fmt.Errorf("snapshot_tags: tagging %v: %w", snaps, err))
-		}
-	}
 	put(state, keySnapshots, map[string][]string{s.Region: snapshotIDs(img)})
 	put(state, keyImageDetails, map[string]ec2types.Image{s.Region: img})
 	return multistep.ActionContinue
+}
+
+// tagSpecs tags an AMI and its snapshots in the call that makes them
+// (CreateImage, CopyImage).
+func tagSpecs(image, snapshots []ec2types.Tag) []ec2types.TagSpecification {
+	specs := []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeImage, Tags: image}}
+	if len(snapshots) > 0 {
+		specs = append(specs, ec2types.TagSpecification{ResourceType: ec2types.ResourceTypeSnapshot, Tags: snapshots})
+	}
+	return specs
 }
 
 func (s *stepCreateImage) Cleanup(state multistep.StateBag) {

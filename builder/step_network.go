@@ -20,13 +20,13 @@ type networkAPI interface {
 }
 
 // stepNetwork finds the subnet and the VPC the build runs in, and the
-// security groups of security_group_filter. The VPC is needed only for a
-// temporary security group: then it is the subnet's, vpc_id (or
-// vpc_filter's), or the default VPC. It makes nothing.
+// security groups of security_group_filter. The VPC is the subnet's, or
+// vpc_id (or vpc_filter's); with neither it stays unknown and AWS uses the
+// default VPC for the temporary group and the instance alike, so no call
+// is spent finding it. It makes nothing.
 type stepNetwork struct {
-	EC2      networkAPI
-	Net      RunConfig
-	NeedsVPC bool
+	EC2 networkAPI
+	Net RunConfig
 }
 
 func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
@@ -78,18 +78,6 @@ func (s *stepNetwork) Run(ctx context.Context, state multistep.StateBag) multist
 			return halt(state, fmt.Errorf("vpc_id: subnet %s is in %s, not %s", subnetID, aws.ToString(subnets[0].VpcId), vpcID))
 		}
 		vpcID = aws.ToString(subnets[0].VpcId)
-	}
-	if vpcID == "" && s.NeedsVPC {
-		out, err := s.EC2.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{
-			Filters: []ec2types.Filter{{Name: aws.String("is-default"), Values: []string{"true"}}},
-		})
-		if err != nil {
-			return halt(state, fmt.Errorf("vpc_id: finding the default VPC: %w", err))
-		}
-		if len(out.Vpcs) == 0 {
-			return halt(state, fmt.Errorf("vpc_id: this region has no default VPC; set subnet_id or vpc_id"))
-		}
-		vpcID = aws.ToString(out.Vpcs[0].VpcId)
 	}
 	if subnetID != "" || vpcID != "" {
 		say(ui(state), fmt.Sprintf("Network: subnet %q, VPC %q", subnetID, vpcID))

@@ -265,6 +265,13 @@ func (s *stepRunInstance) Cleanup(state multistep.StateBag) {
 		sayErr(u, fmt.Sprintf("terminating %v: %v; terminate it by hand", ids, err))
 		return
 	}
+	// The wait is for what comes after: a temporary security group can be
+	// deleted only once the instance is gone, and a Spot request id is
+	// read from the terminated instance. Without either, TerminateInstances
+	// accepted is the end (the volumes go with the instance).
+	if !s.Cfg.needTempSecurityGroup() && !s.Cfg.Spot() {
+		return
+	}
 	w := ec2.NewInstanceTerminatedWaiter(s.EC2, func(o *ec2.InstanceTerminatedWaiterOptions) {
 		o.MinDelay, o.MaxDelay = s.Wait.minDelay(), s.Wait.maxDelay()
 	})

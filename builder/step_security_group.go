@@ -2,6 +2,7 @@ package builder
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 	"github.com/hashicorp/packer-plugin-sdk/multistep"
 )
 
@@ -24,7 +26,9 @@ type securityGroupAPI interface {
 }
 
 // stepSecurityGroup makes a security group that lets only ssh_cidrs (by
-// default this machine's public address) reach the SSH port. Cleanup
+// default this machine's public address) reach the SSH port; with
+// NoIngress (Session Manager) it lets nothing in, and keeps the default
+// outbound rule the SSM agent needs to reach SSM over HTTPS. Cleanup
 // deletes it; when the create call was interrupted, it finds the group by
 // its build-derived name first.
 type stepSecurityGroup struct {
@@ -35,6 +39,7 @@ type stepSecurityGroup struct {
 	BuildID    string
 	Tags       []ec2types.Tag
 	HTTPClient *http.Client
+	NoIngress  bool
 
 	attempted bool
 	name, id  string
@@ -43,7 +48,7 @@ type stepSecurityGroup struct {
 
 func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) multistep.StepAction {
 	cidrs := s.CIDRs
-	if len(cidrs) == 0 {
+	if len(cidrs) == 0 && !s.NoIngress {
 		ip, err := s.publicIP(ctx)
 		if err != nil {
 			return halt(state, fmt.Errorf("ssh_cidrs: finding this machine's public address at %s: %w; set ssh_cidrs", s.CheckIPURL, err))
@@ -55,7 +60,11 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 	}
 	s.vpcID = get[string](state, keyVpcID)
 	s.name = "packer_wsgi_" + s.BuildID
-	say(ui(state), fmt.Sprintf("Creating temporary security group %s (port %d from %s)", s.name, s.Port, strings.Join(cidrs, ", ")))
+	if s.NoIngress {
+		say(ui(state), fmt.Sprintf("Creating temporary security group %s (no inbound rule: SSH goes through Session Manager)", s.name))
+	} else {
+		say(ui(state), fmt.Sprintf("Creating temporary security group %s (port %d from %s)", s.name, s.Port, strings.Join(cidrs, ", ")))
+	}
 	s.attempted = true
 	in := &ec2.CreateSecurityGroupInput{
 		GroupName:         aws.String(s.name),
@@ -66,10 +75,18 @@ func (s *stepSecurityGroup) Run(ctx context.Context, state multistep.StateBag) m
 		in.VpcId = aws.String(s.vpcID)
 	}
 	out, err := s.EC2.CreateSecurityGroup(ctx, in)
+	var ae smithy.APIError
+	if err != nil && s.vpcID == "" && errors.As(err, &ae) && ae.ErrorCode() == "VPCIdNotSpecified" {
+		return halt(state, fmt.Errorf("vpc_id: this region has no default VPC; set subnet_id or vpc_id (creating security group %s: %w)", s.name, err))
+	}
 	if err != nil {
 		return halt(state, fmt.Errorf("creating security group %s: %w", s.name, err))
 	}
 	s.id = aws.ToString(out.GroupId)
+	if s.NoIngress {
+		put(state, keySecurityGroup, []string{s.id})
+		return multistep.ActionContinue
+	}
 	perm := ec2types.IpPermission{
 		IpProtocol: aws.String("tcp"),
 		FromPort:   aws.Int32(int32(s.Port)),

@@ -48,7 +48,8 @@ func (s *stepStopInstance) Run(ctx context.Context, state multistep.StateBag) mu
 	}); err != nil {
 		return halt(state, err)
 	}
-	if s.ENA {
+	// An instance launched from an AMI with ENA support has it already.
+	if src := get[ec2types.Image](state, keySourceImage); s.ENA && !aws.ToBool(src.EnaSupport) {
 		if _, err := s.EC2.ModifyInstanceAttribute(ctx, &ec2.ModifyInstanceAttributeInput{
 			InstanceId: aws.String(id),
 			EnaSupport: &ec2types.AttributeBooleanValue{Value: aws.Bool(true)},

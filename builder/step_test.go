@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -153,13 +155,12 @@ func TestStepNetwork(t *testing.T) {
 	tests := []struct {
 		name               string
 		run                RunConfig
-		needsVPC           bool
 		wantSubnet, wantVP string
 		wantErr            string
 	}{
 		{name: "nothing asked, no group", wantSubnet: "", wantVP: ""},
-		{name: "default vpc for the group", needsVPC: true, wantVP: "vpc-default0"},
-		{name: "subnet id", run: RunConfig{SubnetID: "subnet-cccccccc"}, needsVPC: true, wantSubnet: "subnet-cccccccc", wantVP: "vpc-22222222"},
+		{name: "default vpc left to AWS", wantVP: ""},
+		{name: "subnet id", run: RunConfig{SubnetID: "subnet-cccccccc"}, wantSubnet: "subnet-cccccccc", wantVP: "vpc-22222222"},
 		{name: "subnet id unknown", run: RunConfig{SubnetID: "subnet-dddddddd"}, wantErr: "subnet_id: subnet-dddddddd not found"},
 		{name: "filter ambiguous", run: RunConfig{SubnetFilter: &SubnetFilter{Filters: map[string]string{"tag:Tier": "build"}}}, wantErr: "subnet_filter: 2 subnets match"},
 		{name: "filter most free", run: RunConfig{SubnetFilter: &SubnetFilter{Filters: map[string]string{"tag:Tier": "build"}, MostFree: true}},
@@ -172,7 +173,7 @@ func TestStepNetwork(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			cloud := newFakeCloud()
 			state, _ := testState(t)
-			step := &stepNetwork{EC2: cloud.client("eu-west-1"), Net: tt.run, NeedsVPC: tt.needsVPC}
+			step := &stepNetwork{EC2: cloud.client("eu-west-1"), Net: tt.run}
 			action := step.Run(context.Background(), state)
 			if tt.wantErr != "" {
 				if action != multistep.ActionHalt || !strings.Contains(stateError(state), tt.wantErr) {
@@ -539,7 +540,14 @@ func TestStepWaitCloudInit(t *testing.T) {
 }
 
 func TestStepStopInstance(t *testing.T) {
+	for _, srcENA := range []bool{false, true} {
+		t.Run(fmt.Sprint("source ENA ", srcENA), func(t *testing.T) { testStepStopInstance(t, srcENA) })
+	}
+}
+
+func testStepStopInstance(t *testing.T, srcENA bool) {
 	cloud := newFakeCloud()
+	cloud.region("eu-west-1").images[fakeSourceAMI].EnaSupport = aws.Bool(srcENA)
 	state, _ := runInstanceState(t, cloud)
 	c := testConfig(t, nil)
 	run := &stepRunInstance{EC2: cloud.client("eu-west-1"), Cfg: c, BuildID: c.buildID, Region: "eu-west-1", Wait: waitConfig{Delay: time.Millisecond}}
@@ -553,6 +561,10 @@ func TestStepStopInstance(t *testing.T) {
 	inst := cloud.region("eu-west-1").instances[get[string](state, keyInstanceID)]
 	if inst.State.Name != ec2types.InstanceStateNameStopped || !aws.ToBool(inst.EnaSupport) {
 		t.Fatalf("instance %s ena %v", inst.State.Name, inst.EnaSupport)
+	}
+	// An instance of an ENA source has ENA: no call to set it again.
+	if modified := slices.Contains(cloud.Calls(), "eu-west-1 ModifyInstanceAttribute"); modified == srcENA {
+		t.Fatalf("source ENA %v, ModifyInstanceAttribute called %v: %v", srcENA, modified, cloud.Calls())
 	}
 }
 
@@ -704,13 +716,14 @@ func TestStepCopyImageFailureRemovesFinishedCopies(t *testing.T) {
 	c := testConfig(t, map[string]interface{}{"ami_regions": []string{"us-east-1", "ap-southeast-2"}})
 	state, earlier := copyState(t, cloud, c)
 	cloud.fail = func(region, action string, _ int) error {
-		if region == "ap-southeast-2" && action == "CreateTags" {
-			return apiError("InternalError")
+		// The wait for the copy fails: after CopyImage made it.
+		if region == "ap-southeast-2" && action == "DescribeImages" {
+			return apiError("UnauthorizedOperation")
 		}
 		return nil
 	}
 	step := &stepCopyImage{EC2: clientAs[copyImageAPI](cloud.regional()), Cfg: c, SourceRegion: "eu-west-1", Wait: waitConfig{Delay: time.Millisecond}}
-	if step.Run(context.Background(), state) != multistep.ActionHalt || !strings.Contains(stateError(state), "tags: tagging") {
+	if step.Run(context.Background(), state) != multistep.ActionHalt || !strings.Contains(stateError(state), "ami_regions: ") {
 		t.Fatalf("want halt, got %q", stateError(state))
 	}
 	cloud.fail = nil
@@ -778,5 +791,26 @@ func TestStepImageAttributes(t *testing.T) {
 		if cloud.region(region).deprecate[id] != "2030-01-02T03:04:00Z" {
 			t.Errorf("%s deprecation %q", region, cloud.region(region).deprecate[id])
 		}
+	}
+}
+
+// TestStepSecurityGroupNoDefaultVPC: with no subnet or VPC the group goes to
+// the default VPC; a region without one is named with the keys that fix it.
+func TestStepSecurityGroupNoDefaultVPC(t *testing.T) {
+	cloud := newFakeCloud()
+	cloud.fail = func(region, action string, n int) error {
+		if action == "CreateSecurityGroup" {
+			return apiError("VPCIdNotSpecified")
+		}
+		return nil
+	}
+	state, _ := testState(t)
+	step := &stepSecurityGroup{EC2: cloud.client("eu-west-1"), CIDRs: []string{"10.0.0.0/8"}, Port: 22, BuildID: "b1"}
+	if step.Run(context.Background(), state) != multistep.ActionHalt {
+		t.Fatal("no default VPC: the step went on")
+	}
+	want := "vpc_id: this region has no default VPC; set subnet_id or vpc_id (creating security group packer_wsgi_b1: "
+	if got := stateError(state); !strings.HasPrefix(got, want) || !strings.Contains(got, "VPCIdNotSpecified") {
+		t.Fatalf("want %q..., got %q", want, got)
 	}
 }

@@ -9,6 +9,11 @@
 //	p.Intercept(func(w http.ResponseWriter, c *awsproxy.Call) bool { ... })
 //
 // Point the SDK's custom endpoints at p.URL. It serves loopback only.
+//
+// Built in, after the interceptors (which may fail such a call first) and
+// before the handlers: EC2's CreateImage and CopyImage take their tag
+// specifications, image and snapshot, as EC2 does (ImageTagSpecs), which
+// moto does not.
 package awsproxy
 
 import (
@@ -60,6 +65,8 @@ type Proxy struct {
 	srv      *http.Server
 	ln       net.Listener
 
+	builtin Interceptor // what moto lacks and every test needs
+
 	mu           sync.Mutex
 	handlers     map[string]HandlerFunc
 	interceptors []Interceptor
@@ -87,6 +94,7 @@ func Start(upstream string) (*Proxy, error) {
 		rp:       httputil.NewSingleHostReverseProxy(u),
 		ln:       ln,
 		handlers: map[string]HandlerFunc{},
+		builtin:  ImageTagSpecs(&Moto{URL: strings.TrimSuffix(upstream, "/")}),
 	}
 	p.srv = &http.Server{Handler: p}
 	go func() { _ = p.srv.Serve(ln) }()
@@ -169,6 +177,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			answered = true
 			break
 		}
+	}
+	if !answered && p.builtin(w, &c) {
+		answered = true
 	}
 	if !answered && h != nil {
 		h(w, &c)

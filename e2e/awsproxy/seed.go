@@ -46,9 +46,20 @@ func (m *Moto) Call(ctx context.Context, region, service, method, path string, h
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode/100 != 2 {
-		return nil, fmt.Errorf("%s %s %s: %s: %s", service, method, path, resp.Status, out)
+		return out, &CallError{Status: resp.StatusCode, Body: out, call: service + " " + method + " " + path}
 	}
 	return out, nil
+}
+
+// CallError is moto's answer to a Call that was not 2xx.
+type CallError struct {
+	Status int
+	Body   []byte
+	call   string
+}
+
+func (e *CallError) Error() string {
+	return fmt.Sprintf("%s: %d %s: %s", e.call, e.Status, http.StatusText(e.Status), e.Body)
 }
 
 // PutObject makes the bucket in region (if need be) and puts data at key.
