@@ -161,8 +161,9 @@ func testOperations(t *testing.T, release harness.Release) {
 // its service again); starting the target serves again.
 func checkTargetStop(ctx context.Context, t *testing.T, m *harness.Machine, url string) {
 	units := "wsgi@1.socket wsgi@2.socket wsgi@3.socket wsgi@1.service wsgi@2.service wsgi@3.service"
-	// The states are read 5 s after the stop, while the load still runs.
-	op := ops.Op{Name: "systemctl stop wsgi.target", Cmd: "systemctl stop wsgi.target; sleep 5; echo $(systemctl is-active " + units + "); echo gunicorn=$(pgrep -c -f [g]unicorn)"}
+	// The states are read 5 s after the stop, while the load still runs. The pattern matches
+	// Gunicorn's `python -m gunicorn` and not this command line.
+	op := ops.Op{Name: "systemctl stop wsgi.target", Cmd: "systemctl stop wsgi.target; sleep 5; echo $(systemctl is-active " + units + "); echo gunicorn=$(pgrep -c -f '[-]m gunicorn')"}
 	r, err := ops.Run(ctx, m, op, ops.Load{URL: url, Connections: 16, Duration: 9 * time.Second, At: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
