@@ -168,7 +168,10 @@ func TestValidatorsCatchBrokenFiles(t *testing.T) {
 	b := Render(Default())
 	for i, f := range b.Files {
 		if strings.HasSuffix(f.Path, "/wsgi@.service") {
-			b.Files[i].Content = bytes.Replace(f.Content, []byte("KillMode=mixed"), []byte("KillMode=sometimes"), 1)
+			if !bytes.Contains(f.Content, []byte("\nKillMode=control-group\n")) {
+				t.Fatal("wsgi@.service has no KillMode=control-group line to break")
+			}
+			b.Files[i].Content = bytes.Replace(f.Content, []byte("\nKillMode=control-group\n"), []byte("\nKillMode=sometimes\n"), 1)
 		}
 	}
 	root := unitRoot(t, b)
