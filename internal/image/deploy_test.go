@@ -36,7 +36,7 @@ func TestDeployContract(t *testing.T) {
 		`install -m 0640 -o root -g 'wsgi' "$WORK/env.installed" '/etc/wsgi/wsgi.env'`,
 		`ln -sfn "$REL" '/srv/wsgi'/.current.new`, `mv -T '/srv/wsgi'/.current.new '/srv/wsgi/current'`,
 		`PHASE="hooks_after_switch[$i]"`, `if [ "$MODE" = release ]`, `echo "release $REL"`,
-		"systemctl enable --now --quiet 'wsgi.target'",
+		"systemctl enable --now --no-reload --quiet 'wsgi.target'",
 		"if ! systemctl start 'wsgi@1.service' 'wsgi@2.service' 'wsgi@3.service'; then", `log "units started"`,
 		"systemctl reload-or-restart nginx",
 		`[ -n "$HEALTH" ] || HEALTH='/healthz'`, "'/run/wsgi/app-3.sock'",
