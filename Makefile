@@ -117,8 +117,8 @@ clean:
 demo: build packer ## the whole path on this machine: moto, a local machine as the instance, the real packer (root; KEEP=1 keeps the instance)
 	go run ./e2e/demo/cmd/demo $(if $(KEEP),-keep)
 
-bench-firstboot: build packer ## first boot: golden image + payload vs the floor vs installing at boot (root; prints Markdown)
-	go run ./bench/firstboot
+bench-firstboot: build packer ## first boot vs the floor: Flask (golden + payload, stock image) and Django with requirements (wheelhouse, boot-time index, old path); -set via ARGS (root; Markdown)
+	go run ./bench/firstboot $(ARGS)
 
 bench-ami-calls: packer ## EC2 calls of one bake, wsgi-ami vs amazon-ebs v1.8.2 built outside the repo, against moto (prints Markdown)
 	sh bench/amicalls/run.sh

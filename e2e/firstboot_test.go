@@ -21,6 +21,7 @@ import (
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
+	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/pyfixture"
 )
 
 // Fixture servers baked into the test's golden image, on the instance's loopback: release
@@ -70,69 +71,8 @@ def index():
 	"hello/static/hello.txt": "static from nginx\n",
 }
 
-var djangoFiles = map[string]string{
-	"manage.py": `import os
-import sys
-
-if __name__ == "__main__":
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
-    from django.core.management import execute_from_command_line
-    execute_from_command_line(sys.argv)
-`,
-	"mysite/__init__.py": "",
-	"mysite/settings.py": `import os
-
-SECRET_KEY = "e2e-only"
-DEBUG = False
-ALLOWED_HOSTS = ["*"]
-INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "django.contrib.sessions",
-                  "django.contrib.messages", "django.contrib.staticfiles", "django.contrib.admin"]
-MIDDLEWARE = ["django.contrib.sessions.middleware.SessionMiddleware",
-              "django.contrib.auth.middleware.AuthenticationMiddleware",
-              "django.contrib.messages.middleware.MessageMiddleware"]
-ROOT_URLCONF = "mysite.urls"
-TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True,
-              "OPTIONS": {"context_processors": ["django.template.context_processors.request",
-                                                 "django.contrib.auth.context_processors.auth",
-                                                 "django.contrib.messages.context_processors.messages"]}}]
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["DATABASE_PATH"]}}
-STATIC_URL = "/static/"
-STATIC_ROOT = os.environ["STATIC_ROOT"]
-USE_TZ = True
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-`,
-	"mysite/urls.py": `import os
-
-from django.contrib.auth.models import User
-from django.http import HttpResponse
-from django.urls import path
-
-
-def health(request):
-    return HttpResponse("ok\n")
-
-
-def index(request):
-    return HttpResponse("unit=%s users=%d release=%s\n" % (os.environ.get("WSGI_UNIT"), User.objects.count(), os.environ.get("RELEASE", "")))
-
-
-def secrets(request):
-    # Digests, not values: the test proves the app read each secret without a response carrying it.
-    import hashlib
-    names = ["DJANGO_SECRET_KEY", "DATABASE_URL"]
-    return HttpResponse("".join("%s=%s\n" % (n, hashlib.sha256(os.environ.get(n, "").encode()).hexdigest()) for n in names))
-
-
-urlpatterns = [path("healthz", health), path("secrets", secrets), path("", index)]
-`,
-	"mysite/wsgi.py": `import os
-
-from django.core.wsgi import get_wsgi_application
-
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
-application = get_wsgi_application()
-`,
-}
+// djangoFiles is the small Django app of the e2e tests (pyfixture, shared with the benchmarks).
+var djangoFiles = pyfixture.DjangoFiles
 
 // TestFirstBoot bakes a golden image with the real packer and wsgi-stack (the distribution's
 // Gunicorn, Flask and Django, so no package index is needed), then boots it as new instances

@@ -10,7 +10,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -26,6 +25,7 @@ import (
 	"time"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
+	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/pyfixture"
 )
 
 // The provisioner under test, as Packer knows it once the plugin is installed.
@@ -611,8 +611,7 @@ func debianGunicorn(ctx context.Context, t *testing.T) string {
 }
 
 // indexDir is where the PEP 503 index lives on the build machine; removed before the snapshot.
-// Not below /tmp or /var/tmp: the server runs with DynamicUser, which gives it private ones.
-const indexDir = "/var/cache/wsgi-e2e-index"
+const indexDir = pyfixture.IndexDir
 
 // serveIndex writes a PEP 503 "simple" index holding the wheel onto m and serves it on m's
 // loopback with Python's http.server in a transient unit, which leaves nothing in the image.
@@ -638,25 +637,15 @@ func serveIndex(ctx context.Context, t *testing.T, m *harness.Machine, wheel str
 			t.Fatal(err)
 		}
 	}
-	mustExec(ctx, t, m, "systemd-run", "--unit=wsgi-e2e-index", "--property=DynamicUser=yes",
-		"python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", indexDir, strconv.Itoa(indexPort))
 	t.Cleanup(func() { stopIndex(context.Background(), t, m) })
-	url := fmt.Sprintf("http://127.0.0.1:%d/simple/gunicorn/", indexPort)
-	for start := time.Now(); ; {
-		if _, _, err := m.Exec(ctx, "curl", "-fsS", "-o", "/dev/null", url); err == nil {
-			break
-		} else if time.Since(start) > 15*time.Second {
-			t.Fatalf("the index on %s does not answer: %v", m.Name(), err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := pyfixture.ServeIndex(ctx, m, indexPort); err != nil {
+		t.Fatal(err)
 	}
 }
 
 // stopIndex stops the index server and removes its files, so the snapshot does not hold them.
 func stopIndex(ctx context.Context, t *testing.T, m *harness.Machine) {
-	_, _, err := m.Exec(ctx, "systemctl", "stop", "wsgi-e2e-index.service")
-	if err != nil && !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "not running") && !strings.Contains(err.Error(), "not loaded") {
+	if err := pyfixture.StopIndex(ctx, m); err != nil {
 		t.Logf("stop the index: %v", err)
 	}
-	_ = os.RemoveAll(filepath.Join(m.Root(), indexDir))
 }

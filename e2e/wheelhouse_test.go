@@ -3,145 +3,31 @@
 package e2e
 
 import (
-	"archive/tar"
-	"archive/zip"
-	"bytes"
-	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
+	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/pyfixture"
 )
-
-// The C-extension fixture: an sdist with an in-tree PEP 517 backend that compiles one C file
-// with the interpreter's compiler and headers, so building it needs build-essential and
-// python3-dev and nothing from an index (no setuptools wheel exists offline here).
-var fastcounterFiles = map[string]string{
-	"pyproject.toml": `[build-system]
-requires = []
-build-backend = "backend"
-backend-path = ["."]
-`,
-	"PKG-INFO": "Metadata-Version: 2.1\nName: fastcounter\nVersion: 1.0\n",
-	"fastcounter/__init__.py": `from ._speedups import triangle
-
-__all__ = ["triangle"]
-`,
-	"src/speedups.c": `#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-/* triangle(n): 1 + 2 + ... + n, in C. */
-static PyObject *triangle(PyObject *self, PyObject *args) {
-    long long n, sum = 0;
-    if (!PyArg_ParseTuple(args, "L", &n))
-        return NULL;
-    for (long long i = 1; i <= n; i++)
-        sum += i;
-    return PyLong_FromLongLong(sum);
-}
-
-static PyMethodDef methods[] = {{"triangle", triangle, METH_VARARGS, "1 + ... + n"}, {NULL, NULL, 0, NULL}};
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods};
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
-`,
-	"backend.py": `"""A minimal PEP 517 backend: compiles src/speedups.c into a platform wheel."""
-import base64
-import hashlib
-import os
-import shlex
-import subprocess
-import sys
-import sysconfig
-import tempfile
-import zipfile
-
-NAME, VERSION = "fastcounter", "1.0"
-
-
-def _tag():
-    impl = "cp%d%d" % sys.version_info[:2]
-    return "%s-%s-%s" % (impl, impl, sysconfig.get_platform().replace("-", "_").replace(".", "_"))
-
-
-def get_requires_for_build_wheel(config_settings=None):
-    return []
-
-
-def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    tag = _tag()
-    so = "_speedups" + sysconfig.get_config_var("EXT_SUFFIX")
-    out = os.path.join(tempfile.mkdtemp(), so)
-    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
-    subprocess.check_call(cc + ["-shared", "-fPIC", "-O2", "-I" + sysconfig.get_paths()["include"], "src/speedups.c", "-o", out])
-    info = "%s-%s.dist-info/" % (NAME, VERSION)
-    files = {
-        "fastcounter/__init__.py": open("fastcounter/__init__.py", "rb").read(),
-        "fastcounter/" + so: open(out, "rb").read(),
-        info + "METADATA": ("Metadata-Version: 2.1\nName: %s\nVersion: %s\n" % (NAME, VERSION)).encode(),
-        info + "WHEEL": ("Wheel-Version: 1.0\nGenerator: fastcounter-backend\nRoot-Is-Purelib: false\nTag: %s\n" % tag).encode(),
-    }
-    name = "%s-%s-%s.whl" % (NAME, VERSION, tag)
-    record = []
-    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
-        for path, data in files.items():
-            z.writestr(path, data)
-            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-            record.append("%s,sha256=%s,%d" % (path, digest, len(data)))
-        record.append(info + "RECORD,,")
-        z.writestr(info + "RECORD", "\n".join(record) + "\n")
-    return name
-`,
-}
-
-// The shop: a Django app whose page shows where each requirement was imported from.
-var shopURLs = `import os
-
-import asgiref
-import django
-import fastcounter
-import greeting
-import sqlparse
-from django.contrib.auth.models import User
-from django.http import HttpResponse
-from django.urls import path
-
-
-def health(request):
-    return HttpResponse("ok\n")
-
-
-def index(request):
-    return HttpResponse("unit=%s users=%d django=%s triangle=%d greeting=%s sqlparse=%s from=%s\n" % (
-        os.environ.get("WSGI_UNIT"), User.objects.count(), django.get_version(), fastcounter.triangle(100),
-        greeting.hello(), sqlparse.__version__, os.path.dirname(os.path.dirname(fastcounter.__file__))))
-
-
-urlpatterns = [path("healthz", health), path("", index)]
-`
 
 // TestWheelhouse bakes a golden image with requirements_file through the real packer: the
 // wheelhouse holds Django, its dependencies, a pure-Python package and a C extension compiled
-// during the bake, from a PEP 503 index on the build machine's loopback. The build tools must be
-// gone from the image. Gunicorn is the distribution's, so the venvs see the system's packages
-// (the harness's base image has Debian's Django, which then satisfies Django==X first: the
-// C extension and the pure-Python fixture prove where the rest came from). A Django app boots from it with no index at all (offline from the
-// wheelhouse), and an app whose requirements name a package the wheelhouse lacks fails first
-// boot naming it.
+// during the bake, from a PEP 503 index on the build machine's loopback (pyfixture), and the bake
+// installs the file into the baked venv. The build tools must be gone from the image. Gunicorn is
+// the distribution's, so the venvs see the system's packages (the harness's base image has
+// Debian's Django, which then satisfies Django==X first: the C extension and the pure-Python
+// fixture prove where the rest came from). A Django app whose requirements file is the baked
+// one boots on the baked venv without pip; one with another file of the same pins boots with no
+// index at all (offline from the wheelhouse); one whose requirements name a package the
+// wheelhouse lacks fails first boot naming it.
 func TestWheelhouse(t *testing.T) { harness.OnFirstRelease(t, testWheelhouse) }
 
 func testWheelhouse(t *testing.T, release harness.Release) {
@@ -157,8 +43,7 @@ func testWheelhouse(t *testing.T, release harness.Release) {
 	build := boot(ctx, t, harness.BootOptions{Image: img, Name: "wh-bake", UserData: harness.SSHUserData("packer", pub), WorkDir: scratch, Log: log})
 	versions := writeShopIndex(t, build.Root())
 	startIndex(ctx, t, build)
-	reqs := fmt.Sprintf("# the shop's pins\nDjango==%s\nasgiref==%s\nsqlparse==%s\nfastcounter==1.0\ngreeting==1.0\n",
-		versions["django"], versions["asgiref"], versions["sqlparse"])
+	reqs := pyfixture.ShopRequirements(versions)
 	reqFile := filepath.Join(scratch, "requirements.txt")
 	writeFixture(t, reqFile, reqs)
 	out, took, err := pb.build(ctx, "wheelhouse", build.IP(), stackTemplate(fmt.Sprintf(`    sockets           = %d
@@ -170,7 +55,7 @@ func testWheelhouse(t *testing.T, release harness.Release) {
 	}
 	t.Logf("CHECK packer build with requirements_file: %v", took.Round(100*time.Millisecond))
 	cp := "cp" + strings.ReplaceAll(release.Python, ".", "")
-	for _, want := range []string{"wheelhouse /opt/wsgi/wheelhouse", "removing the build tools:", "fastcounter-1.0-" + cp + "-" + cp + "-linux_x86_64.whl",
+	for _, want := range []string{"wheelhouse /opt/wsgi/wheelhouse", "removing the build tools:", "baked venv /opt/wsgi/wheelhouse/.venv:", "fastcounter-1.0-" + cp + "-" + cp + "-linux_x86_64.whl",
 		"django-" + versions["django"] + "-py3-none-any.whl"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("packer output lacks %q", want)
@@ -188,7 +73,7 @@ func testWheelhouse(t *testing.T, release harness.Release) {
 		t.Errorf("a compiler is in the image: %q %v", cc, err)
 	}
 	desc := mustExec(ctx, t, build, "cat", "/etc/wsgi-stack.json")
-	if !strings.Contains(desc, `"wheelhouse": {`) || !strings.Contains(desc, `"dir": "/opt/wsgi/wheelhouse"`) {
+	if !strings.Contains(desc, `"wheelhouse": {`) || !strings.Contains(desc, `"dir": "/opt/wsgi/wheelhouse"`) || !strings.Contains(desc, `"venv": "/opt/wsgi/wheelhouse/.venv"`) {
 		t.Errorf("/etc/wsgi-stack.json does not record the wheelhouse:\n%s", desc)
 	}
 	wheels := mustExec(ctx, t, build, "ls", "/opt/wsgi/wheelhouse")
@@ -196,12 +81,11 @@ func testWheelhouse(t *testing.T, release harness.Release) {
 
 	// The releases, served from the host's loopback and published to the machines.
 	srv := t.TempDir()
-	shop := map[string]string{"requirements.txt": reqs}
-	for k, v := range djangoFiles {
-		shop[k] = v
-	}
-	shop["mysite/urls.py"] = shopURLs
+	shop := pyfixture.ShopFiles(reqs)
 	shopSHA := writeTarball(t, filepath.Join(srv, "shop.tar.gz"), shop)
+	// Another file with the same pins: not the baked one, so it installs from the wheelhouse.
+	shop["requirements.txt"] = reqs + "# the same pins, another file\n"
+	otherSHA := writeTarball(t, filepath.Join(srv, "shop-other.tar.gz"), shop)
 	shop["requirements.txt"] = reqs + "notbaked==1.0\n"
 	missingSHA := writeTarball(t, filepath.Join(srv, "shop-missing.tar.gz"), shop)
 	base := serveHost(t, srv)
@@ -226,11 +110,31 @@ func testWheelhouse(t *testing.T, release harness.Release) {
 		return p.UserData
 	}
 
-	t.Run("offline from the wheelhouse", func(t *testing.T) {
-		m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "wh-shop", UserData: app(base+"/shop.tar.gz", shopSHA), WorkDir: scratch, Log: log})
-		checkServing(ctx, t, m, "triangle=5050 greeting=hello from the wheelhouse")
+	fromVenv := regexp.MustCompile(`from=/srv/wsgi/releases/[^/ ]+/\.venv/lib/python3\.\d+/site-packages`)
+	t.Run("the baked venv", func(t *testing.T) {
+		m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "wh-baked", UserData: app(base+"/shop.tar.gz", shopSHA), WorkDir: scratch, Log: log})
+		checkServing(ctx, t, m, "triangle=5050 greeting="+pyfixture.Greeting)
 		_, body, _ := get(ctx, t, "http://"+m.IP()+"/")
-		if !regexp.MustCompile(`from=/srv/wsgi/releases/[^/ ]+/\.venv/lib/python3\.\d+/site-packages`).MatchString(body) ||
+		if !fromVenv.MatchString(body) || !strings.Contains(body, "django="+versions["django"]) {
+			t.Errorf("the C extension is not the baked venv's, seen from the release venv: %q", body)
+		}
+		if target := strings.TrimSpace(mustExec(ctx, t, m, "readlink", "/srv/wsgi/current/.venv")); target != "/opt/wsgi/wheelhouse/.venv" {
+			t.Errorf("the release venv is %q, want a symlink to the baked venv /opt/wsgi/wheelhouse/.venv", target)
+		}
+		logText := mustExec(ctx, t, m, "cat", "/var/log/wsgi-deploy.log")
+		if !strings.Contains(logText, "the image's baked venv /opt/wsgi/wheelhouse/.venv, for requirements.txt as baked") ||
+			strings.Contains(logText, "from the image's wheelhouse") || strings.Contains(logText, "Processing ") {
+			t.Errorf("the deploy log does not say it took the baked venv without pip:\n%s", logText)
+		}
+		t.Logf("CHECK first boot with the baked venv: %s", strings.TrimSpace(body))
+		t.Logf("deploy journal:\n%s", mustExec(ctx, t, m, "journalctl", "-t", "wsgi-deploy", "-o", "short-unix", "--no-pager"))
+	})
+
+	t.Run("offline from the wheelhouse", func(t *testing.T) {
+		m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "wh-shop", UserData: app(base+"/shop-other.tar.gz", otherSHA), WorkDir: scratch, Log: log})
+		checkServing(ctx, t, m, "triangle=5050 greeting="+pyfixture.Greeting)
+		_, body, _ := get(ctx, t, "http://"+m.IP()+"/")
+		if !fromVenv.MatchString(body) ||
 			!strings.Contains(body, "django="+versions["django"]) {
 			t.Errorf("the C extension is not the wheelhouse's, in the release venv: %q", body)
 		}
@@ -250,173 +154,26 @@ func testWheelhouse(t *testing.T, release harness.Release) {
 	})
 }
 
-// writeShopIndex writes a PEP 503 index into the build machine's root at indexDir: Django,
-// asgiref and sqlparse (Debian's files from the machine itself, repacked as wheels), a
-// pure-Python wheel made here, and the C extension as an sdist. It returns the versions of the
-// repacked packages.
+// writeShopIndex writes the shop's index (pyfixture.ShopDistributions) into the build
+// machine's root at pyfixture.IndexDir and returns the versions of the repacked packages.
 func writeShopIndex(t *testing.T, root string) map[string]string {
 	t.Helper()
-	files := map[string][]byte{} // file name → content
-	versions := map[string]string{}
-	site := filepath.Join(root, "usr/lib/python3/dist-packages")
-	for _, name := range []string{"django", "asgiref", "sqlparse"} {
-		infos, _ := filepath.Glob(filepath.Join(site, name+"-*.dist-info"))
-		if len(infos) != 1 {
-			t.Fatalf("want one %s dist-info in the base image, got %q", name, infos)
-		}
-		v := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(infos[0]), name+"-"), ".dist-info")
-		versions[name] = v
-		files[fmt.Sprintf("%s-%s-py3-none-any.whl", name, v)] = repackWheel(t, root, site, name, filepath.Base(infos[0]))
+	files, versions, err := pyfixture.ShopDistributions(root)
+	if err != nil {
+		t.Fatal(err)
 	}
-	w := newWheel(t)
-	w.add("greeting/__init__.py", []byte("def hello():\n    return \"hello from the wheelhouse\"\n"))
-	w.add("greeting-1.0.dist-info/METADATA", []byte("Metadata-Version: 2.1\nName: greeting\nVersion: 1.0\n"))
-	w.add("greeting-1.0.dist-info/WHEEL", []byte("Wheel-Version: 1.0\nGenerator: packer-plugin-wsgi-e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n"))
-	files["greeting-1.0-py3-none-any.whl"] = w.close("greeting-1.0.dist-info/")
-	sdist := map[string]string{}
-	for k, v := range fastcounterFiles {
-		sdist["fastcounter-1.0/"+k] = v
+	if err := pyfixture.WriteIndex(filepath.Join(root, pyfixture.IndexDir), files); err != nil {
+		t.Fatal(err)
 	}
-	files["fastcounter-1.0.tar.gz"] = tarGz(t, sdist)
-
-	dir := filepath.Join(root, indexDir)
-	byProject := map[string][]string{}
-	for name, content := range files {
-		writeFixture(t, filepath.Join(dir, "packages", name), string(content))
-		project := strings.ToLower(strings.SplitN(name, "-", 2)[0])
-		sum := sha256.Sum256(content)
-		byProject[project] = append(byProject[project], fmt.Sprintf(`<a href="../../packages/%s#sha256=%s">%s</a>`, name, hex.EncodeToString(sum[:]), name))
-	}
-	var projects []string
-	for p, links := range byProject {
-		projects = append(projects, fmt.Sprintf(`<a href="%s/">%s</a>`, p, p))
-		writeFixture(t, filepath.Join(dir, "simple", p, "index.html"), "<!DOCTYPE html><html><body>"+strings.Join(links, "")+"</body></html>")
-	}
-	sort.Strings(projects)
-	writeFixture(t, filepath.Join(dir, "simple/index.html"), "<!DOCTYPE html><html><body>"+strings.Join(projects, "")+"</body></html>")
 	return versions
 }
 
-// repackWheel makes a pure-Python wheel of the package top (a folder of site) and its
-// dist-info, as Debian installed them. Symlinks (Debian points some of Django's JavaScript at
-// /usr/share/javascript) are resolved inside root; dangling ones are left out.
-func repackWheel(t *testing.T, root, site, top, info string) []byte {
-	t.Helper()
-	w := newWheel(t)
-	err := filepath.WalkDir(filepath.Join(site, top), func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() || strings.Contains(p, "__pycache__") {
-			return err
-		}
-		src := p
-		if d.Type()&fs.ModeSymlink != 0 {
-			target, err := os.Readlink(p)
-			if err != nil {
-				return err
-			}
-			if filepath.IsAbs(target) {
-				src = filepath.Join(root, target)
-			} else {
-				src = filepath.Join(filepath.Dir(p), target)
-			}
-		}
-		b, err := os.ReadFile(src)
-		if err != nil {
-			return nil // dangling in the image too
-		}
-		rel, _ := filepath.Rel(site, p)
-		w.add(filepath.ToSlash(rel), b)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"METADATA", "entry_points.txt", "top_level.txt"} {
-		if b, err := os.ReadFile(filepath.Join(site, info, f)); err == nil {
-			w.add(info+"/"+f, b)
-		}
-	}
-	w.add(info+"/WHEEL", []byte("Wheel-Version: 1.0\nGenerator: packer-plugin-wsgi-e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n"))
-	return w.close(info + "/")
-}
-
-// wheel writes a wheel's zip with its RECORD.
-type wheel struct {
-	t      *testing.T
-	buf    bytes.Buffer
-	zw     *zip.Writer
-	record []string
-}
-
-func newWheel(t *testing.T) *wheel {
-	w := &wheel{t: t}
-	w.zw = zip.NewWriter(&w.buf)
-	return w
-}
-
-func (w *wheel) add(name string, data []byte) {
-	f, err := w.zw.Create(name)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		w.t.Fatal(err)
-	}
-	sum := sha256.Sum256(data)
-	w.record = append(w.record, fmt.Sprintf("%s,sha256=%s,%d", name, base64.RawURLEncoding.EncodeToString(sum[:]), len(data)))
-}
-
-func (w *wheel) close(info string) []byte {
-	w.record = append(w.record, info+"RECORD,,")
-	f, err := w.zw.Create(info + "RECORD")
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	if _, err := f.Write([]byte(strings.Join(w.record, "\n") + "\n")); err != nil {
-		w.t.Fatal(err)
-	}
-	if err := w.zw.Close(); err != nil {
-		w.t.Fatal(err)
-	}
-	return w.buf.Bytes()
-}
-
-func tarGz(t *testing.T, files map[string]string) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	for name, content := range files {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), ModTime: time.Unix(0, 0)}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write([]byte(content)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
-}
-
-// startIndex serves indexDir on the machine's loopback in a transient unit (pip trusts plain
-// HTTP only there); stopIndex removes it before the snapshot.
+// startIndex serves the index on the machine's loopback; stopIndex removes it before the snapshot.
 func startIndex(ctx context.Context, t *testing.T, m *harness.Machine) {
 	t.Helper()
-	mustExec(ctx, t, m, "systemd-run", "--unit=wsgi-e2e-index", "--property=DynamicUser=yes",
-		"python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", indexDir, strconv.Itoa(indexPort))
 	t.Cleanup(func() { stopIndex(context.Background(), t, m) })
-	url := fmt.Sprintf("http://127.0.0.1:%d/simple/django/", indexPort)
-	for start := time.Now(); ; {
-		if _, _, err := m.Exec(ctx, "curl", "-fsS", "-o", "/dev/null", url); err == nil {
-			return
-		} else if time.Since(start) > 15*time.Second {
-			t.Fatalf("the index on %s does not answer: %v", m.Name(), err)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if err := pyfixture.ServeIndex(ctx, m, indexPort); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -1,23 +1,26 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
 	"path/filepath"
-	"slices"
-	"time"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/pyfixture"
 )
 
-// The release archive is served on the instance's loopback by a fixture unit baked into both
-// images, so every variant fetches the same bytes the same way (as e2e/firstboot_test.go does).
+// The release archives are served on the instance's loopback by a fixture unit baked into every
+// image, so every variant fetches the same bytes the same way (as e2e/firstboot_test.go does).
 const (
 	fixtureDir  = "/srv/e2e-fixtures"
 	fixturePort = "8081"
-	tarballURL  = "http://127.0.0.1:" + fixturePort + "/flask.tar.gz"
+	fixtureURL  = "http://127.0.0.1:" + fixturePort
+	tarballURL  = fixtureURL + "/flask.tar.gz"
+	shopURL     = fixtureURL + "/shop.tar.gz"
+	// indexPath is the shop's PEP 503 index on the fixture server, for the variants that install
+	// its requirements at boot. On loopback: pip trusts plain HTTP only there.
+	indexPath   = "index"
+	indexURL    = fixtureURL + "/" + indexPath + "/simple/"
 	fixtureUnit = "e2e-http.service"
 	// appMarker is in every answer of the app and in nothing NGINX answers by itself (its
 	// default page, the maintenance page), so a 200 carrying it came from the app.
@@ -54,35 +57,18 @@ def index():
 // flaskTarball is the release archive: a gzip tar with sorted names and fixed times, so the
 // same files give the same bytes and sha256 in every run.
 func flaskTarball() ([]byte, string, error) {
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	tw := tar.NewWriter(zw)
-	names := make([]string, 0, len(flaskFiles))
-	for n := range flaskFiles {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, n := range names {
-		c := flaskFiles[n]
-		if err := tw.WriteHeader(&tar.Header{Name: n, Mode: 0o644, Size: int64(len(c)), ModTime: time.Unix(0, 0)}); err != nil {
-			return nil, "", err
-		}
-		if _, err := tw.Write([]byte(c)); err != nil {
-			return nil, "", err
-		}
-	}
-	if err := tw.Close(); err != nil {
+	b, err := pyfixture.TarGz(flaskFiles)
+	if err != nil {
 		return nil, "", err
 	}
-	if err := zw.Close(); err != nil {
-		return nil, "", err
-	}
-	sum := sha256.Sum256(buf.Bytes())
-	return buf.Bytes(), hex.EncodeToString(sum[:]), nil
+	sum := sha256.Sum256(b)
+	return b, hex.EncodeToString(sum[:]), nil
 }
 
-// installFixtures writes the archive and the enabled fixture unit into a machine's root.
-func installFixtures(root string) error {
+// installFixtures writes the archive and the enabled fixture unit into a machine's root, and
+// with shop the Django shop's archive and its index (wheels built offline, by the wheelhouse
+// bake) under shopDir and indexPath of the same server.
+func installFixtures(root string, shop *shopFixture) error {
 	tgz, _, err := flaskTarball()
 	if err != nil {
 		return err
@@ -91,6 +77,12 @@ func installFixtures(root string) error {
 	files := map[string][]byte{
 		filepath.Join(root, fixtureDir, "http/flask.tar.gz"): tgz,
 		filepath.Join(unitDir, fixtureUnit):                  []byte(fixtureUnitText),
+	}
+	if shop != nil {
+		files[filepath.Join(root, fixtureDir, "http/shop.tar.gz")] = shop.tgz
+		if err := pyfixture.WriteIndex(filepath.Join(root, fixtureDir, "http", indexPath), shop.wheels); err != nil {
+			return err
+		}
 	}
 	for p, c := range files {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {

@@ -2,9 +2,12 @@
 // the app through NGINX, as seen from the host, for the golden image with the payload of
 // package cloudinit, next to the same image with no payload (the floor: start to cloud-init
 // done and to multi-user) and a stock image whose cloud-init installs NGINX and Gunicorn from
-// Debian's mirror and starts the same app (what people do without a golden image). Variants
-// alternate run by run; medians and ratios are printed as Markdown for docs/BENCHMARKS.md, with
-// the payload sizes of the default Flask and Django configurations.
+// Debian's mirror and starts the same app (what people do without a golden image). The Django
+// set (-set django) boots a Django app with a requirements file three ways: a golden image baked
+// with its wheelhouse, the golden image without one installing from an index at boot, and the
+// old path emulated (pip bootstrapped into the release venv), each against the floor of its
+// image. Variants alternate run by run; medians and ratios are printed as Markdown for
+// docs/BENCHMARKS.md, with the payload sizes of the default Flask and Django configurations.
 //
 // It needs root and the e2e host tools (make deps). Run it with `go run ./bench/firstboot`.
 package main
@@ -20,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,6 +34,7 @@ import (
 type options struct {
 	runs   int
 	images string
+	set    string
 }
 
 // variant is one way to reach a serving (or, for the floor, a booted) machine.
@@ -37,10 +42,21 @@ type variant struct {
 	key, title string
 	image      func(imgs) string
 	userData   []byte
-	http       bool // wait for the app's first 200 through NGINX
+	http       bool   // wait for the app's first 200 through NGINX
+	deploy     bool   // read the deploy's steps from its journal
+	floor      string // the key of the floor it is compared with
+	// check, if set, proves the machine took the path the variant is named for.
+	check func(ctx context.Context, m *harness.Machine) error
 }
 
-type imgs struct{ golden, stock string }
+type imgs struct{ golden, stock, wheelhouse string }
+
+// The sets of variants -set chooses from.
+const (
+	setFlask  = "flask"
+	setDjango = "django"
+	setAll    = "all"
+)
 
 // sample is one run's figures, each from just before harness.Boot.
 type sample struct {
@@ -68,6 +84,7 @@ func main() {
 	var o options
 	flag.IntVar(&o.runs, "n", 3, "runs per variant, alternating (the median counts)")
 	flag.StringVar(&o.images, "images", "", "folder for the golden and stock images; reused when they are there (default: a temporary folder, removed)")
+	flag.StringVar(&o.set, "set", setAll, "which variants: flask (the app without requirements, the floor, the stock image), django (the app with requirements: wheelhouse image, boot-time index, old path, and their floors) or all")
 	onlySizes := flag.Bool("sizes", false, "print the payload sizes and stop (no root, no machine)")
 	flag.Parse()
 	if *onlySizes {
@@ -87,6 +104,10 @@ func run(ctx context.Context, o options) (err error) {
 	if o.runs < 1 {
 		return fmt.Errorf("-n: must be at least 1, got %d", o.runs)
 	}
+	if o.set != setFlask && o.set != setDjango && o.set != setAll {
+		return fmt.Errorf("-set: must be flask, django or all, got %q", o.set)
+	}
+	flask, django := o.set != setDjango, o.set != setFlask
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (systemd-nspawn, ip, nft)")
 	}
@@ -127,15 +148,37 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	im := imgs{golden: filepath.Join(dir, "golden.tar.zst"), stock: filepath.Join(dir, "stock.tar.zst")}
-	if !exists(im.golden) {
+	im := imgs{golden: filepath.Join(dir, "golden.tar.zst"), stock: filepath.Join(dir, "stock.tar.zst"), wheelhouse: filepath.Join(dir, "golden-wheelhouse.tar.zst")}
+	// The shop's wheels come from the wheelhouse bake; the golden image serves them as the
+	// boot-time index, so it is baked again when it was baked without them (marker beside it).
+	var shop *shopFixture
+	shopDir, shopMarker := filepath.Join(dir, "shop"), im.golden+".shop"
+	if django {
+		if shop, err = loadShop(shopDir); err != nil {
+			return err
+		}
+		if shop == nil || !exists(im.wheelhouse) {
+			start := time.Now()
+			if shop, err = buildWheelhouse(ctx, repo, base, work, im.wheelhouse, shopDir, log); err != nil {
+				return fmt.Errorf("golden image with the wheelhouse: %w", err)
+			}
+			fmt.Printf("Golden image with the wheelhouse: packer build with wsgi-stack (requirements_file, compiling the C extension) and snapshot: %s\n\n", secs(time.Since(start)))
+			_ = os.Remove(shopMarker)
+		}
+	}
+	if !exists(im.golden) || (django && !exists(shopMarker)) {
 		start := time.Now()
-		if err := buildGolden(ctx, repo, base, work, im.golden, log); err != nil {
+		if err := buildGolden(ctx, repo, base, work, im.golden, shop, log); err != nil {
 			return fmt.Errorf("golden image: %w", err)
 		}
 		fmt.Printf("Golden image: packer build with wsgi-stack (gunicorn_source = \"distro\") and snapshot: %s\n\n", secs(time.Since(start)))
+		if shop != nil {
+			if err := os.WriteFile(shopMarker, []byte(shop.sha+"\n"), 0o644); err != nil {
+				return err
+			}
+		}
 	}
-	if !exists(im.stock) {
+	if flask && !exists(im.stock) {
 		if err := buildStock(ctx, base, work, im.stock, log); err != nil {
 			return fmt.Errorf("stock image: %w", err)
 		}
@@ -149,15 +192,27 @@ func run(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	variants := []variant{
-		{"pay", "golden image + generated payload", func(i imgs) string { return i.golden }, payload.UserData, true},
-		{"flr", "golden image, empty #cloud-config (floor)", func(i imgs) string { return i.golden }, []byte("#cloud-config\n{}\n"), false},
-		{"stk", "stock image, cloud-init installs nginx-light + python3-gunicorn from the mirror", func(i imgs) string { return i.stock }, stock, true},
+	var variants []variant
+	warm := []string{im.golden}
+	if flask {
+		variants = append(variants,
+			variant{key: "pay", title: "golden image + generated payload", image: func(i imgs) string { return i.golden }, userData: payload.UserData, http: true, deploy: true, floor: "flr"},
+			variant{key: "stk", title: "stock image, cloud-init installs nginx-light + python3-gunicorn from the mirror", image: func(i imgs) string { return i.stock }, userData: stock, http: true, floor: "flr"})
+		warm = append(warm, im.stock)
+	}
+	variants = append(variants, variant{key: "flr", title: "golden image, empty #cloud-config (floor)", image: func(i imgs) string { return i.golden }, userData: []byte("#cloud-config\n{}\n")})
+	if django {
+		dv, err := djangoVariants(shop)
+		if err != nil {
+			return err
+		}
+		variants = append(variants, dv...)
+		warm = append(warm, im.wheelhouse)
 	}
 
 	// One unmeasured boot per image: the first boot of an image unpacks it into the shared
 	// lower layer of the machines' overlays, which later boots skip.
-	for _, img := range []string{im.golden, im.stock} {
+	for _, img := range warm {
 		m, err := harness.Boot(ctx, harness.BootOptions{Image: img, Name: "fbb-warm", WorkDir: work, Log: log})
 		if err != nil {
 			return fmt.Errorf("warm-up boot: %w", err)
@@ -165,6 +220,7 @@ func run(ctx context.Context, o options) (err error) {
 		m.Close()
 	}
 
+	fmt.Printf("Load average before the runs: %s\n\n", loadAvg())
 	samples := map[string][]sample{}
 	for r := 1; r <= o.runs; r++ {
 		for _, v := range variants {
@@ -176,7 +232,13 @@ func run(ctx context.Context, o options) (err error) {
 			samples[v.key] = append(samples[v.key], s)
 		}
 	}
-	report(o, variants, samples, len(tgz), len(payload.UserData), len(stock))
+	fmt.Printf("Load average after the runs: %s\n\n", loadAvg())
+	if flask {
+		report(o, only(variants, "pay", "flr", "stk"), samples, len(tgz), len(payload.UserData), len(stock))
+	}
+	if django {
+		reportDjango(o, only(variants, "whl", "flw", "idx", "old", "flr"), samples)
+	}
 	return nil
 }
 
@@ -209,7 +271,7 @@ func measure(ctx context.Context, v variant, image, name, work string, log io.Wr
 	if out, _, err := m.Exec(ctx, "cloud-init", "analyze", "blame"); err == nil {
 		s.blame = parseBlame(out)
 	}
-	if !v.http {
+	if v.key == "flr" {
 		for i, c := range venvCmds {
 			t0 := time.Now()
 			if _, stderr, err := m.Exec(ctx, "sh", "-c", c); err != nil {
@@ -217,9 +279,11 @@ func measure(ctx context.Context, v variant, image, name, work string, log io.Wr
 			}
 			s.venv[i] = time.Since(t0)
 		}
+	}
+	if !v.http {
 		return s, nil
 	}
-	if v.key == "pay" {
+	if v.deploy {
 		out, _, err := m.Exec(ctx, "journalctl", "-t", "wsgi-deploy", "-o", "short-unix", "--no-pager")
 		if err != nil {
 			return s, err
@@ -233,6 +297,11 @@ func measure(ctx context.Context, v variant, image, name, work string, log io.Wr
 	case <-time.After(3 * time.Minute):
 		body, _, _ := m.Exec(ctx, "sh", "-c", "curl -sS -m 5 http://127.0.0.1/; tail -n 30 /var/log/cloud-init-output.log")
 		return s, fmt.Errorf("no 200 with the app's answer through NGINX at %s 3 min after cloud-init done:\n%s", m.IP(), body)
+	}
+	if v.check != nil {
+		if err := v.check(ctx, m); err != nil {
+			return s, err
+		}
 	}
 	return s, nil
 }
@@ -336,7 +405,7 @@ func report(o options, variants []variant, samples map[string][]sample, tarball,
 	fmt.Println("| step of wsgi-deploy | time |")
 	fmt.Println("| --- | ---: |")
 	for i, st := range deploySteps {
-		fmt.Printf("| %s | %s |\n", st.title, secs(median(pick("pay", func(s sample) time.Duration { return s.deploy[i] }))))
+		fmt.Printf("| %s | %s |\n", st.title, stepSecs(pick("pay", func(s sample) time.Duration { return s.deploy[i] })))
 	}
 	fmt.Println()
 	fmt.Println("The venv step alone, run again in the floor machine after boot (median, seconds):")
@@ -349,6 +418,40 @@ func report(o options, variants []variant, samples map[string][]sample, tarball,
 	fmt.Println()
 	fmt.Printf("User data of these runs: the generated payload %d bytes (%d gzip), the stock image's cloud-config %d bytes (%d gzip); release archive %d bytes.\n\n",
 		payload, gzipLenOf("pay", variants), stock, gzipLenOf("stk", variants), tarball)
+}
+
+// only are the variants of keys, in that order.
+func only(vs []variant, keys ...string) []variant {
+	var out []variant
+	for _, k := range keys {
+		for _, v := range vs {
+			if v.key == k {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// stepSecs is the median of a deploy step's runs, "-" when the step was absent.
+func stepSecs(ds []time.Duration) string {
+	if len(ds) == 0 || slices.Contains(ds, absent) {
+		return "-"
+	}
+	return secs(median(ds))
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func gzipLenOf(key string, variants []variant) int {

@@ -114,17 +114,41 @@ func parseBlame(out string) map[string]time.Duration {
 }
 
 // deploySteps are the spans between the deploy script's journal lines (internal/image/files/
-// deploy.sh.tmpl): each step ends at the line whose text starts with its marker.
-var deploySteps = []struct{ title, from, to string }{
-	{"preflight, environment, fetch, verify, unpack the release", "deploy of ", "release "},
-	{"python -m venv for the release (no requirements.txt in the app)", "release ", "no requirements.txt"},
-	{"enable the sockets, start the units, reload NGINX, health checks", "no requirements.txt", "deployed "},
+// deploy.sh.tmpl): each step ends at the first line whose text starts with one of its marks and
+// begins where the step before it that the journal has ended (at "deploy of " for the first).
+// An optional step the journal lacks (Django's own work in an app of another framework) has no
+// time.
+var deploySteps = []deployStep{
+	{"preflight, environment, fetch, verify, unpack the release", []string{"release "}, false},
+	{"the release venv (python -m venv, or the image's baked venv)", []string{"venv "}, false},
+	{"requirements (pip, or nothing to install)", []string{"requirements ", "no "}, false},
+	{"Django migrate + collectstatic (the app's own work; a plain boot has none)", []string{"django "}, true},
+	{"hooks, switch, enable the sockets, start the units", []string{"units started"}, false},
+	{"reload NGINX, health checks on every unit", []string{"deployed "}, false},
 }
 
+type deployStep struct {
+	title    string
+	marks    []string
+	optional bool
+}
+
+// deployStart is the mark of the deploy's first line.
+const deployStart = "deploy of "
+
+// absent is the time of an optional step the journal lacks.
+const absent = time.Duration(-1)
+
 // parseDeploySteps reads `journalctl -t wsgi-deploy -o short-unix` ("1795829044.123456 host
-// wsgi-deploy[12]: text") and returns the length of each of deploySteps.
+// wsgi-deploy[12]: text") and returns the length of each of deploySteps, absent for an optional
+// step the journal lacks.
 func parseDeploySteps(out string) ([]time.Duration, error) {
 	at := map[string]float64{}
+	var marks []string
+	marks = append(marks, deployStart)
+	for _, st := range deploySteps {
+		marks = append(marks, st.marks...)
+	}
 	for _, line := range strings.Split(out, "\n") {
 		f := strings.Fields(line)
 		if len(f) < 4 {
@@ -138,22 +162,34 @@ func parseDeploySteps(out string) ([]time.Duration, error) {
 		if !ok {
 			continue
 		}
-		for _, st := range deploySteps {
-			for _, mark := range []string{st.from, st.to} {
-				if _, seen := at[mark]; !seen && strings.HasPrefix(text, mark) {
-					at[mark] = ts
-				}
+		for _, mark := range marks {
+			if _, seen := at[mark]; !seen && strings.HasPrefix(text, mark) {
+				at[mark] = ts
 			}
 		}
 	}
+	from, ok := at[deployStart]
+	if !ok {
+		return nil, fmt.Errorf("the deploy journal lacks %q:\n%s", deployStart, out)
+	}
 	var ds []time.Duration
 	for _, st := range deploySteps {
-		a, okA := at[st.from]
-		b, okB := at[st.to]
-		if !okA || !okB {
-			return nil, fmt.Errorf("the deploy journal lacks %q or %q:\n%s", st.from, st.to, out)
+		end, found := 0.0, false
+		for _, m := range st.marks {
+			if t, ok := at[m]; ok {
+				end, found = t, true
+				break
+			}
 		}
-		ds = append(ds, time.Duration((b-a)*float64(time.Second)))
+		switch {
+		case found:
+			ds = append(ds, time.Duration((end-from)*float64(time.Second)))
+			from = end
+		case st.optional:
+			ds = append(ds, absent)
+		default:
+			return nil, fmt.Errorf("the deploy journal lacks a line starting with %q:\n%s", strings.Join(st.marks, `" or "`), out)
+		}
 	}
 	return ds, nil
 }

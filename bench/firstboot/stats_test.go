@@ -103,25 +103,48 @@ func TestParseBlame(t *testing.T) {
 }
 
 func TestParseDeploySteps(t *testing.T) {
-	out := `1795829044.100000 fbb-pay1 wsgi-deploy[301]: deploy of app starts
+	ms := time.Millisecond
+	cases := []struct {
+		name, out string
+		want      []time.Duration
+	}{
+		{"flask, no requirements", `1795829044.100000 fbb-pay1 wsgi-deploy[301]: deploy of app starts
 1795829044.600000 fbb-pay1 wsgi-deploy[301]: release /srv/wsgi/releases/20261128T012800Z-abc
-1795829047.600000 fbb-pay1 wsgi-deploy[301]: no requirements.txt in the release: nothing to install
-1795829052.100000 fbb-pay1 wsgi-deploy[301]: deployed /srv/wsgi/releases/20261128T012800Z-abc: 3 units healthy behind NGINX
-`
-	got, err := parseDeploySteps(out)
-	if err != nil {
-		t.Fatal(err)
+1795829044.700000 fbb-pay1 wsgi-deploy[301]: venv /srv/wsgi/releases/20261128T012800Z-abc/.venv
+1795829044.750000 fbb-pay1 wsgi-deploy[301]: no requirements.txt in the release: nothing to install
+1795829045.750000 fbb-pay1 wsgi-deploy[301]: units started: wsgi@1.service wsgi@2.service
+1795829047.600000 fbb-pay1 wsgi-deploy[301]: deployed /srv/wsgi/releases/20261128T012800Z-abc: 3 units healthy behind NGINX
+`, []time.Duration{500 * ms, 100 * ms, 50 * ms, absent, 1000 * ms, 1850 * ms}},
+		{"django with requirements", `1795829044.100000 h wsgi-deploy[301]: deploy of shop starts
+1795829044.200000 h wsgi-deploy[301]: release /srv/wsgi/releases/x
+1795829044.300000 h wsgi-deploy[301]: venv /srv/wsgi/releases/x/.venv
+1795829044.350000 h wsgi-deploy[301]: installing requirements.txt from the image's wheelhouse /opt/wsgi/wheelhouse (offline)
+1795829047.300000 h wsgi-deploy[301]: requirements installed
+1795829050.300000 h wsgi-deploy[301]: django migrate and collectstatic done
+1795829051.300000 h wsgi-deploy[301]: units started: wsgi@1.service
+1795829052.300000 h wsgi-deploy[301]: deployed /srv/wsgi/releases/x: 1 units healthy behind NGINX
+`, []time.Duration{100 * ms, 100 * ms, 3000 * ms, 3000 * ms, 1000 * ms, 1000 * ms}},
 	}
-	want := []time.Duration{500 * time.Millisecond, 3 * time.Second, 4500 * time.Millisecond}
-	if len(got) != len(want) {
-		t.Fatalf("got %v, want %v", got, want)
-	}
-	for i := range want {
-		if d := got[i] - want[i]; d < -time.Millisecond || d > time.Millisecond {
-			t.Errorf("step %d = %v, want %v", i, got[i], want[i])
+	for _, c := range cases {
+		got, err := parseDeploySteps(c.out)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if len(got) != len(c.want) {
+			t.Fatalf("%s: got %v, want %v", c.name, got, c.want)
+		}
+		for i := range c.want {
+			if d := got[i] - c.want[i]; d < -time.Millisecond || d > time.Millisecond {
+				t.Errorf("%s: step %d (%s) = %v, want %v", c.name, i, deploySteps[i].title, got[i], c.want[i])
+			}
 		}
 	}
-	if _, err := parseDeploySteps("1795829044.1 h wsgi-deploy[1]: deploy of app starts\n"); err == nil {
-		t.Error("a journal without the later lines was accepted")
+	for _, bad := range []string{
+		"1795829044.1 h wsgi-deploy[1]: deploy of app starts\n",
+		"1795829044.1 h wsgi-deploy[1]: release /x\n1795829045.1 h wsgi-deploy[1]: deployed /x\n",
+	} {
+		if _, err := parseDeploySteps(bad); err == nil {
+			t.Errorf("an incomplete journal was accepted: %q", bad)
+		}
 	}
 }

@@ -67,8 +67,11 @@ type Config struct {
 	// Path, on the machine that runs Packer, of the app's requirements file (pip's format, one
 	// self-contained file: no -r, -c or -e lines). When set, the bake uploads it, builds a wheel
 	// of every requirement and its dependencies into wheelhouse_dir (from pip_index_url and
-	// pip_find_links, compiling what has no wheel with build_packages), and first boot installs
-	// from that wheelhouse offline unless the payload names an index. Default: no wheelhouse.
+	// pip_find_links, compiling what has no wheel with build_packages) and installs the file
+	// from there into the baked venv wheelhouse_dir/.venv. First boot gives a release whose
+	// requirements file is this one, byte for byte, that venv and runs no pip; any other file it
+	// installs from the wheelhouse offline unless the payload names an index. Default: no
+	// wheelhouse.
 	RequirementsFile string `mapstructure:"requirements_file"`
 	// Where the baked wheels live on the image. Default "/opt/wsgi/wheelhouse".
 	WheelhouseDir string `mapstructure:"wheelhouse_dir"`

@@ -27,14 +27,18 @@ func TestDeployContract(t *testing.T) {
 		"PHASE=environment", "secrets-env", "PHASE=fetch", "PHASE=release",
 		`'/opt/wsgi/venv/bin/python' -m venv --without-pip "$REL/.venv"`,
 		`'/opt/wsgi/venv/bin/python' -m pip --python "$REL/.venv/bin/python" install`,
+		`exec python "$WSGI_MANAGE_PY" collectstatic --noinput' >"$WORK/collectstatic.out" 2>&1 &`,
 		`AS_APP_ENV=(WSGI_MIGRATE_LOCK="${WSGI_DJANGO_MIGRATE_LOCK:-database}"`,
 		`exec python "$WSGI_MANAGE_PY" shell -c "import runpy; runpy.run_path(\"/usr/local/lib/wsgi/wsgi-migrate\", run_name=\"__main__\")"'`,
-		`AS_APP_ENV=()`, `exec python "$WSGI_MANAGE_PY" collectstatic --noinput`,
+		`wait "$COLLECTSTATIC" || true`, `die "django migrate failed:`,
+		`AS_APP_ENV=()`, `wait "$COLLECTSTATIC" || rc=$?`, `die "django collectstatic failed:`,
 		`PHASE="hooks_before_switch[$i]"`, "PHASE=switch",
 		`install -m 0640 -o root -g 'wsgi' "$WORK/env.installed" '/etc/wsgi/wsgi.env'`,
 		`ln -sfn "$REL" '/srv/wsgi'/.current.new`, `mv -T '/srv/wsgi'/.current.new '/srv/wsgi/current'`,
 		`PHASE="hooks_after_switch[$i]"`, `if [ "$MODE" = release ]`, `echo "release $REL"`,
-		"systemctl enable --now --quiet 'wsgi.target'", "systemctl reload-or-restart nginx",
+		"systemctl enable --now --no-reload --quiet 'wsgi.target'",
+		"if ! systemctl start 'wsgi@1.service' 'wsgi@2.service' 'wsgi@3.service'; then", `log "units started"`,
+		"systemctl reload-or-restart nginx",
 		`[ -n "$HEALTH" ] || HEALTH='/healthz'`, "'/run/wsgi/app-3.sock'",
 		`PHASE="lifecycle hook"`, "complete_hook CONTINUE || die", ">'/var/lib/wsgi/deployed'",
 	}
@@ -98,11 +102,38 @@ func TestValidatorsDeployScriptCatchesErrors(t *testing.T) {
 	}
 }
 
-// With a baked wheelhouse the deploy installs offline from it unless the payload names where to
+// With a baked wheelhouse the deploy gives a release with the baked requirements file the baked
+// venv, installs any other file offline from the wheelhouse unless the payload names where to
 // install from, and a requirement missing from it fails with a message naming it and the fix.
 func TestDeployWheelhouse(t *testing.T) {
 	without := deployOf(t, Default())
-	with := deployOf(t, Stack{Requirements: "Django\n"}.WithDefaults())
+	stack := Stack{Requirements: "Django\n"}.WithDefaults()
+	with := deployOf(t, stack)
+	// The baked venv only for the baked file, byte for byte, with no index or constraints named,
+	// before any venv is made or pip runs; then the offline install.
+	order := []string{
+		`if [ ! -f "$REL/$REQ" ]; then`,
+		`elif [ ${#WSGI_PIP_ARGS[@]} -eq 0 ] && [ -z "$WSGI_PIP_CONSTRAINTS_FILE" ] && [ -x '/opt/wsgi/wheelhouse/.venv/bin/python' ] &&`,
+		`[ "$(sha256sum <"$REL/$REQ" | cut -d' ' -f1)" = '` + stack.RequirementsSHA256() + `' ]; then`,
+		`ln -s '/opt/wsgi/wheelhouse/.venv' "$REL/.venv"`,
+		`log "requirements installed at bake time: no pip at boot"`,
+		"else\n\tmake_venv\n",
+		`PIP_FROM=(--no-index --find-links '/opt/wsgi/wheelhouse')`,
+		`-m pip --python "$REL/.venv/bin/python" install`,
+	}
+	at := 0
+	for _, step := range order {
+		i := strings.Index(with[at:], step)
+		if i < 0 {
+			t.Fatalf("step %q missing or out of order in the deploy with a wheelhouse", step)
+		}
+		at += i + len(step)
+	}
+	for _, want := range []string{"/opt/wsgi/wheelhouse/.venv", "sha256sum <\"$REL/$REQ\""} {
+		if strings.Contains(without, want) {
+			t.Errorf("deploy without a wheelhouse has %q", want)
+		}
+	}
 	for _, want := range []string{
 		`PIP_FROM=(--no-index --find-links '/opt/wsgi/wheelhouse')`,
 		`if [ ${#WSGI_PIP_ARGS[@]} -eq 0 ]; then`,

@@ -51,13 +51,14 @@ type description struct {
 }
 
 // wheelhouse tells a reader of the description where the baked wheels are, what they were
-// built from, and how first boot uses them. BuildTools were installed for the build and removed
+// built from, the venv the bake installed them into, and how first boot uses them. BuildTools were installed for the build and removed
 // again (those already on the machine before the bake stay).
 type wheelhouse struct {
 	Dir                string   `json:"dir"`
 	Requirements       string   `json:"requirements"`
 	RequirementsSHA256 string   `json:"requirements_sha256"`
 	Sums               string   `json:"sha256sums"`
+	Venv               string   `json:"venv"`
 	FirstBoot          string   `json:"first_boot"`
 	BuildTools         []string `json:"build_tools"`
 }
@@ -86,7 +87,9 @@ func (s Stack) Description() []byte {
 	if s.Wheelhouse() {
 		d.Wheelhouse = &wheelhouse{
 			Dir: s.WheelhouseDir, Requirements: s.WheelhouseRequirements(), RequirementsSHA256: s.RequirementsSHA256(),
-			Sums: s.WheelhouseSums(), FirstBoot: "pip --no-index --find-links " + s.WheelhouseDir + " unless the payload names an index",
+			Sums: s.WheelhouseSums(), Venv: s.WheelhouseVenv(),
+			FirstBoot: "the venv, without pip, when the release's requirements file has requirements_sha256 and the payload names no index or constraints " +
+				"(if the bake could install the file into it); else pip --no-index --find-links " + s.WheelhouseDir + " unless the payload names an index",
 			BuildTools: s.BuildTools(),
 		}
 	}

@@ -90,6 +90,12 @@ func TestMigrateHelper(t *testing.T) {
 		t.Errorf("SQLite, applied already: exit %d\n%s", code, out)
 	}
 
+	// A migrate that fails in the helper's own process (SQLite, no command): its exception is the reason.
+	out, code = runMigrate(t, py, dir, "DB="+filepath.Join(dir, "nonexistent", "db.sqlite3"))
+	if want := "s: django.db.utils.OperationalError: unable to open database file\n"; code != 1 || !strings.Contains(out, "wsgi-migrate: migrate failed after ") || !strings.HasSuffix(out, want) {
+		t.Errorf("SQLite, a migrate that fails: exit %d, want 1 and a last line ending in %q\n%s", code, want, out)
+	}
+
 	out, code = runMigrate(t, py, dir, "DB=dummy")
 	if want := `wsgi-migrate: no fleet-wide migration lock for the database backend django.db.backends.dummy (PostgreSQL and MySQL/MariaDB have one): set django_migrate_lock = "off" and migrate once per release yourself`; code != 1 || !strings.Contains(out, want) {
 		t.Errorf("a backend without a lock: exit %d, want 1 and %q\n%s", code, want, out)

@@ -24,6 +24,14 @@ func (s Stack) WheelhouseRequirements() string { return s.WheelhouseDir + "/requ
 // requirements files that use pip's hash checking.
 func (s Stack) WheelhouseSums() string { return s.WheelhouseDir + "/SHA256SUMS" }
 
+// WheelhouseVenv is the venv the bake installs the requirements into, from the wheelhouse as
+// first boot would. A release whose requirements file is the baked one, byte for byte, gets it
+// as its own venv (a symlink) and runs no pip.
+func (s Stack) WheelhouseVenv() string { return s.WheelhouseDir + "/.venv" }
+
+// WheelhouseVenvPython is the baked venv's interpreter.
+func (s Stack) WheelhouseVenvPython() string { return s.WheelhouseVenv() + "/bin/python" }
+
 // RequirementsSHA256 is the digest of the requirements file the wheelhouse was built from.
 func (s Stack) RequirementsSHA256() string {
 	sum := sha256.Sum256([]byte(s.Requirements))

@@ -10,12 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
 )
 
-// template bakes the default stack with the distribution's Gunicorn (PyPI is not reachable
-// here); everything else is the provisioner's default configuration.
+// template bakes the stack of Options.Stack, by default the distribution's Gunicorn (PyPI is
+// not reachable here) and everything else the provisioner's default configuration.
 const template = `
 variable "host" { type = string }
 variable "key"  { type = string }
@@ -37,10 +38,13 @@ source "null" "machine" {
 build {
   sources = ["source.null.machine"]
   provisioner "wsgi-stack" {
-    gunicorn_source = "distro"
+STACK
   }
 }
 `
+
+// DefaultStack is the wsgi-stack block's body without Options.Stack.
+const DefaultStack = `    gunicorn_source = "distro"`
 
 // Options say where and how to bake.
 type Options struct {
@@ -50,6 +54,11 @@ type Options struct {
 	Out  string // the golden image tarball to write
 	Name string // the build machine's name
 	Log  io.Writer
+	// Stack is the body of the wsgi-stack block, HCL. Default DefaultStack.
+	Stack string
+	// BeforeBuild, if set, runs on the fresh machine before packer build (e.g. an index the
+	// bake installs from).
+	BeforeBuild func(m *harness.Machine) error
 	// Prepare, if set, runs on the baked machine before the snapshot (e.g. test fixtures).
 	Prepare func(m *harness.Machine) error
 }
@@ -73,8 +82,17 @@ func Bake(ctx context.Context, o Options) error {
 	plugin := filepath.Join(o.Work, "packer-plugin-wsgi")
 	env := harness.PackerEnv(filepath.Join(o.Work, "packer"))
 	tmpl := filepath.Join(o.Work, "golden.pkr.hcl")
-	if err := os.WriteFile(tmpl, []byte(template), 0o644); err != nil {
+	stack := o.Stack
+	if stack == "" {
+		stack = DefaultStack
+	}
+	if err := os.WriteFile(tmpl, []byte(strings.Replace(template, "STACK", stack, 1)), 0o644); err != nil {
 		return err
+	}
+	if o.BeforeBuild != nil {
+		if err := o.BeforeBuild(m); err != nil {
+			return err
+		}
 	}
 	steps := []struct {
 		dir  string

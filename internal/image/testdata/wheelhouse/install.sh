@@ -75,6 +75,18 @@ sed -e 's/--hash[= ][A-Za-z0-9]*:[0-9A-Fa-f]*//g' -e '/^[[:space:]]*--require-ha
 if grep -q -e '--hash' "$STAGE"'/opt/wsgi/wheelhouse/requirements.txt'; then
 	echo "requirements_file checks hashes: a wheel compiled here is a new file; give its sha256 above as one more --hash, or first boot refuses it"
 fi
+# The requirements installed once, here, as first boot would install them (the image's pip into a
+# venv without pip, offline from the wheelhouse, the file as it is, so pip checks its hashes): a
+# release whose requirements file is this one, byte for byte, gets this venv and runs no pip.
+rm -rf '/opt/wsgi/wheelhouse/.venv'
+'/opt/wsgi/venv/bin/python' -m venv --without-pip '/opt/wsgi/wheelhouse/.venv'
+if '/opt/wsgi/venv/bin/python' -m pip --python '/opt/wsgi/wheelhouse/.venv/bin/python' install --no-input --disable-pip-version-check --no-cache-dir --progress-bar off \
+	--no-index --find-links '/opt/wsgi/wheelhouse' -r "$STAGE"'/opt/wsgi/wheelhouse/requirements.txt'; then
+	echo 'baked venv /opt/wsgi/wheelhouse/.venv: a release with this requirements file uses it as it is, without pip'
+else
+	rm -rf '/opt/wsgi/wheelhouse/.venv'
+	echo "no baked venv: pip could not install requirements_file from the wheelhouse as it is (pip's reason is above); first boot installs from the wheelhouse and meets the same"
+fi
 after=$(dpkg-query -W -f='${binary:Package}\n' | sort)
 added=$(printf '%s\n' "$after" | grep -vxF -e "$before" || true)
 if [ -n "$added" ]; then

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
+	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/harness"
+	"github.com/wsgi-ami/packer-plugin-wsgi/e2e/pyfixture"
+)
+
+// The Django set: the shop of TestWheelhouse (Django with a requirements file of five pins, one
+// of them a C extension) three ways, each against the floor of its image.
+
+// wheelhouseDir is wsgi-stack's default wheelhouse_dir, where the bake leaves the wheels.
+const wheelhouseDir = "/opt/wsgi/wheelhouse"
+
+// shopFixture is the shop's release and the wheels the wheelhouse bake built for it.
+type shopFixture struct {
+	reqs   string
+	tgz    []byte
+	sha    string
+	wheels map[string][]byte // file name → wheel
+}
+
+func newShop(reqs string, wheels map[string][]byte) (*shopFixture, error) {
+	if len(wheels) == 0 {
+		return nil, fmt.Errorf("no wheels for the shop's index")
+	}
+	tgz, err := pyfixture.TarGz(pyfixture.ShopFiles(reqs))
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(tgz)
+	return &shopFixture{reqs: reqs, tgz: tgz, sha: hex.EncodeToString(sum[:]), wheels: wheels}, nil
+}
+
+// save keeps the requirements and the wheels in dir, beside the images they belong to.
+func (s *shopFixture) save(dir string) error {
+	if err := os.MkdirAll(filepath.Join(dir, "wheels"), 0o755); err != nil {
+		return err
+	}
+	for n, b := range s.wheels {
+		if err := os.WriteFile(filepath.Join(dir, "wheels", n), b, 0o644); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(filepath.Join(dir, "requirements.txt"), []byte(s.reqs), 0o644)
+}
+
+// loadShop reads what save kept; nil when it is not there.
+func loadShop(dir string) (*shopFixture, error) {
+	reqs, err := os.ReadFile(filepath.Join(dir, "requirements.txt"))
+	if os.IsNotExist(err) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	wheels, err := readWheels(filepath.Join(dir, "wheels"))
+	if err != nil {
+		return nil, err
+	}
+	return newShop(string(reqs), wheels)
+}
+
+func readWheels(dir string) (map[string][]byte, error) {
+	names, err := filepath.Glob(filepath.Join(dir, "*.whl"))
+	if err != nil {
+		return nil, err
+	}
+	wheels := map[string][]byte{}
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		wheels[filepath.Base(n)] = b
+	}
+	if len(wheels) == 0 {
+		return nil, fmt.Errorf("no wheels in %s", dir)
+	}
+	return wheels, nil
+}
+
+// shopApp is the shop's payload: the archive from the fixture server, migrate and collectstatic
+// built in (SQLite, so the database's lock is not needed), one environment variable.
+func shopApp(sha string) cloudinit.App {
+	return cloudinit.App{
+		Source:               cloudinit.Source{TarballURL: shopURL, SHA256: sha},
+		WSGIApp:              "mysite.wsgi:application",
+		Framework:            cloudinit.FrameworkDjango,
+		DjangoSettingsModule: "mysite.settings",
+		Env:                  map[string]string{"DATABASE_PATH": "/var/lib/wsgi-app/db.sqlite3"},
+	}
+}
+
+// oldPathScript turns the image's deploy back into the one before issue 14 for one boot: the
+// release venv gets its own pip (`python -m venv` without --without-pip, which copies pip in
+// with ensurepip) and that pip installs the requirements (`.venv/bin/python -m pip install`),
+// instead of the image's pip with --python. It fails when the deploy no longer has either
+// command, so the emulation cannot silently measure the new path.
+const oldPathScript = `set -eu
+f=/usr/local/sbin/wsgi-deploy
+grep -qF -- '-m venv --without-pip' "$f"
+grep -qF -- "/opt/wsgi/venv/bin/python' -m pip --python \"\$REL/.venv/bin/python\" install" "$f"
+sed -i -e 's|-m venv --without-pip|-m venv|' \
+	-e "s|'/opt/wsgi/venv/bin/python' -m pip --python \"\$REL/.venv/bin/python\" install|\"\$REL/.venv/bin/python\" -m pip install|" "$f"
+`
+
+// oldPathPart is the extra cloud-config part of the emulated old path: a bootcmd, which runs in
+// cloud-init's init stage, long before the deploy in the final stage.
+func oldPathPart() (cloudinit.Part, error) {
+	b, err := yaml.Marshal(map[string][][]string{"bootcmd": {{"sh", "-c", oldPathScript}}})
+	if err != nil {
+		return cloudinit.Part{}, err
+	}
+	return cloudinit.Part{ContentType: "text/cloud-config", Filename: "old-path.cfg", Content: cloudinit.CloudConfigHeader + "\n" + string(b)}, nil
+}
+
+// djangoVariants are the Django set: the wheelhouse image with the plain payload, the golden
+// image without a wheelhouse with the payload naming the boot-time index, the same with the
+// old path emulated, and the floor of each image.
+func djangoVariants(shop *shopFixture) ([]variant, error) {
+	plain, err := cloudinit.Render(shopApp(shop.sha))
+	if err != nil {
+		return nil, err
+	}
+	idxApp := shopApp(shop.sha)
+	idxApp.PipIndexURL = indexURL
+	idx, err := cloudinit.Render(idxApp)
+	if err != nil {
+		return nil, err
+	}
+	part, err := oldPathPart()
+	if err != nil {
+		return nil, err
+	}
+	oldApp := idxApp
+	oldApp.ExtraParts = []cloudinit.Part{part}
+	old, err := cloudinit.Render(oldApp)
+	if err != nil {
+		return nil, err
+	}
+	wh := func(i imgs) string { return i.wheelhouse }
+	gold := func(i imgs) string { return i.golden }
+	return []variant{
+		{key: "whl", title: "Django: wheelhouse image + payload", image: wh, userData: plain.UserData, http: true, deploy: true, floor: "flw",
+			check: shopCheck(`grep -qF "the image's baked venv" /var/log/wsgi-deploy.log`)},
+		{key: "flw", title: "wheelhouse image, empty #cloud-config (its floor)", image: wh, userData: []byte("#cloud-config\n{}\n")},
+		{key: "idx", title: "Django: golden image + payload with pip_index_url (boot-time index)", image: gold, userData: idx.UserData, http: true, deploy: true, floor: "flr",
+			check: shopCheck(`test ! -e /srv/wsgi/current/.venv/bin/pip`)},
+		{key: "old", title: "Django: golden image + the same payload, old path emulated (pip in the release venv)", image: gold, userData: old.UserData, http: true, deploy: true, floor: "flr",
+			check: shopCheck(`test -x /srv/wsgi/current/.venv/bin/pip`)},
+	}, nil
+}
+
+// shopCheck proves a Django variant served the shop with its requirements from the release venv
+// and took the path it is named for (cond, a shell test in the machine).
+func shopCheck(cond string) func(ctx context.Context, m *harness.Machine) error {
+	return func(ctx context.Context, m *harness.Machine) error {
+		body, _, err := m.Exec(ctx, "curl", "-fsS", "-m", "10", "http://127.0.0.1/")
+		if err != nil {
+			return fmt.Errorf("GET / on the machine: %w", err)
+		}
+		if !strings.Contains(body, "triangle=5050 greeting="+pyfixture.Greeting) || !strings.Contains(body, "/.venv/lib/python3") {
+			return fmt.Errorf("the shop does not answer with its requirements from the release venv: %q", body)
+		}
+		if _, _, err := m.Exec(ctx, "sh", "-c", cond); err != nil {
+			log, _, _ := m.Exec(ctx, "tail", "-n", "40", "/var/log/wsgi-deploy.log")
+			return fmt.Errorf("not the path this variant is for (%s): %w\n%s", cond, err, log)
+		}
+		return nil
+	}
+}
+
+// reportDjango prints the Django set: each way to first boot against the floor of its image,
+// and the deploy's steps of each.
+func reportDjango(o options, variants []variant, samples map[string][]sample) {
+	pick := func(key string, f func(sample) time.Duration) []time.Duration {
+		var ds []time.Duration
+		for _, s := range samples[key] {
+			ds = append(ds, f(s))
+		}
+		return ds
+	}
+	first := func(s sample) time.Duration { return s.first200 }
+	ci := func(s sample) time.Duration { return s.cloudInit }
+	mu := func(s sample) time.Duration { return s.running }
+	djangoStep := slices.IndexFunc(deploySteps, func(st deployStep) bool { return st.optional })
+	// The first 200 without Django's own migrate and collectstatic, which a plain boot has no
+	// equivalent of: run by run, then the median.
+	lessApp := func(s sample) time.Duration {
+		if len(s.deploy) > djangoStep && s.deploy[djangoStep] > 0 {
+			return s.first200 - s.deploy[djangoStep]
+		}
+		return s.first200
+	}
+
+	fmt.Printf("Django with requirements (the shop of TestWheelhouse), %d runs per variant alternating with the Flask set's, median (every run in brackets, seconds). "+
+		"Each against the floor of its own image (its cloud-init done with an empty #cloud-config).\n\n", o.runs)
+	fmt.Println("| variant | first 200 through NGINX | cloud-init done | multi-user (is-system-running) | first 200 vs its floor | first 200 less Django's migrate + collectstatic, vs its floor |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: |")
+	for _, v := range variants {
+		f, c, m := pick(v.key, first), pick(v.key, ci), pick(v.key, mu)
+		fs, rs, ls := "-", "-", "-"
+		if v.http {
+			floor := median(pick(v.floor, ci))
+			fs = fmt.Sprintf("%s (%s)", secs(median(f)), runsList(f))
+			rs = ratio(median(f), floor)
+			l := pick(v.key, lessApp)
+			ls = fmt.Sprintf("%s (%s s)", ratio(median(l), floor), runsList(l))
+		}
+		fmt.Printf("| %s | %s | %s (%s) | %s (%s) | %s | %s |\n", v.title, fs, secs(median(c)), runsList(c), secs(median(m)), runsList(m), rs, ls)
+	}
+	fmt.Printf("\nTarget (issue 14): wheelhouse image + payload at most 1.25x its floor to the first 200: %s (%s without the app's own migrate + collectstatic).\n\n",
+		ratio(median(pick("whl", first)), median(pick("flw", ci))), ratio(median(pick("whl", lessApp)), median(pick("flw", ci))))
+
+	deployed := []variant{}
+	for _, v := range variants {
+		if v.deploy {
+			deployed = append(deployed, v)
+		}
+	}
+	fmt.Println("The deploy's steps, from its journal lines (median, seconds):")
+	fmt.Println()
+	fmt.Print("| step of wsgi-deploy |")
+	for _, v := range deployed {
+		fmt.Printf(" %s |", v.key)
+	}
+	fmt.Print("\n| --- |")
+	for range deployed {
+		fmt.Print(" ---: |")
+	}
+	fmt.Println()
+	for i, st := range deploySteps {
+		fmt.Printf("| %s |", st.title)
+		for _, v := range deployed {
+			fmt.Printf(" %s |", stepSecs(pick(v.key, func(s sample) time.Duration { return s.deploy[i] })))
+		}
+		fmt.Println()
+	}
+	fmt.Printf("| the whole deploy (cloud-init analyze blame: %s) |", blamed[1])
+	for _, v := range deployed {
+		fmt.Printf(" %s |", secs(median(pick(v.key, func(s sample) time.Duration { return s.blame[blamed[1]] }))))
+	}
+	fmt.Println()
+	fmt.Println()
+	fmt.Println("Columns: whl = wheelhouse image (requirements_file baked) + the plain payload; idx = golden image without a wheelhouse, " +
+		"payload with pip_index_url = the shop's index on the instance's loopback (the wheels the wheelhouse bake built, served by the fixture server); " +
+		"old = the idx payload plus a bootcmd part that rewrites the image's deploy for this boot into the one before issue 14: " +
+		"`python -m venv` with pip (ensurepip copies pip into the release venv) and the release venv's own pip installing from the same index.")
+	fmt.Println()
+}
