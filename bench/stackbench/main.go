@@ -326,9 +326,13 @@ func operations(ctx context.Context, m *harness.Machine, profiles []profile) err
 			if strings.Contains(op.Name, "5 s apart") || strings.Contains(op.Name, "crash loop") {
 				d = 22 * time.Second
 			}
+			logStart := errorLogSize(m)
 			r, err := ops.Run(ctx, m, op, ops.Load{URL: target(m, "default"), Connections: 16, Duration: d, At: 2 * time.Second})
 			if err != nil {
 				return fmt.Errorf("%w\n%s", err, diagnose(ctx, m))
+			}
+			if r.Failed() > 0 {
+				fmt.Fprintf(os.Stderr, "%s, profile %s: %d failed; NGINX's error log meanwhile:\n%s\n", op.Name, p.name, r.Failed(), errorLogSince(m, logStart))
 			}
 			fmt.Printf("| %s | %d | %d | %d | %s | %s | %s | %s |\n", op.Name, r.Requests, r.Non2xx, r.SocketErrors(),
 				ops.MS(r.P50), ops.MS(r.P99), ops.MS(r.Max), r.OpTook.Round(100*time.Millisecond))
@@ -337,6 +341,29 @@ func operations(ctx context.Context, m *harness.Machine, profiles []profile) err
 		fmt.Printf("\n(%s at the end)\n\n", ops.LoadAvg())
 	}
 	return nil
+}
+
+const nginxErrorLog = "var/log/nginx/error.log"
+
+func errorLogSize(m *harness.Machine) int64 {
+	fi, err := os.Stat(filepath.Join(m.Root(), nginxErrorLog))
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// errorLogSince is what NGINX logged after offset: why the failed requests failed.
+func errorLogSince(m *harness.Machine, offset int64) string {
+	b, err := os.ReadFile(filepath.Join(m.Root(), nginxErrorLog))
+	if err != nil || int64(len(b)) < offset {
+		return fmt.Sprintf("(no error log: %v)", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b[offset:])), "\n")
+	if len(lines) > 20 {
+		lines = append(lines[:20], fmt.Sprintf("... %d lines more", len(lines)-20))
+	}
+	return strings.Join(lines, "\n")
 }
 
 // diagnose gathers what the machine says about the serving path, for an error message.
