@@ -280,8 +280,8 @@ func serving(ctx context.Context, o options, m *harness.Machine, profiles []prof
 			eb, ebka, hand := summarize(res["eb"][c]), summarize(res["ebka"][c]), summarize(res["hand"][c])
 			for _, s := range append(profileNames(profiles), "eb", "ebka", "hand") {
 				r := summarize(res[s][c])
-				fmt.Printf("| %d | %s | %.0f | %s | %s | %s | %d | %.2fx | %.2fx | %.2fx |\n", c, s, r.rps, r.each, ops.MS(r.p50), ops.MS(r.p99), r.failed,
-					r.rps/eb.rps, r.rps/ebka.rps, r.rps/hand.rps)
+				fmt.Printf("| %d | %s | %.0f | %s | %s | %s | %d | %s | %s | %s |\n", c, s, r.rps, r.each, ops.MS(r.p50), ops.MS(r.p99), r.failed,
+					ratio(r.rps, eb.rps), ratio(r.rps, ebka.rps), ratio(r.rps, hand.rps))
 			}
 		}
 		fmt.Println()
@@ -296,6 +296,14 @@ type cell struct {
 	each     string
 	p50, p99 time.Duration
 	failed   int
+}
+
+// ratio is a/b for the tables, or "-" when b completed no request (no ratio to give).
+func ratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", a/b)
 }
 
 func summarize(rs []ops.Result) cell {
