@@ -232,22 +232,16 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 	}
 	fmt.Println("The deploy's steps, from its journal lines (median, seconds):")
 	fmt.Println()
-	fmt.Print("| step of wsgi-deploy |")
+	var keys, steps []string
 	for _, v := range deployed {
-		fmt.Printf(" %s |", v.key)
+		keys = append(keys, v.key)
 	}
-	fmt.Print("\n| --- |")
-	for range deployed {
-		fmt.Print(" ---: |")
+	for _, st := range deploySteps {
+		steps = append(steps, st.title)
 	}
-	fmt.Println()
-	for i, st := range deploySteps {
-		fmt.Printf("| %s |", st.title)
-		for _, v := range deployed {
-			fmt.Printf(" %s |", stepSecs(pick(v.key, func(s sample) time.Duration { return s.deploy[i] })))
-		}
-		fmt.Println()
-	}
+	grid("step of wsgi-deploy", keys, steps, func(c, r int) string {
+		return stepSecs(pick(deployed[c].key, func(s sample) time.Duration { return s.deploy[r] }))
+	})
 	fmt.Printf("| the whole deploy (cloud-init analyze blame: %s) |", blamed[1])
 	for _, v := range deployed {
 		fmt.Printf(" %s |", secs(median(pick(v.key, func(s sample) time.Duration { return s.blame[blamed[1]] }))))

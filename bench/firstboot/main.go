@@ -383,22 +383,9 @@ func report(o options, variants []variant, samples map[string][]sample, tarball,
 		ratio(gold, floor), secs(gold-floor), ratio(median(pick("stk", first)), gold), states)
 	fmt.Println("Where the variants differ, from `cloud-init analyze blame` in each machine (median, seconds):")
 	fmt.Println()
-	fmt.Print("| cloud-init module |")
-	for _, v := range variants {
-		fmt.Printf(" %s |", v.title)
-	}
-	fmt.Print("\n| --- |")
-	for range variants {
-		fmt.Print(" ---: |")
-	}
-	fmt.Println()
-	for _, b := range blamed {
-		fmt.Printf("| %s |", b)
-		for _, v := range variants {
-			fmt.Printf(" %s |", secs(median(pick(v.key, func(s sample) time.Duration { return s.blame[b] }))))
-		}
-		fmt.Println()
-	}
+	grid("cloud-init module", titles(variants), blamed, func(c, r int) string {
+		return secs(median(pick(variants[c].key, func(s sample) time.Duration { return s.blame[blamed[r]] })))
+	})
 	fmt.Println()
 	fmt.Println("The deploy script on the golden image, from its journal lines (median, seconds):")
 	fmt.Println()
@@ -494,4 +481,32 @@ func instanceID() string {
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// grid prints a Markdown table with a row per label and a column per header, the cells from cell.
+func grid(corner string, cols, rows []string, cell func(col, row int) string) {
+	fmt.Printf("| %s |", corner)
+	for _, c := range cols {
+		fmt.Printf(" %s |", c)
+	}
+	fmt.Print("\n| --- |")
+	for range cols {
+		fmt.Print(" ---: |")
+	}
+	fmt.Println()
+	for r, label := range rows {
+		fmt.Printf("| %s |", label)
+		for c := range cols {
+			fmt.Printf(" %s |", cell(c, r))
+		}
+		fmt.Println()
+	}
+}
+
+func titles(vs []variant) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.title)
+	}
+	return out
 }
