@@ -185,16 +185,7 @@ func shopCheck(cond string) func(ctx context.Context, m *harness.Machine) error 
 // reportDjango prints the Django set: each way to first boot against the floor of its image,
 // and the deploy's steps of each.
 func reportDjango(o options, variants []variant, samples map[string][]sample) {
-	pick := func(key string, f func(sample) time.Duration) []time.Duration {
-		var ds []time.Duration
-		for _, s := range samples[key] {
-			ds = append(ds, f(s))
-		}
-		return ds
-	}
-	first := func(s sample) time.Duration { return s.first200 }
-	ci := func(s sample) time.Duration { return s.cloudInit }
-	mu := func(s sample) time.Duration { return s.running }
+	pick := picker(samples)
 	djangoStep := slices.IndexFunc(deploySteps, func(st deployStep) bool { return st.optional })
 	// The first 200 without Django's own migrate and collectstatic, which a plain boot has no
 	// equivalent of: run by run, then the median.
@@ -210,10 +201,10 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 	fmt.Println("| variant | first 200 through NGINX | cloud-init done | multi-user (is-system-running) | first 200 vs its floor | first 200 less Django's migrate + collectstatic, vs its floor |")
 	fmt.Println("| --- | ---: | ---: | ---: | ---: | ---: |")
 	for _, v := range variants {
-		f, c, m := pick(v.key, first), pick(v.key, ci), pick(v.key, mu)
+		f, c, m := pick(v.key, byFirst200), pick(v.key, byCloudInit), pick(v.key, byRunning)
 		fs, rs, ls := "-", "-", "-"
 		if v.http {
-			floor := median(pick(v.floor, ci))
+			floor := median(pick(v.floor, byCloudInit))
 			fs = fmt.Sprintf("%s (%s)", secs(median(f)), runsList(f))
 			rs = ratio(median(f), floor)
 			l := pick(v.key, lessApp)
@@ -222,7 +213,7 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 		fmt.Printf("| %s | %s | %s (%s) | %s (%s) | %s | %s |\n", v.title, fs, secs(median(c)), runsList(c), secs(median(m)), runsList(m), rs, ls)
 	}
 	fmt.Printf("\nTarget (issue 14): wheelhouse image + payload at most 1.25x its floor to the first 200: %s (%s without the app's own migrate + collectstatic).\n\n",
-		ratio(median(pick("whl", first)), median(pick("flw", ci))), ratio(median(pick("whl", lessApp)), median(pick("flw", ci))))
+		ratio(median(pick("whl", byFirst200)), median(pick("flw", byCloudInit))), ratio(median(pick("whl", lessApp)), median(pick("flw", byCloudInit))))
 
 	deployed := []variant{}
 	for _, v := range variants {

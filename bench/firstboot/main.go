@@ -346,25 +346,16 @@ func get200(ctx context.Context, client *http.Client, url string) bool {
 }
 
 func report(o options, variants []variant, samples map[string][]sample, tarball, payload, stock int) {
-	pick := func(key string, f func(sample) time.Duration) []time.Duration {
-		var ds []time.Duration
-		for _, s := range samples[key] {
-			ds = append(ds, f(s))
-		}
-		return ds
-	}
-	first := func(s sample) time.Duration { return s.first200 }
-	ci := func(s sample) time.Duration { return s.cloudInit }
-	mu := func(s sample) time.Duration { return s.running }
-	gold := median(pick("pay", first))
-	floor := median(pick("flr", ci))
+	pick := picker(samples)
+	gold := median(pick("pay", byFirst200))
+	floor := median(pick("flr", byCloudInit))
 
 	fmt.Printf("From just before harness.Boot, %d runs per variant alternating, median (every run in brackets, seconds). "+
 		"First 200: GET / from the host every 100 ms, a 200 carrying the app's answer.\n\n", o.runs)
 	fmt.Println("| variant | first 200 through NGINX | cloud-init done | multi-user (is-system-running) | first 200 vs golden + payload |")
 	fmt.Println("| --- | ---: | ---: | ---: | ---: |")
 	for _, v := range variants {
-		f, c, m := pick(v.key, first), pick(v.key, ci), pick(v.key, mu)
+		f, c, m := pick(v.key, byFirst200), pick(v.key, byCloudInit), pick(v.key, byRunning)
 		fs, rs := "-", "-"
 		if v.http {
 			fs = fmt.Sprintf("%s (%s)", secs(median(f)), runsList(f))
@@ -380,7 +371,7 @@ func report(o options, variants []variant, samples map[string][]sample, tarball,
 	}
 	fmt.Printf("\nGolden image + payload vs the floor (its cloud-init done): %s, %s more for the deploy. "+
 		"Stock image vs golden image + payload: %s. is-system-running said %v.\n\n",
-		ratio(gold, floor), secs(gold-floor), ratio(median(pick("stk", first)), gold), states)
+		ratio(gold, floor), secs(gold-floor), ratio(median(pick("stk", byFirst200)), gold), states)
 	fmt.Println("Where the variants differ, from `cloud-init analyze blame` in each machine (median, seconds):")
 	fmt.Println()
 	grid("cloud-init module", titles(variants), blamed, func(c, r int) string {

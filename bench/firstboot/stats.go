@@ -193,3 +193,19 @@ func parseDeploySteps(out string) ([]time.Duration, error) {
 	}
 	return ds, nil
 }
+
+// picker returns, for a variant's key, one figure of each of its runs.
+func picker(samples map[string][]sample) func(key string, f func(sample) time.Duration) []time.Duration {
+	return func(key string, f func(sample) time.Duration) []time.Duration {
+		var ds []time.Duration
+		for _, s := range samples[key] {
+			ds = append(ds, f(s))
+		}
+		return ds
+	}
+}
+
+// The figures of a run that the reports take medians of.
+func byFirst200(s sample) time.Duration  { return s.first200 }
+func byCloudInit(s sample) time.Duration { return s.cloudInit }
+func byRunning(s sample) time.Duration   { return s.running }
