@@ -152,22 +152,6 @@ func TestCallsAgainstAmazonEBS(t *testing.T) {
 	}
 }
 
-// sourceAMI is moto's Amazon Linux 2023 image in the build region.
-func (e *env) sourceAMI(t *testing.T) string {
-	ctx := context.Background()
-	c, err := e.direct.EC2(ctx, buildRegion)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := c.DescribeImages(ctx, &ec2.DescribeImagesInput{Owners: []string{"amazon"}, Filters: []ec2types.Filter{
-		{Name: aws.String("name"), Values: []string{"al2023-ami-2023*-x86_64"}},
-	}})
-	if err != nil || len(out.Images) == 0 {
-		t.Fatalf("no Amazon Linux 2023 image in moto: %v", err)
-	}
-	return aws.ToString(out.Images[0].ImageId)
-}
-
 // assertTagged: both builders left their AMIs and snapshots tagged alike in
 // every region, so the calls compared did the same work.
 func (e *env) assertTagged(t *testing.T, name, copyTo string) {

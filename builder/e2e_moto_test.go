@@ -255,14 +255,8 @@ func startMoto(t *testing.T) *awsproxy.Moto {
 	return m
 }
 
-// reset clears moto and seeds the source AMI alias.
-func (e *env) reset() {
-	t := e.t
-	resp, err := http.Post(e.moto+"/moto-api/reset", "application/json", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+// sourceAMI is moto's Amazon Linux 2023 image in the build region.
+func (e *env) sourceAMI(t *testing.T) string {
 	ctx := context.Background()
 	c, err := e.direct.EC2(ctx, buildRegion)
 	if err != nil {
@@ -274,12 +268,25 @@ func (e *env) reset() {
 	if err != nil || len(out.Images) == 0 {
 		t.Fatalf("no Amazon Linux 2023 image in moto: %v", err)
 	}
+	return aws.ToString(out.Images[0].ImageId)
+}
+
+// reset clears moto and seeds the source AMI alias.
+func (e *env) reset() {
+	t := e.t
+	resp, err := http.Post(e.moto+"/moto-api/reset", "application/json", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ctx := context.Background()
+	source := e.sourceAMI(t)
 	s, err := e.direct.SSM(ctx, buildRegion)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.PutParameter(ctx, &ssm.PutParameterInput{
-		Name: aws.String(sourceParam), Value: out.Images[0].ImageId, Type: ssmtypes.ParameterTypeString, Overwrite: aws.Bool(true),
+		Name: aws.String(sourceParam), Value: aws.String(source), Type: ssmtypes.ParameterTypeString, Overwrite: aws.Bool(true),
 	}); err != nil {
 		t.Fatal(err)
 	}
