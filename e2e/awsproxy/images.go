@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -88,9 +89,9 @@ func splitTagSpecs(form url.Values) ([]tagSpec, url.Values) {
 		}
 	}
 	var specs []tagSpec
-	for _, n := range sortedKeys(byN) {
+	for _, n := range slices.Sorted(maps.Keys(byN)) {
 		s := byN[n]
-		for _, i := range sortedKeys(tags[n]) {
+		for _, i := range slices.Sorted(maps.Keys(tags[n])) {
 			s.tags = append(s.tags, *tags[n][i])
 		}
 		specs = append(specs, *s)
@@ -110,15 +111,6 @@ func appendTagSpec(form url.Values, s tagSpec) url.Values {
 		form.Set(fmt.Sprintf("TagSpecification.%d.Tag.%d.Value", n, i+1), t.value)
 	}
 	return form
-}
-
-func sortedKeys[V any](m map[int]V) []int {
-	keys := make([]int, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Ints(keys)
-	return keys
 }
 
 var (

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -82,7 +83,7 @@ func (w *Wheel) Close(info string) ([]byte, error) {
 // PureWheel is a py3-none-any wheel of name and version holding files.
 func PureWheel(name, version string, files map[string]string) ([]byte, error) {
 	w := NewWheel()
-	for _, n := range sortedKeys(files) {
+	for _, n := range slices.Sorted(maps.Keys(files)) {
 		w.Add(n, []byte(files[n]))
 	}
 	info := name + "-" + version + ".dist-info/"
@@ -138,7 +139,7 @@ func TarGz(files map[string]string) ([]byte, error) {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(zw)
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		c := files[name]
 		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(c)), ModTime: time.Unix(0, 0)}); err != nil {
 			return nil, err
@@ -162,7 +163,7 @@ func TarGz(files map[string]string) ([]byte, error) {
 func WriteIndex(dir string, files map[string][]byte) error {
 	out := map[string][]byte{}
 	byProject := map[string][]string{}
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		content := files[name]
 		out["packages/"+name] = content
 		project := strings.ToLower(strings.SplitN(name, "-", 2)[0])
@@ -170,7 +171,7 @@ func WriteIndex(dir string, files map[string][]byte) error {
 		byProject[project] = append(byProject[project], fmt.Sprintf(`<a href="../../packages/%s#sha256=%s">%s</a>`, name, hex.EncodeToString(sum[:]), name))
 	}
 	var projects []string
-	for _, p := range sortedKeys(byProject) {
+	for _, p := range slices.Sorted(maps.Keys(byProject)) {
 		projects = append(projects, fmt.Sprintf(`<a href="%s/">%s</a>`, p, p))
 		out["simple/"+p+"/index.html"] = []byte(page(byProject[p]))
 	}
@@ -222,13 +223,4 @@ func StopIndex(ctx context.Context, m *harness.Machine) error {
 		err = errors.Join(err, rerr)
 	}
 	return err
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
