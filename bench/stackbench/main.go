@@ -112,7 +112,7 @@ func main() {
 	flag.StringVar(&o.golden, "golden", "", "golden image tarball (default: build one with packer and wsgi-stack)")
 	flag.DurationVar(&o.duration, "duration", 8*time.Second, "length of each serving wrk run")
 	flag.StringVar(&o.conns, "connections", "16,64,256,2000", "wrk connections of the serving runs")
-	flag.IntVar(&o.rounds, "rounds", 2, "serving rounds; each cell shows the mean req/s and the worst p99 of its rounds")
+	flag.IntVar(&o.rounds, "rounds", 2, "serving rounds; each cell shows the mean req/s and the worst p50 and p99 of its rounds")
 	flag.BoolVar(&o.skipOps, "skip-operations", false, "skip the operations table")
 	flag.BoolVar(&o.skipServ, "skip-serving", false, "skip the serving table")
 	flag.Parse()
@@ -274,7 +274,7 @@ func serving(ctx context.Context, o options, m *harness.Machine, profiles []prof
 			}
 		}
 		fmt.Printf("App %s (%d rounds; %s at its end):\n\n", app, o.rounds, ops.LoadAvg())
-		fmt.Println("| c | setup | req/s (mean) | each round | p50 | p99 (worst) | errors | vs EB-style | vs EB-style + keepalive | vs hand-tuned sync |")
+		fmt.Println("| c | setup | req/s (mean) | each round | p50 (worst) | p99 (worst) | errors | vs EB-style | vs EB-style + keepalive | vs hand-tuned sync |")
 		fmt.Println("| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 		for _, c := range conns {
 			eb, ebka, hand := summarize(res["eb"][c]), summarize(res["ebka"][c]), summarize(res["hand"][c])
@@ -290,7 +290,7 @@ func serving(ctx context.Context, o options, m *harness.Machine, profiles []prof
 }
 
 // cell is one setup at one concurrency over the rounds: the mean throughput (rounds alternate
-// with the other setups, so a noisy moment lowers one round, not the cell), the worst p99.
+// with the other setups, so a noisy moment lowers one round, not the cell), the worst p50 and p99.
 type cell struct {
 	rps      float64
 	each     string
