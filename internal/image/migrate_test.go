@@ -111,4 +111,24 @@ func TestMigrateHelper(t *testing.T) {
 		code != 1 || !strings.Contains(out, "wsgi-migrate: migrate exited with status 3 after") || !strings.HasSuffix(out, "s: no error output\n") {
 		t.Errorf("lock off, a custom command that fails: exit %d\n%s", code, out)
 	}
+
+	// collectstatic in the same process, before migrate: its files, or its own failure line.
+	static := filepath.Join(dir, "collected")
+	writeFile(t, filepath.Join(dir, "shop", "static", "shop.css"), []byte("body {}\n"), 0o644)
+	staticApps := []string{"DJANGO_SETTINGS_MODULE=static_settings", "WSGI_COLLECTSTATIC=1"}
+	writeFile(t, filepath.Join(dir, "static_settings.py"), []byte(`from site_settings import *
+INSTALLED_APPS = ["django.contrib.staticfiles", "shop"]
+STATIC_URL = "/static/"
+import os
+STATIC_ROOT = os.environ.get("STATIC_ROOT")
+`), 0o644)
+	out, code = runMigrate(t, py, dir, append(staticApps, db, "STATIC_ROOT="+static)...)
+	if _, err := os.Stat(filepath.Join(static, "shop.css")); code != 0 || err != nil || !strings.Contains(out, "1 static file copied") ||
+		!strings.Contains(out, "No migrations to apply.") {
+		t.Errorf("collectstatic then migrate: exit %d, %s/shop.css: %v\n%s", code, static, err, out)
+	}
+	out, code = runMigrate(t, py, dir, append(staticApps, db)...)
+	if want := "wsgi-collectstatic: django.core.exceptions.ImproperlyConfigured: "; code != 1 || !strings.Contains(out, want) || strings.Contains(out, "wsgi-migrate: migrate") {
+		t.Errorf("collectstatic without STATIC_ROOT: exit %d, want 1, %q and no migrate\n%s", code, want, out)
+	}
 }

@@ -23,6 +23,8 @@
 #   WSGI_MIGRATE_TIMEOUT    seconds to wait for the lock (default 600)
 #   WSGI_MIGRATE_COMMAND    shell command run instead of manage.py migrate --noinput (always run,
 #                           under the lock: this helper cannot know what it would migrate)
+#   WSGI_COLLECTSTATIC      1: `manage.py collectstatic --noinput` first, in this process (one
+#                           Django start-up for both; a failure is reported as wsgi-collectstatic:)
 import hashlib
 import os
 import subprocess
@@ -31,6 +33,10 @@ import time
 
 
 class Failure(Exception):
+    pass
+
+
+class CollectstaticFailure(Exception):
     pass
 
 
@@ -113,6 +119,20 @@ def migrate_here():
     say("migrate finished in %.1fs" % (time.monotonic() - started))
 
 
+def collectstatic_here():
+    """`manage.py collectstatic --noinput` in this process: a Django start-up of its own was as much
+    CPU as migrate itself, on a first boot that is short of it."""
+    import traceback
+
+    from django.core.management import call_command
+
+    try:
+        call_command("collectstatic", interactive=False)
+    except Exception as e:
+        traceback.print_exc()
+        raise CollectstaticFailure(traceback.format_exception_only(type(e), e)[-1].strip()[:300])
+
+
 def migrate_alone(manage_py, command):
     """Migrates with no lock held: the app file's command in a subprocess, else in this process."""
     if command:
@@ -156,6 +176,8 @@ def main():
     timeout = float(os.environ.get("WSGI_MIGRATE_TIMEOUT", "600"))
     command = os.environ.get("WSGI_MIGRATE_COMMAND", "")
     vendor = connection.vendor
+    if os.environ.get("WSGI_COLLECTSTATIC") == "1":
+        collectstatic_here()
 
     if mode == "off":
         say("no fleet lock (django_migrate_lock = \"off\"): migrating on %s as this instance alone" % vendor)
@@ -205,4 +227,7 @@ if __name__ == "__main__":
         main()
     except Failure as e:
         print("wsgi-migrate: " + str(e), file=sys.stderr, flush=True)
+        sys.exit(1)
+    except CollectstaticFailure as e:
+        print("wsgi-collectstatic: " + str(e), file=sys.stderr, flush=True)
         sys.exit(1)
