@@ -386,6 +386,11 @@ func (s Stack) SocketUnits() []string {
 const (
 	// TargetUnit groups the socket units; enabling it is what first boot does last.
 	TargetUnit = "wsgi.target"
+	// FirstBootUnit runs first boot's deploy as soon as cloud-init has written the app file.
+	FirstBootUnit = "wsgi-first-boot.service"
+	// FirstBootGate holds the workers of a first boot that started the units before Django's
+	// migrate: while it exists, a worker has imported the app but accepts no connection.
+	FirstBootGate = "/run/wsgi-first-boot.gate"
 	// UnitDir is where the units are installed.
 	UnitDir = "/etc/systemd/system"
 	// NginxSite is where the site configuration is installed. conf.d is included inside the http

@@ -53,6 +53,21 @@ def post_fork(server, worker):
     sys.path[:] = release_path + [p for p in sys.path if not p.startswith(releases) and p not in release_path]
     os.chdir(release)
 
+def post_worker_init(worker):
+    """Holds a worker that has imported the app while first boot's gate is there.
+
+    A first boot without hooks starts the units while Django migrates (wsgi-deploy), so that the
+    masters start and the workers import the app meanwhile; the deploy removes /run/wsgi-first-boot.gate
+    once migrate and collectstatic are done. Until then connections wait in the socket's backlog.
+    Without the gate (every later start, reload or restart) this returns at once.
+    """
+    import time
+
+    while worker.alive and os.path.exists("/run/wsgi-first-boot.gate"):
+        worker.notify()  # the master's timeout counts from the last heartbeat
+        time.sleep(0.02)
+
+
 # The app entry point (module:callable) is written by first boot into /etc/wsgi/wsgi.env.
 wsgi_app = os.environ.get("WSGI_APP", "wsgi:application")
 
