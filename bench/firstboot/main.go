@@ -65,8 +65,12 @@ type sample struct {
 	running   time.Duration // systemctl is-system-running --wait returned
 	state     string        // what it returned
 	blame     map[string]time.Duration
-	deploy    []time.Duration  // the deploy script's steps, see deploySteps
-	venv      [2]time.Duration // floor only: the deploy's venv command, with pip and without
+	deploy    []time.Duration // the deploy script's steps, see deploySteps
+	deployAt  time.Duration   // the deploy's first line
+	// The host's cores busy (0-1): from the deploy's first line to the first 200, and over the
+	// whole boot (to the first 200, or to cloud-init done without HTTP); -1 without samples.
+	cpuDeploy, cpuBoot float64
+	venv               [2]time.Duration // floor only: the deploy's venv command, with pip and without
 }
 
 // venvCmds are the deploy's `python -m venv` on the baked interpreter as it runs it, and the
@@ -237,7 +241,7 @@ func run(ctx context.Context, o options) (err error) {
 		report(o, only(variants, "pay", "flr", "stk"), samples, len(tgz), len(payload.UserData), len(stock))
 	}
 	if django {
-		reportDjango(o, only(variants, "whl", "flw", "idx", "old", "flr"), samples)
+		reportDjango(o, only(variants, "whl", "wfs", "wsq", "flw", "idx", "old", "flr"), samples)
 	}
 	return nil
 }
@@ -252,6 +256,8 @@ func measure(ctx context.Context, v variant, image, name, work string, log io.Wr
 	defer cancel()
 	var s sample
 	start := time.Now()
+	cpu := sampleCPU(ctx, start)
+	defer cpu.Stop()
 	first := make(chan time.Duration, 1)
 	if v.http {
 		go poll(pctx, w.ip, start, first)
@@ -281,6 +287,7 @@ func measure(ctx context.Context, v variant, image, name, work string, log io.Wr
 		}
 	}
 	if !v.http {
+		s.cpuBoot, s.cpuDeploy = busyBetween(cpu.Stop(), 0, s.cloudInit), -1
 		return s, nil
 	}
 	if v.deploy {
@@ -288,15 +295,23 @@ func measure(ctx context.Context, v variant, image, name, work string, log io.Wr
 		if err != nil {
 			return s, err
 		}
-		if s.deploy, err = parseDeploySteps(out); err != nil {
+		var first float64
+		if s.deploy, first, err = parseDeploySteps(out); err != nil {
 			return s, err
 		}
+		// The host's clock and the machine's are one (a container).
+		s.deployAt = time.Duration((first - float64(start.UnixNano())/1e9) * float64(time.Second))
 	}
 	select {
 	case s.first200 = <-first:
 	case <-time.After(3 * time.Minute):
 		body, _, _ := m.Exec(ctx, "sh", "-c", "curl -sS -m 5 http://127.0.0.1/; tail -n 30 /var/log/cloud-init-output.log")
 		return s, fmt.Errorf("no 200 with the app's answer through NGINX at %s 3 min after cloud-init done:\n%s", m.IP(), body)
+	}
+	samples := cpu.Stop()
+	s.cpuBoot, s.cpuDeploy = busyBetween(samples, 0, s.first200), -1
+	if v.deploy {
+		s.cpuDeploy = busyBetween(samples, s.deployAt, s.first200)
 	}
 	if v.check != nil {
 		if err := v.check(ctx, m); err != nil {

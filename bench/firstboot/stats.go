@@ -122,8 +122,8 @@ var deploySteps = []deployStep{
 	{"preflight, environment, fetch, verify, unpack the release", []string{"release "}, false},
 	{"the release venv (python -m venv, or the image's baked venv)", []string{"venv "}, false},
 	{"requirements (pip, or nothing to install)", []string{"requirements ", "no "}, false},
-	{"Django migrate + collectstatic (the app's own work; a plain boot has none)", []string{"django "}, true},
-	{"hooks, switch, enable the sockets, start the units", []string{"units started"}, false},
+	{"Django migrate + collectstatic, one process (the app's own work; a plain boot has none; the units start behind the gate meanwhile)", []string{"django "}, true},
+	{"hooks, the units up (started behind the gate, or started now)", []string{"units started"}, false},
 	{"reload NGINX, health checks on every unit", []string{"deployed "}, false},
 }
 
@@ -141,8 +141,8 @@ const absent = time.Duration(-1)
 
 // parseDeploySteps reads `journalctl -t wsgi-deploy -o short-unix` ("1795829044.123456 host
 // wsgi-deploy[12]: text") and returns the length of each of deploySteps, absent for an optional
-// step the journal lacks.
-func parseDeploySteps(out string) ([]time.Duration, error) {
+// step the journal lacks, and the Unix time of the deploy's first line.
+func parseDeploySteps(out string) ([]time.Duration, float64, error) {
 	at := map[string]float64{}
 	var marks []string
 	marks = append(marks, deployStart)
@@ -170,8 +170,9 @@ func parseDeploySteps(out string) ([]time.Duration, error) {
 	}
 	from, ok := at[deployStart]
 	if !ok {
-		return nil, fmt.Errorf("the deploy journal lacks %q:\n%s", deployStart, out)
+		return nil, 0, fmt.Errorf("the deploy journal lacks %q:\n%s", deployStart, out)
 	}
+	first := from
 	var ds []time.Duration
 	for _, st := range deploySteps {
 		end, found := 0.0, false
@@ -188,10 +189,10 @@ func parseDeploySteps(out string) ([]time.Duration, error) {
 		case st.optional:
 			ds = append(ds, absent)
 		default:
-			return nil, fmt.Errorf("the deploy journal lacks a line starting with %q:\n%s", strings.Join(st.marks, `" or "`), out)
+			return nil, 0, fmt.Errorf("the deploy journal lacks a line starting with %q:\n%s", strings.Join(st.marks, `" or "`), out)
 		}
 	}
-	return ds, nil
+	return ds, first, nil
 }
 
 // picker returns, for a variant's key, one figure of each of its runs.

@@ -126,12 +126,15 @@ func TestParseDeploySteps(t *testing.T) {
 `, []time.Duration{100 * ms, 100 * ms, 3000 * ms, 3000 * ms, 1000 * ms, 1000 * ms}},
 	}
 	for _, c := range cases {
-		got, err := parseDeploySteps(c.out)
+		got, first, err := parseDeploySteps(c.out)
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}
 		if len(got) != len(c.want) {
 			t.Fatalf("%s: got %v, want %v", c.name, got, c.want)
+		}
+		if first != 1795829044.1 {
+			t.Errorf("%s: first line at %f, want 1795829044.1", c.name, first)
 		}
 		for i := range c.want {
 			if d := got[i] - c.want[i]; d < -time.Millisecond || d > time.Millisecond {
@@ -143,8 +146,29 @@ func TestParseDeploySteps(t *testing.T) {
 		"1795829044.1 h wsgi-deploy[1]: deploy of app starts\n",
 		"1795829044.1 h wsgi-deploy[1]: release /x\n1795829045.1 h wsgi-deploy[1]: deployed /x\n",
 	} {
-		if _, err := parseDeploySteps(bad); err == nil {
+		if _, _, err := parseDeploySteps(bad); err == nil {
 			t.Errorf("an incomplete journal was accepted: %q", bad)
 		}
+	}
+}
+
+func TestCPU(t *testing.T) {
+	got, err := parseCPULine("cpu  100 5 50 800 40 0 5 0 0 0\n")
+	if err != nil || got.total != 1000 || got.idle != 840 {
+		t.Errorf("parseCPULine = %+v, %v; want total 1000, idle 840", got, err)
+	}
+	if _, err := parseCPULine("cpu0 1 2 3 4 5"); err == nil {
+		t.Error("a per-core line was taken for the total")
+	}
+	ms := time.Millisecond
+	samples := []cpuSample{{100 * ms, 0.2}, {200 * ms, 1}, {300 * ms, 0.6}, {400 * ms, 0}}
+	if b := busyBetween(samples, 100*ms, 300*ms); b != 0.8 {
+		t.Errorf("busyBetween(100ms, 300ms] = %v, want 0.8", b)
+	}
+	if b := busyBetween(samples, time.Second, 2*time.Second); b != -1 {
+		t.Errorf("busyBetween with no sample = %v, want -1", b)
+	}
+	if p := percent([]float64{0.5, 0.9, -1, 0.7}); p != "70 %" {
+		t.Errorf("percent = %q, want the median 70 %%", p)
 	}
 }
