@@ -28,14 +28,6 @@ func (a App) appFile() string {
 	list := func(name string, vs []string) { fmt.Fprintf(&b, "%s=(%s)\n", name, quote.Shells(vs)) }
 	num := func(name string, v int) { fmt.Fprintf(&b, "%s=%d\n", name, v) }
 
-	// When first boot's deploy starts: at the end of cloud-init's network stage, beside its later
-	// stages; with extra parts, in the final stage as runcmd, after the parts' modules (packages,
-	// scripts) that the app may need.
-	stage := "network"
-	if len(a.ExtraParts) > 0 {
-		stage = "final"
-	}
-	str("WSGI_DEPLOY_STAGE", stage)
 	str("WSGI_FRAMEWORK", a.Framework)
 	str("WSGI_DJANGO_MANAGE_PY", a.DjangoManagePy)
 	if a.Framework == FrameworkDjango {

@@ -133,7 +133,6 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 		unpackImage(ctx, t, golden, root)
 		m := boot(ctx, t, harness.BootOptions{RootDir: root, Name: "fb-flask", InstanceID: "i-flask0000000001", UserData: payload(t, flask), WorkDir: scratch, Log: log})
 		checkServing(ctx, t, m, "greeting=hello there quoted=it's \"q\" $HOME \\d\n")
-		checkDeployedIn(ctx, t, m, "network")
 		if code, body, _ := get(ctx, t, "http://"+m.IP()+"/static/hello.txt"); code != http.StatusOK || body != "static from nginx\n" {
 			t.Errorf("GET /static/hello.txt = %d %q, want the release's static file", code, body)
 		}
@@ -161,7 +160,6 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 		}
 		m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "fb-django", UserData: payload(t, app), WorkDir: scratch, Log: log})
 		checkServing(ctx, t, m, "users=1")
-		checkDeployedIn(ctx, t, m, "network")
 		code, body, _ := get(ctx, t, "http://"+m.IP()+"/static/admin/css/base.css")
 		if code != http.StatusOK || !strings.Contains(body, "DJANGO Admin styles") {
 			t.Errorf("GET /static/admin/css/base.css = %d (%d bytes), want Django's collected admin CSS served by NGINX", code, len(body))
@@ -169,17 +167,6 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 		tables := mustExec(ctx, t, m, "python3", "-c", `import sqlite3; print(sqlite3.connect("/var/lib/wsgi-app/db.sqlite3").execute("select count(*) from django_migrations").fetchone()[0])`)
 		t.Logf("CHECK django: GET /static/admin/css/base.css %d, %s migrations applied, release %s", code, tables,
 			mustExec(ctx, t, m, "git", "ls-remote", fixtureGit+"/shop.git", "v1.0.0"))
-	})
-
-	t.Run("flask with an extra part: the deploy waits for the final stage", func(t *testing.T) {
-		// The part's script runs in the final stage's scripts-user, with runcmd; the unit left
-		// first boot to runcmd, so a package or file an extra part provides is there first.
-		app := flask
-		app.ExtraParts = []cloudinit.Part{{ContentType: "text/x-shellscript", Filename: "extra.sh", Content: "#!/bin/sh\necho extra >/var/lib/extra-part-ran\n"}}
-		m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "fb-extra", UserData: payload(t, app), WorkDir: scratch, Log: log})
-		checkServing(ctx, t, m, "greeting=hello there")
-		checkDeployedIn(ctx, t, m, "final")
-		mustExec(ctx, t, m, "test", "-e", "/var/lib/extra-part-ran")
 	})
 
 	failures := []struct {
@@ -221,7 +208,6 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 		}
 		m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "fb-warm", UserData: payload(t, app), WorkDir: scratch, Log: log})
 		checkServing(ctx, t, m, "users=0")
-		checkDeployedIn(ctx, t, m, "network")
 		failed, _, _ := m.Exec(ctx, "sh", "-c", "journalctl -u 'wsgi@*' -o cat --no-pager | grep -c 'Worker failed to boot' || true")
 		again, _, _ := m.Exec(ctx, "sh", "-c", "grep -F 'started again' /var/log/wsgi-deploy.log || true")
 		// A unit comes back by its own Restart= while it stays under its start limit, or by the
@@ -283,34 +269,6 @@ func checkServing(ctx context.Context, t *testing.T, m *harness.Machine, want st
 		strings.TrimSpace(status), strings.TrimSpace(marker), 10*stackSockets, served)
 }
 
-// checkDeployedIn asserts where first boot's deploy ran: in wsgi-first-boot.service, started
-// when cloud-init's network stage had written the app file, with the payload's runcmd waiting
-// for it (stage "network"), or in that runcmd itself after the final stage's modules (stage
-// "final", a payload with extra parts).
-func checkDeployedIn(ctx context.Context, t *testing.T, m *harness.Machine, stage string) {
-	t.Helper()
-	unit := mustExec(ctx, t, m, "systemctl", "show", "-P", "ActiveState", "wsgi-first-boot.service") + "/" +
-		mustExec(ctx, t, m, "systemctl", "show", "-P", "Result", "wsgi-first-boot.service")
-	output := mustExec(ctx, t, m, "cat", "/var/log/cloud-init-output.log")
-	deployLog := mustExec(ctx, t, m, "cat", "/var/log/wsgi-deploy.log")
-	byUnit := strings.Contains(output, "wsgi-deploy: deployed by wsgi-first-boot.service (")
-	waited := strings.Contains(deployLog, "first boot waits for cloud-init's final stage")
-	if unit != "active/success" {
-		t.Errorf("wsgi-first-boot.service: %q, want active and success", unit)
-	}
-	switch stage {
-	case "network":
-		if !byUnit || waited {
-			t.Errorf("the deploy did not run in wsgi-first-boot.service (runcmd says deployed by it: %v; the unit left it to runcmd: %v):\n%s", byUnit, waited, output)
-		}
-	case "final":
-		if byUnit || !waited {
-			t.Errorf("the deploy did not run in runcmd after the final stage's modules (runcmd says deployed by the unit: %v; the unit left it to runcmd: %v):\n%s", byUnit, waited, deployLog)
-		}
-	}
-	t.Logf("CHECK %s: deploy in the %s stage (wsgi-first-boot.service %s)", m.Name(), stage, unit)
-}
-
 // checkFailed asserts what a failed deploy must leave: cloud-init status error (exit 1), no
 // sockets enabled or listening, NGINX answering 503 with the maintenance page, and the phase
 // and reason in the journal and the log file.
@@ -326,13 +284,6 @@ func checkFailed(ctx context.Context, t *testing.T, m *harness.Machine, phase, r
 	}
 	if socks := listening(ctx, t, m); len(socks) != 0 {
 		t.Errorf("sockets listen after a failed deploy: %v", socks)
-	}
-	// The deploy ran in wsgi-first-boot.service; runcmd waited for it and failed with it.
-	if st := unitState(ctx, m, "is-failed", "wsgi-first-boot.service"); st != "failed" {
-		t.Errorf("wsgi-first-boot.service is %s after a failed deploy, want failed", st)
-	}
-	if out := mustExec(ctx, t, m, "cat", "/var/log/cloud-init-output.log"); !strings.Contains(out, "wsgi-deploy: first boot's deploy failed in wsgi-first-boot.service") {
-		t.Errorf("runcmd did not report the unit's failure in /var/log/cloud-init-output.log:\n%s", out)
 	}
 	if _, _, err := m.Exec(ctx, "test", "!", "-e", "/run/wsgi-first-boot.gate"); err != nil {
 		t.Errorf("first boot's gate /run/wsgi-first-boot.gate is still there after a failed deploy")

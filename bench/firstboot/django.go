@@ -150,15 +150,8 @@ func djangoVariants(shop *shopFixture) ([]variant, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The wheelhouse image's payload without each of first boot's two overlaps: a no-op extra
-	// part makes the deploy wait for cloud-init's final stage (runcmd, as before the deploy had a
-	// unit of its own); a no-op hook before the switch makes it start the units after migrate.
-	lateApp := shopApp(shop.sha)
-	lateApp.ExtraParts = []cloudinit.Part{{ContentType: "text/cloud-config", Filename: "noop.cfg", Content: cloudinit.CloudConfigHeader + "\n{}\n"}}
-	late, err := cloudinit.Render(lateApp)
-	if err != nil {
-		return nil, err
-	}
+	// The wheelhouse image's payload without first boot's overlap: with a hook (a no-op), the
+	// deploy starts the units after migrate.
 	seqApp := shopApp(shop.sha)
 	seqApp.HooksBeforeSwitch = []string{"true"}
 	seq, err := cloudinit.Render(seqApp)
@@ -169,9 +162,7 @@ func djangoVariants(shop *shopFixture) ([]variant, error) {
 	gold := func(i imgs) string { return i.golden }
 	return []variant{
 		{key: "whl", title: "Django: wheelhouse image + payload", image: wh, userData: plain.UserData, http: true, deploy: true, floor: "flw",
-			check: shopCheck(`grep -qF "the image's baked venv" /var/log/wsgi-deploy.log && grep -qF "units starting behind the gate" /var/log/wsgi-deploy.log && ! grep -qF "first boot waits" /var/log/wsgi-deploy.log`)},
-		{key: "wfs", title: "Django: wheelhouse image + payload with a no-op extra part (deploy in the final stage)", image: wh, userData: late.UserData, http: true, deploy: true, floor: "flw",
-			check: shopCheck(`grep -qF "first boot waits for cloud-init's final stage" /var/log/wsgi-deploy.log`)},
+			check: shopCheck(`grep -qF "the image's baked venv" /var/log/wsgi-deploy.log && grep -qF "units starting behind the gate" /var/log/wsgi-deploy.log`)},
 		{key: "wsq", title: "Django: wheelhouse image + payload with a no-op hook before the switch (units start after migrate)", image: wh, userData: seq.UserData, http: true, deploy: true, floor: "flw",
 			check: shopCheck(`! grep -qF "units starting behind the gate" /var/log/wsgi-deploy.log`)},
 		{key: "flw", title: "wheelhouse image, empty #cloud-config (its floor)", image: wh, userData: []byte("#cloud-config\n{}\n")},
@@ -284,7 +275,7 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 	fmt.Println()
 	fmt.Println("Columns: whl = wheelhouse image (requirements_file baked) + the plain payload; idx = golden image without a wheelhouse, " +
 		"payload with pip_index_url = the shop's index on the instance's loopback (the wheels the wheelhouse bake built, served by the fixture server); " +
-		"wfs = whl with a no-op extra part, so the deploy waits for cloud-init's final stage; wsq = whl with a no-op hook before the switch, so the units start after migrate; " +
+		"wsq = whl with a no-op hook before the switch, so the units start after migrate; " +
 		"old = the idx payload plus a bootcmd part that rewrites the image's deploy for this boot into the one before issue 14: " +
 		"`python -m venv` with pip (ensurepip copies pip into the release venv) and the release venv's own pip installing from the same index.")
 	fmt.Println()

@@ -81,9 +81,7 @@ type view struct {
 
 // The fixed names, for the templates.
 func (view) TargetUnit() string     { return TargetUnit }
-func (view) FirstBootUnit() string  { return FirstBootUnit }
 func (view) FirstBootGate() string  { return FirstBootGate }
-func (view) DeployProgram() string  { return contract.DeployProgram }
 func (view) DeployedMarker() string { return DeployedMarker }
 func (view) DeployStateDir() string { return DeployStateDir }
 func (view) AppStateDir() string    { return AppStateDir }
@@ -179,7 +177,6 @@ func (s Stack) fileSpecs() []fileSpec {
 		{"wsgi@.socket.tmpl", UnitDir + "/wsgi@.socket", "", 0o644},
 		{"wsgi@.service.tmpl", UnitDir + "/wsgi@.service", "", 0o644},
 		{"wsgi.target.tmpl", UnitDir + "/" + TargetUnit, "", 0o644},
-		{"wsgi-first-boot.service.tmpl", UnitDir + "/" + FirstBootUnit, "", 0o644},
 		{"wsgi.preset.tmpl", "/etc/systemd/system-preset/50-wsgi.preset", "", 0o644},
 		{"gunicorn.conf.py.tmpl", s.GunicornConfig(), s.Group, 0o640},
 		{"nginx-site.conf.tmpl", NginxSite, "", 0o644},

@@ -386,8 +386,6 @@ func (s Stack) SocketUnits() []string {
 const (
 	// TargetUnit groups the socket units; enabling it is what first boot does last.
 	TargetUnit = "wsgi.target"
-	// FirstBootUnit runs first boot's deploy as soon as cloud-init has written the app file.
-	FirstBootUnit = "wsgi-first-boot.service"
 	// FirstBootGate holds the workers of a first boot that started the units before Django's
 	// migrate: while it exists, a worker has imported the app but accepts no connection.
 	FirstBootGate = "/run/wsgi-first-boot.gate"

@@ -52,7 +52,6 @@ phase "files"
 install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system/wsgi@.socket' '/etc/systemd/system/wsgi@.socket'
 install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system/wsgi@.service' '/etc/systemd/system/wsgi@.service'
 install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system/wsgi.target' '/etc/systemd/system/wsgi.target'
-install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system/wsgi-first-boot.service' '/etc/systemd/system/wsgi-first-boot.service'
 install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/systemd/system-preset/50-wsgi.preset' '/etc/systemd/system-preset/50-wsgi.preset'
 install -D -m 0640 -o root -g 'wsgi' "$STAGE"'/etc/wsgi/gunicorn.conf.py' '/etc/wsgi/gunicorn.conf.py'
 install -D -m 0644 -o root -g 'root' "$STAGE"'/etc/nginx/conf.d/wsgi.conf' '/etc/nginx/conf.d/wsgi.conf'
@@ -78,8 +77,6 @@ systemctl daemon-reload
 for u in 'wsgi.target' 'wsgi@1.socket' 'wsgi@2.socket' 'wsgi@3.socket'; do
 	systemctl is-enabled --quiet "$u" 2>/dev/null && die "$u is enabled; the baked image must not serve before first boot" || true
 done
-# First boot's deploy: it starts when cloud-init has written the app file, and only then.
-systemctl enable --quiet 'wsgi-first-boot.service'
 
 phase "nginx"
 nginx -t -q
