@@ -149,15 +149,20 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 		checkServing(ctx, t, again, "greeting=hello there")
 	})
 
-	t.Run("django from git", func(t *testing.T) {
-		app := cloudinit.App{
-			Source:               cloudinit.Source{GitURL: fixtureGit + "/shop.git", GitRef: "v1.0.0"},
+	// shopAt is the Django app of the fixture repository at a tag, on SQLite.
+	shopAt := func(ref string) cloudinit.App {
+		return cloudinit.App{
+			Source:               cloudinit.Source{GitURL: fixtureGit + "/shop.git", GitRef: ref},
 			WSGIApp:              "mysite.wsgi:application",
 			Framework:            cloudinit.FrameworkDjango,
 			DjangoSettingsModule: "mysite.settings",
 			Env:                  map[string]string{"DATABASE_PATH": "/var/lib/wsgi-app/db.sqlite3"},
-			HooksAfterSwitch:     []string{`python manage.py shell -c 'from django.contrib.auth.models import User; User.objects.create(username="first")'`},
 		}
+	}
+
+	t.Run("django from git", func(t *testing.T) {
+		app := shopAt("v1.0.0")
+		app.HooksAfterSwitch = []string{`python manage.py shell -c 'from django.contrib.auth.models import User; User.objects.create(username="first")'`}
 		m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "fb-django", UserData: payload(t, app), WorkDir: scratch, Log: log})
 		checkServing(ctx, t, m, "users=1")
 		code, body, _ := get(ctx, t, "http://"+m.IP()+"/static/admin/css/base.css")
@@ -198,14 +203,9 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 		// The units start behind the gate while migrate runs; this app's import fails until
 		// migrate has made its tables. The migrate command waits first, so every unit fails
 		// and restarts meanwhile.
-		app := cloudinit.App{
-			Source:               cloudinit.Source{GitURL: fixtureGit + "/shop.git", GitRef: "v1.1.0"},
-			WSGIApp:              "mysite.wsgi_warm:application",
-			Framework:            cloudinit.FrameworkDjango,
-			DjangoSettingsModule: "mysite.settings",
-			DjangoMigrateCommand: "sleep 12 && python manage.py migrate --noinput",
-			Env:                  map[string]string{"DATABASE_PATH": "/var/lib/wsgi-app/db.sqlite3"},
-		}
+		app := shopAt("v1.1.0")
+		app.WSGIApp = "mysite.wsgi_warm:application"
+		app.DjangoMigrateCommand = "sleep 12 && python manage.py migrate --noinput"
 		m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "fb-warm", UserData: payload(t, app), WorkDir: scratch, Log: log})
 		checkServing(ctx, t, m, "users=0")
 		failed, _, _ := m.Exec(ctx, "sh", "-c", "journalctl -u 'wsgi@*' -o cat --no-pager | grep -c 'Worker failed to boot' || true")
