@@ -220,6 +220,25 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 			again = "every unit back by its own Restart="
 		}
 		t.Logf("CHECK %s: served by every unit after %s failed import(s) before migrate; %s", m.Name(), strings.TrimSpace(failed), strings.TrimSpace(again))
+
+		// The gate holds a worker inside the unit's sandbox: with the file there, a restarted
+		// unit takes no request; once it is gone, the request that waited is answered.
+		mustExec(ctx, t, m, "sh", "-c", ": >/run/wsgi-first-boot.gate && systemctl restart wsgi@1.service")
+		held, _, err := m.Exec(ctx, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", "--unix-socket", "/run/wsgi/app-1.sock", "http://localhost/healthz")
+		if err == nil {
+			t.Errorf("behind the gate, unit 1 answered %s within 3 s; want no answer", held)
+		}
+		waited := make(chan string, 1)
+		go func() {
+			code, _, _ := m.Exec(ctx, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--unix-socket", "/run/wsgi/app-1.sock", "http://localhost/healthz")
+			waited <- code
+		}()
+		time.Sleep(time.Second)
+		mustExec(ctx, t, m, "rm", "/run/wsgi-first-boot.gate")
+		if code := <-waited; code != "200" {
+			t.Errorf("after the gate was removed, the waiting request got %q, want 200", code)
+		}
+		t.Logf("CHECK %s: behind the gate unit 1 answered nothing in 3 s; the request waiting on it got 200 once the gate was gone", m.Name())
 	})
 
 	for _, f := range failures {

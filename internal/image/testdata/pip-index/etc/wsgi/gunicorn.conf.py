@@ -53,6 +53,7 @@ def post_fork(server, worker):
     sys.path[:] = release_path + [p for p in sys.path if not p.startswith(releases) and p not in release_path]
     os.chdir(release)
 
+
 def post_worker_init(worker):
     """Holds a worker that has imported the app while first boot's gate is there.
 
