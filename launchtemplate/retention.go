@@ -129,12 +129,3 @@ func imagesInUse(ctx context.Context, api imageAPI) (map[string][]string, error)
 	}
 	return used, nil
 }
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}

@@ -2,6 +2,8 @@ package launchtemplate
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/packer-plugin-sdk/hcl2helper"
@@ -17,7 +19,7 @@ func unknownValue(s string) bool {
 // prepareAMIIDs checks ami_ids: region names as keys, AMI ids as values.
 func (c *Config) prepareAMIIDs() []error {
 	var errs []error
-	for _, r := range sortedKeys(c.AMIIDs) {
+	for _, r := range slices.Sorted(maps.Keys(c.AMIIDs)) {
 		id := c.AMIIDs[r]
 		if unknownValue(r) || unknownValue(id) {
 			continue
@@ -39,7 +41,7 @@ func (c *Config) targets(ui packersdk.Ui, source packersdk.Artifact) ([]regionAM
 	id := source.Id()
 	if !strings.Contains(id, "ami-") && len(c.AMIIDs) > 0 {
 		var pairs []regionAMI
-		for _, r := range sortedKeys(c.AMIIDs) {
+		for _, r := range slices.Sorted(maps.Keys(c.AMIIDs)) {
 			pairs = append(pairs, regionAMI{Region: r, AMI: c.AMIIDs[r]})
 		}
 		ui.Say(fmt.Sprintf("The artifact of %s carries no AMI: releasing on ami_ids (%s)", source.BuilderId(), describePairs(pairs)))

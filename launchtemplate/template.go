@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -277,7 +279,7 @@ func restoreDefault(ctx context.Context, api undoAPI, tv TemplateVersion) error 
 }
 
 func ec2Tags(m map[string]string) []types.Tag {
-	keys := sortedKeys(m)
+	keys := slices.Sorted(maps.Keys(m))
 	tags := make([]types.Tag, 0, len(keys))
 	for _, k := range keys {
 		tags = append(tags, types.Tag{Key: aws.String(k), Value: aws.String(m[k])})

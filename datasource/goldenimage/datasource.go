@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -158,7 +160,7 @@ func (c *Config) newest(ctx context.Context, api describeImagesAPI, region strin
 		{Name: aws.String("tag:" + awscfg.TagAMIFamily), Values: []string{c.Family}},
 		{Name: aws.String("state"), Values: []string{string(types.ImageStateAvailable)}},
 	}
-	for _, k := range sortedKeys(c.Filters) {
+	for _, k := range slices.Sorted(maps.Keys(c.Filters)) {
 		filters = append(filters, types.Filter{Name: aws.String(k), Values: []string{c.Filters[k]}})
 	}
 	p := ec2.NewDescribeImagesPaginator(api, &ec2.DescribeImagesInput{
@@ -215,13 +217,4 @@ func isDeprecated(img types.Image, now time.Time) bool {
 	}
 	t, err := time.Parse(time.RFC3339, *img.DeprecationTime)
 	return err == nil && !t.After(now)
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
