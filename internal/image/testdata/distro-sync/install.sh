@@ -35,6 +35,8 @@ install -d -m 0750 -o 'wsgi' -g 'wsgi' '/var/lib/wsgi-app'
 [ -e '/etc/wsgi/wsgi.env' ] || install -m 0640 -o root -g 'wsgi' /dev/null '/etc/wsgi/wsgi.env'
 
 phase 'python venv /opt/wsgi/venv'
+# Every pip of the bake: no prompts, no version check, no cache left in the image, no progress bar.
+PIP_QUIET="--no-input --disable-pip-version-check --no-cache-dir --progress-bar off"
 if [ ! -x '/opt/wsgi/venv/bin/python' ]; then
 	'python3' -m venv --system-site-packages '/opt/wsgi/venv'
 fi

@@ -36,11 +36,14 @@ install -d -m 0750 -o 'wsgi' -g 'wsgi' '/var/lib/wsgi-app'
 [ -e '/etc/wsgi/wsgi.env' ] || install -m 0640 -o root -g 'wsgi' /dev/null '/etc/wsgi/wsgi.env'
 
 phase 'python venv /opt/wsgi/venv'
+# Every pip of the bake: no prompts, no version check, no cache left in the image, no progress bar.
+PIP_QUIET="--no-input --disable-pip-version-check --no-cache-dir --progress-bar off"
 if [ ! -x '/opt/wsgi/venv/bin/python' ]; then
 	'python3' -m venv '/opt/wsgi/venv'
 fi
 if [ "$('/opt/wsgi/venv/bin/python' -c 'import gunicorn; print(gunicorn.__version__)' 2>/dev/null || true)" != '20.1.0' ]; then
-	'/opt/wsgi/venv/bin/python' -m pip install --quiet --disable-pip-version-check --no-cache-dir --index-url 'http://127.0.0.1:8000/simple/?token=a&b=c' 'gunicorn==20.1.0'
+	# shellcheck disable=SC2086 # one word per option
+	'/opt/wsgi/venv/bin/python' -m pip install --quiet $PIP_QUIET --index-url 'http://127.0.0.1:8000/simple/?token=a&b=c' 'gunicorn==20.1.0'
 fi
 '/opt/wsgi/venv/bin/python' -c 'import gunicorn, sys; print("gunicorn", gunicorn.__version__, "on python", sys.version.split()[0])' \
 	|| die 'gunicorn is not importable from /opt/wsgi/venv/bin/python'

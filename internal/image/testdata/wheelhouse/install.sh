@@ -35,11 +35,14 @@ install -d -m 0750 -o 'wsgi' -g 'wsgi' '/var/lib/wsgi-app'
 [ -e '/etc/wsgi/wsgi.env' ] || install -m 0640 -o root -g 'wsgi' /dev/null '/etc/wsgi/wsgi.env'
 
 phase 'python venv /opt/wsgi/venv'
+# Every pip of the bake: no prompts, no version check, no cache left in the image, no progress bar.
+PIP_QUIET="--no-input --disable-pip-version-check --no-cache-dir --progress-bar off"
 if [ ! -x '/opt/wsgi/venv/bin/python' ]; then
 	'python3' -m venv '/opt/wsgi/venv'
 fi
 if [ "$('/opt/wsgi/venv/bin/python' -c 'import gunicorn; print(gunicorn.__version__)' 2>/dev/null || true)" != '23.0.0' ]; then
-	'/opt/wsgi/venv/bin/python' -m pip install --quiet --disable-pip-version-check --no-cache-dir 'gunicorn==23.0.0'
+	# shellcheck disable=SC2086 # one word per option
+	'/opt/wsgi/venv/bin/python' -m pip install --quiet $PIP_QUIET 'gunicorn==23.0.0'
 fi
 '/opt/wsgi/venv/bin/python' -c 'import gunicorn, sys; print("gunicorn", gunicorn.__version__, "on python", sys.version.split()[0])' \
 	|| die 'gunicorn is not importable from /opt/wsgi/venv/bin/python'
@@ -62,14 +65,16 @@ fi
 install -d -m 0755 -o root -g root '/opt/wsgi/wheelhouse'
 # pip wheel downloads the wheels an index has as they are (their hashes stay the index's) and
 # builds the rest from source with the image's interpreter, the one every release venv uses.
-'/opt/wsgi/venv/bin/python' -m pip wheel --no-input --disable-pip-version-check --no-cache-dir --progress-bar off \
+# shellcheck disable=SC2086 # one word per option
+'/opt/wsgi/venv/bin/python' -m pip wheel $PIP_QUIET \
 	--wheel-dir '/opt/wsgi/wheelhouse' -r "$STAGE"'/opt/wsgi/wheelhouse/requirements.txt' || die "pip could not build the wheelhouse from requirements_file (pip's reason is above)"
 # First boot installs with --no-index: prove here that the wheelhouse alone satisfies the file.
 # The proof is of presence, so it reads the file without its hashes: a wheel compiled here has
 # a sha256 of its own, which the file cannot know yet (see SHA256SUMS).
 sed -e 's/--hash[= ][A-Za-z0-9]*:[0-9A-Fa-f]*//g' -e '/^[[:space:]]*--require-hashes[[:space:]]*$/d' \
 	"$STAGE"'/opt/wsgi/wheelhouse/requirements.txt' >"$STAGE/requirements-nohash.txt"
-'/opt/wsgi/venv/bin/python' -m pip install --no-input --disable-pip-version-check --dry-run --ignore-installed --quiet --no-index \
+# shellcheck disable=SC2086 # one word per option
+'/opt/wsgi/venv/bin/python' -m pip install $PIP_QUIET --dry-run --ignore-installed --quiet --no-index \
 	--find-links '/opt/wsgi/wheelhouse' -r "$STAGE/requirements-nohash.txt" || die "the wheelhouse does not satisfy requirements_file offline (pip's reason is above)"
 (cd '/opt/wsgi/wheelhouse' && sha256sum -- *.whl >SHA256SUMS && chmod 0644 -- *.whl SHA256SUMS && cat SHA256SUMS)
 if grep -q -e '--hash' "$STAGE"'/opt/wsgi/wheelhouse/requirements.txt'; then
@@ -80,7 +85,8 @@ fi
 # release whose requirements file is this one, byte for byte, gets this venv and runs no pip.
 rm -rf '/opt/wsgi/wheelhouse/.venv'
 '/opt/wsgi/venv/bin/python' -m venv --without-pip '/opt/wsgi/wheelhouse/.venv'
-if '/opt/wsgi/venv/bin/python' -m pip --python '/opt/wsgi/wheelhouse/.venv/bin/python' install --no-input --disable-pip-version-check --no-cache-dir --progress-bar off \
+# shellcheck disable=SC2086 # one word per option
+if '/opt/wsgi/venv/bin/python' -m pip --python '/opt/wsgi/wheelhouse/.venv/bin/python' install $PIP_QUIET \
 	--no-index --find-links '/opt/wsgi/wheelhouse' -r "$STAGE"'/opt/wsgi/wheelhouse/requirements.txt'; then
 	echo 'baked venv /opt/wsgi/wheelhouse/.venv: a release with this requirements file uses it as it is, without pip'
 else
