@@ -22,9 +22,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/wsgi-ami/packer-plugin-wsgi/cloudinit"
@@ -98,7 +100,11 @@ func main() {
 		}
 		return
 	}
-	if err := run(context.Background(), o); err != nil {
+	// Ctrl-C and SIGTERM cancel the run, so that its defers remove the machines and files.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "firstboot:", err)
 		os.Exit(1)
 	}

@@ -15,9 +15,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	goldenimg "github.com/wsgi-ami/packer-plugin-wsgi/bench/internal/golden"
@@ -116,7 +118,11 @@ func main() {
 	flag.BoolVar(&o.skipOps, "skip-operations", false, "skip the operations table")
 	flag.BoolVar(&o.skipServ, "skip-serving", false, "skip the serving table")
 	flag.Parse()
-	if err := run(context.Background(), o); err != nil {
+	// Ctrl-C and SIGTERM cancel the run, so that its defers remove the machines and files.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, o)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "stackbench:", err)
 		os.Exit(1)
 	}
