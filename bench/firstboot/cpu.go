@@ -5,9 +5,9 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -56,9 +56,9 @@ type cpuSample struct {
 	busy  float64
 }
 
-// cpuSampler samples every 100 ms from start until stopped.
+// cpuSampler samples every 100 ms from start until stopped. Only its goroutine writes samples,
+// and Stop reads them after that goroutine has ended.
 type cpuSampler struct {
-	mu      sync.Mutex
 	samples []cpuSample
 	stop    context.CancelFunc
 	done    chan struct{}
@@ -86,9 +86,7 @@ func sampleCPU(ctx context.Context, start time.Time) *cpuSampler {
 				continue
 			}
 			busy := 1 - float64(cur.idle-prev.idle)/float64(cur.total-prev.total)
-			c.mu.Lock()
 			c.samples = append(c.samples, cpuSample{since: time.Since(start), busy: busy})
-			c.mu.Unlock()
 			prev = cur
 		}
 	}()
@@ -117,16 +115,12 @@ func busyBetween(samples []cpuSample, from, to time.Duration) float64 {
 	return sum / float64(n)
 }
 
-// percent formats busy shares as their median in percent; "-" without any.
+// percent formats busy shares as their median in percent, leaving out runs without samples (-1);
+// "-" without any.
 func percent(fs []float64) string {
-	var ds []time.Duration
-	for _, f := range fs {
-		if f >= 0 {
-			ds = append(ds, time.Duration(f*1e6))
-		}
-	}
-	if len(ds) == 0 {
+	fs = slices.DeleteFunc(slices.Clone(fs), func(f float64) bool { return f < 0 })
+	if len(fs) == 0 {
 		return "-"
 	}
-	return fmt.Sprintf("%.0f %%", float64(median(ds))/1e4)
+	return fmt.Sprintf("%.0f %%", 100*median(fs))
 }

@@ -252,13 +252,7 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 		}
 		fmt.Println()
 	}
-	busy := func(key string, f func(sample) float64) string {
-		var fs []float64
-		for _, s := range samples[key] {
-			fs = append(fs, f(s))
-		}
-		return percent(fs)
-	}
+	busy := func(key string, f func(sample) float64) string { return percent(figures(samples[key], f)) }
 	fmt.Printf("| the host's %d cores busy, from the deploy's first line to the first 200 (/proc/stat every 100 ms) |", runtime.NumCPU())
 	for _, v := range deployed {
 		fmt.Printf(" %s |", busy(v.key, func(s sample) float64 { return s.cpuDeploy }))

@@ -13,7 +13,7 @@ import (
 )
 
 // median of ds; the mean of the middle two for an even count. Zero for none.
-func median(ds []time.Duration) time.Duration {
+func median[T ~int64 | ~float64](ds []T) T {
 	if len(ds) == 0 {
 		return 0
 	}
@@ -195,15 +195,18 @@ func parseDeploySteps(out string) ([]time.Duration, float64, error) {
 	return ds, first, nil
 }
 
+// figures is one figure of each run.
+func figures[T any](runs []sample, f func(sample) T) []T {
+	var out []T
+	for _, s := range runs {
+		out = append(out, f(s))
+	}
+	return out
+}
+
 // picker returns, for a variant's key, one figure of each of its runs.
 func picker(samples map[string][]sample) func(key string, f func(sample) time.Duration) []time.Duration {
-	return func(key string, f func(sample) time.Duration) []time.Duration {
-		var ds []time.Duration
-		for _, s := range samples[key] {
-			ds = append(ds, f(s))
-		}
-		return ds
-	}
+	return func(key string, f func(sample) time.Duration) []time.Duration { return figures(samples[key], f) }
 }
 
 // The figures of a run that the reports take medians of.

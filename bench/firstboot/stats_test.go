@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -170,5 +171,23 @@ func TestCPU(t *testing.T) {
 	}
 	if p := percent([]float64{0.5, 0.9, -1, 0.7}); p != "70 %" {
 		t.Errorf("percent = %q, want the median 70 %%", p)
+	}
+}
+
+func TestSampleCPU(t *testing.T) {
+	start := time.Now()
+	c := sampleCPU(context.Background(), start)
+	time.Sleep(350 * time.Millisecond)
+	samples := c.Stop()
+	if len(samples) == 0 {
+		t.Fatal("no sample of /proc/stat in 350 ms at one per 100 ms")
+	}
+	for _, s := range samples {
+		if s.busy < 0 || s.busy > 1 || s.since <= 0 || s.since > time.Since(start) {
+			t.Errorf("sample %+v: want a busy share in [0, 1] taken after the start", s)
+		}
+	}
+	if again := c.Stop(); len(again) != len(samples) {
+		t.Errorf("a second Stop returned %d samples, the first %d", len(again), len(samples))
 	}
 }
