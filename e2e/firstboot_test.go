@@ -133,6 +133,7 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 		unpackImage(ctx, t, golden, root)
 		m := boot(ctx, t, harness.BootOptions{RootDir: root, Name: "fb-flask", InstanceID: "i-flask0000000001", UserData: payload(t, flask), WorkDir: scratch, Log: log})
 		checkServing(ctx, t, m, "greeting=hello there quoted=it's \"q\" $HOME \\d\n")
+		checkFirstUnitFirst(ctx, t, m)
 		if code, body, _ := get(ctx, t, "http://"+m.IP()+"/static/hello.txt"); code != http.StatusOK || body != "static from nginx\n" {
 			t.Errorf("GET /static/hello.txt = %d %q, want the release's static file", code, body)
 		}
@@ -200,26 +201,27 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 		return
 	}
 	t.Run("django whose entry point queries the database at import", func(t *testing.T) {
-		// The units start behind the gate while migrate runs; this app's import fails until
-		// migrate has made its tables. The migrate command waits first, so every unit fails
-		// and restarts meanwhile.
+		// The first unit starts behind the gate while migrate runs; this app's import fails
+		// until migrate has made its tables. The migrate command waits first, so the unit fails
+		// and restarts meanwhile; the others start after migrate.
 		app := shopAt("v1.1.0")
 		app.WSGIApp = "mysite.wsgi_warm:application"
 		app.DjangoMigrateCommand = "sleep 12 && python manage.py migrate --noinput"
 		m := boot(ctx, t, harness.BootOptions{Image: golden, Name: "fb-warm", UserData: payload(t, app), WorkDir: scratch, Log: log})
 		checkServing(ctx, t, m, "users=0")
+		checkFirstUnitFirst(ctx, t, m)
 		failed, _, _ := m.Exec(ctx, "sh", "-c", "journalctl -u 'wsgi@*' -o cat --no-pager | grep -c 'Worker failed to boot' || true")
 		again, _, _ := m.Exec(ctx, "sh", "-c", "grep -F 'started again' /var/log/wsgi-deploy.log || true")
-		// A unit comes back by its own Restart= while it stays under its start limit, or by the
-		// deploy's start after migrate once it hit the limit (the log's "started again"): which
-		// one depends on how fast the machine restarts it.
+		// The unit comes back by its own Restart= while it stays under its start limit, or by
+		// the deploy's start after migrate once it hit the limit (the log's "started again"):
+		// which one depends on how fast the machine restarts it.
 		if n, _ := strconv.Atoi(strings.TrimSpace(failed)); n == 0 {
 			t.Errorf("no import failed before migrate (%q in the units' journal): the test did not test the gate's early start", strings.TrimSpace(failed))
 		}
 		if again == "" {
-			again = "every unit back by its own Restart="
+			again = "the first unit back by its own Restart="
 		}
-		t.Logf("CHECK %s: served by every unit after %s failed import(s) before migrate; %s", m.Name(), strings.TrimSpace(failed), strings.TrimSpace(again))
+		t.Logf("CHECK %s: served by every unit after %s failed import(s) of the first unit before migrate; %s", m.Name(), strings.TrimSpace(failed), strings.TrimSpace(again))
 
 		// The gate holds a worker inside the unit's sandbox: with the file there, a restarted
 		// unit takes no request; once it is gone, the request that waited is answered.
@@ -286,6 +288,38 @@ func checkServing(ctx context.Context, t *testing.T, m *harness.Machine, want st
 	}
 	t.Logf("CHECK %s: cloud-init %s, marker %q, %d requests through NGINX served by %v", m.Name(),
 		strings.TrimSpace(status), strings.TrimSpace(marker), 10*stackSockets, served)
+}
+
+// checkFirstUnitFirst asserts the order of a first boot without hooks: the first unit served
+// through NGINX (the deploy's "serving through NGINX" line) before systemd opened any other
+// unit's socket, so that no early request waited in the backlog of a unit still importing the
+// app.
+func checkFirstUnitFirst(ctx context.Context, t *testing.T, m *harness.Machine) {
+	t.Helper()
+	// first is the time of the first journal line of args whose message contains text.
+	first := func(text string, args ...string) float64 {
+		out := mustExec(ctx, t, m, append([]string{"journalctl", "-o", "short-unix", "--no-pager"}, args...)...)
+		for _, l := range strings.Split(out, "\n") {
+			ts, _, _ := strings.Cut(l, " ")
+			if f, err := strconv.ParseFloat(ts, 64); err == nil && strings.Contains(l, text) {
+				return f
+			}
+		}
+		t.Errorf("%s: no journal line of %v contains %q:\n%s", m.Name(), args, text, out)
+		return 0
+	}
+	serving := first("serving through NGINX", "-t", "wsgi-deploy")
+	if first("first unit started", "-t", "wsgi-deploy") > serving {
+		t.Errorf("%s: NGINX answered before the first unit was up", m.Name())
+	}
+	for i := 2; i <= stackSockets; i++ {
+		unit := fmt.Sprintf("wsgi@%d.socket", i)
+		if opened := first("Listening on", "-u", unit); opened < serving {
+			t.Errorf("%s: %s opened %.3f s before the first unit served through NGINX; want after", m.Name(), unit, serving-opened)
+		} else {
+			t.Logf("CHECK %s: %s opened %.3f s after the first unit served through NGINX", m.Name(), unit, opened-serving)
+		}
+	}
 }
 
 // checkFailed asserts what a failed deploy must leave: cloud-init status error (exit 1), no

@@ -162,9 +162,9 @@ func djangoVariants(shop *shopFixture) ([]variant, error) {
 	gold := func(i imgs) string { return i.golden }
 	return []variant{
 		{key: "whl", title: "Django: wheelhouse image + payload", image: wh, userData: plain.UserData, http: true, deploy: true, floor: "flw",
-			check: shopCheck(`grep -qF "the image's baked venv" /var/log/wsgi-deploy.log && grep -qF "units starting behind the gate" /var/log/wsgi-deploy.log`)},
+			check: shopCheck(`grep -qF "the image's baked venv" /var/log/wsgi-deploy.log && grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
 		{key: "wsq", title: "Django: wheelhouse image + payload with a no-op hook before the switch (units start after migrate)", image: wh, userData: seq.UserData, http: true, deploy: true, floor: "flw",
-			check: shopCheck(`! grep -qF "units starting behind the gate" /var/log/wsgi-deploy.log`)},
+			check: shopCheck(`! grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
 		{key: "flw", title: "wheelhouse image, empty #cloud-config (its floor)", image: wh, userData: []byte("#cloud-config\n{}\n")},
 		{key: "idx", title: "Django: golden image + payload with pip_index_url (boot-time index)", image: gold, userData: idx.UserData, http: true, deploy: true, floor: "flr",
 			check: shopCheck(`test ! -e /srv/wsgi/current/.venv/bin/pip`)},

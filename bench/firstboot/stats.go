@@ -122,9 +122,10 @@ var deploySteps = []deployStep{
 	{"preflight, environment, fetch, verify, unpack the release", []string{"release "}, false},
 	{"the release venv (python -m venv, or the image's baked venv)", []string{"venv "}, false},
 	{"requirements (pip, or nothing to install)", []string{"requirements ", "no "}, false},
-	{"Django migrate + collectstatic, one process (the app's own work; a plain boot has none; the units start behind the gate meanwhile)", []string{"django "}, true},
-	{"hooks, the units up (started behind the gate, or started now)", []string{"units started"}, false},
-	{"reload NGINX, health checks on every unit", []string{"deployed "}, false},
+	{"Django migrate + collectstatic, one process (the app's own work; a plain boot has none; with the gate, the first unit starts meanwhile)", []string{"django "}, true},
+	{"hooks, the units up (with the gate: the first unit, then the gate removed; without: every unit)", []string{"first unit started", "units started"}, false},
+	{"reload NGINX, the health check through NGINX", []string{"serving through NGINX"}, false},
+	{"the other units (with the gate), the health check on every unit", []string{"deployed "}, false},
 }
 
 type deployStep struct {

@@ -109,22 +109,26 @@ func TestParseDeploySteps(t *testing.T) {
 		name, out string
 		want      []time.Duration
 	}{
-		{"flask, no requirements", `1795829044.100000 fbb-pay1 wsgi-deploy[301]: deploy of app starts
+		{"flask, a hook: every unit at once", `1795829044.100000 fbb-pay1 wsgi-deploy[301]: deploy of app starts
 1795829044.600000 fbb-pay1 wsgi-deploy[301]: release /srv/wsgi/releases/20261128T012800Z-abc
 1795829044.700000 fbb-pay1 wsgi-deploy[301]: venv /srv/wsgi/releases/20261128T012800Z-abc/.venv
 1795829044.750000 fbb-pay1 wsgi-deploy[301]: no requirements.txt in the release: nothing to install
-1795829045.750000 fbb-pay1 wsgi-deploy[301]: units started: wsgi@1.service wsgi@2.service
+1795829045.750000 fbb-pay1 wsgi-deploy[301]: units started
+1795829046.000000 fbb-pay1 wsgi-deploy[301]: serving through NGINX: http://127.0.0.1:80/healthz answered 200
 1795829047.600000 fbb-pay1 wsgi-deploy[301]: deployed /srv/wsgi/releases/20261128T012800Z-abc: 3 units healthy behind NGINX
-`, []time.Duration{500 * ms, 100 * ms, 50 * ms, absent, 1000 * ms, 1850 * ms}},
-		{"django with requirements", `1795829044.100000 h wsgi-deploy[301]: deploy of shop starts
+`, []time.Duration{500 * ms, 100 * ms, 50 * ms, absent, 1000 * ms, 250 * ms, 1600 * ms}},
+		{"django with requirements, the gate: the first unit, then the others", `1795829044.100000 h wsgi-deploy[301]: deploy of shop starts
 1795829044.200000 h wsgi-deploy[301]: release /srv/wsgi/releases/x
 1795829044.300000 h wsgi-deploy[301]: venv /srv/wsgi/releases/x/.venv
 1795829044.350000 h wsgi-deploy[301]: installing requirements.txt from the image's wheelhouse /opt/wsgi/wheelhouse (offline)
+1795829044.360000 h wsgi-deploy[301]: wsgi@1.service starting behind the gate
 1795829047.300000 h wsgi-deploy[301]: requirements installed
 1795829050.300000 h wsgi-deploy[301]: django migrate and collectstatic done
-1795829051.300000 h wsgi-deploy[301]: units started: wsgi@1.service
-1795829052.300000 h wsgi-deploy[301]: deployed /srv/wsgi/releases/x: 1 units healthy behind NGINX
-`, []time.Duration{100 * ms, 100 * ms, 3000 * ms, 3000 * ms, 1000 * ms, 1000 * ms}},
+1795829050.400000 h wsgi-deploy[301]: first unit started: wsgi@1.service serves; the others start once NGINX answers
+1795829050.600000 h wsgi-deploy[301]: serving through NGINX: http://127.0.0.1:80/healthz answered 200
+1795829051.300000 h wsgi-deploy[301]: units started
+1795829052.300000 h wsgi-deploy[301]: deployed /srv/wsgi/releases/x: 3 units healthy behind NGINX
+`, []time.Duration{100 * ms, 100 * ms, 3000 * ms, 3000 * ms, 100 * ms, 200 * ms, 1700 * ms}},
 	}
 	for _, c := range cases {
 		got, first, err := parseDeploySteps(c.out)

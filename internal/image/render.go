@@ -91,6 +91,11 @@ func (view) AWSHelper() string      { return contract.AWSHelper }
 func (view) MigrateHelper() string  { return MigrateHelper }
 func (view) SchemaVersion() int     { return contract.SchemaVersion }
 
+// FirstService and FirstSocket name the unit that a first boot without hooks starts before
+// migrate, and that serves before the others start (deploy.sh).
+func (v view) FirstService() string { return v.ServiceUnit(1) }
+func (v view) FirstSocket() string  { return v.SocketUnit(1) }
+
 // StopTimeout gives Gunicorn's graceful shutdown room before systemd kills it.
 func (v view) StopTimeout() int { return v.GracefulTimeoutSeconds + 5 }
 

@@ -386,7 +386,7 @@ func (s Stack) SocketUnits() []string {
 const (
 	// TargetUnit groups the socket units; enabling it is what first boot does last.
 	TargetUnit = "wsgi.target"
-	// FirstBootGate holds the workers of a first boot that started the units before Django's
+	// FirstBootGate holds the worker of a first boot that started the first unit before Django's
 	// migrate: while it exists, a worker has imported the app but accepts no connection.
 	FirstBootGate = "/run/wsgi-first-boot.gate"
 	// UnitDir is where the units are installed.

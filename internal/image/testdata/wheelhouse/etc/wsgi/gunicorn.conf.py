@@ -57,9 +57,10 @@ def post_fork(server, worker):
 def post_worker_init(worker):
     """Holds a worker that has imported the app while first boot's gate is there.
 
-    A first boot without hooks starts the units while Django migrates (wsgi-deploy), so that the
-    masters start and the workers import the app meanwhile; the deploy removes /run/wsgi-first-boot.gate
-    once migrate and collectstatic are done. Until then connections wait in the socket's backlog.
+    A first boot without hooks starts the first unit while Django migrates (wsgi-deploy), so that
+    its master starts and its worker imports the app meanwhile; the deploy removes
+    /run/wsgi-first-boot.gate once migrate and collectstatic are done. Until then connections wait in the
+    socket's backlog.
     Without the gate (every later start, reload or restart) this returns at once.
     """
     import time
