@@ -267,6 +267,19 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 	}
 	fmt.Println(" (to the first 200, or to cloud-init done for a floor).")
 	fmt.Println()
+	fmt.Println("cloud-init's stages, from /run/cloud-init/status.json: when each started and finished, from the clock's start (median, seconds):")
+	fmt.Println()
+	var all []string
+	for _, v := range variants {
+		all = append(all, v.key)
+	}
+	grid("stage", all, cloudInitStages, func(c, r int) string {
+		span := func(f func(stageSpan) time.Duration) string {
+			return secs(median(pick(variants[c].key, func(s sample) time.Duration { return f(s.stages[cloudInitStages[r]]) })))
+		}
+		return span(func(sp stageSpan) time.Duration { return sp.start }) + " – " + span(func(sp stageSpan) time.Duration { return sp.end })
+	})
+	fmt.Println()
 	fmt.Println("Columns: whl = wheelhouse image (requirements_file baked) + the plain payload; idx = golden image without a wheelhouse, " +
 		"payload with pip_index_url = the shop's index on the instance's loopback (the wheels the wheelhouse bake built, served by the fixture server); " +
 		"wsq = whl with a no-op hook before the switch, so the units start after migrate; " +

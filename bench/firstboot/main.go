@@ -67,8 +67,9 @@ type sample struct {
 	running   time.Duration // systemctl is-system-running --wait returned
 	state     string        // what it returned
 	blame     map[string]time.Duration
-	deploy    []time.Duration // the deploy script's steps, see deploySteps
-	deployAt  time.Duration   // the deploy's first line
+	stages    map[string]stageSpan // cloud-init's stages, see cloudInitStages
+	deploy    []time.Duration      // the deploy script's steps, see deploySteps
+	deployAt  time.Duration        // the deploy's first line
 	// The host's cores busy (0-1): from the deploy's first line to the first 200, and over the
 	// whole boot (to the first 200, or to cloud-init done without HTTP); -1 without samples.
 	cpuDeploy, cpuBoot float64
@@ -262,6 +263,11 @@ func measure(ctx context.Context, v variant, image, name, work string, log io.Wr
 	defer cancel()
 	var s sample
 	start := time.Now()
+	// cloud-init stamps its stages with the kernel's uptime, which the machine shares with the host.
+	startUptime, err := uptime()
+	if err != nil {
+		return s, err
+	}
 	cpu := sampleCPU(ctx, start)
 	defer cpu.Stop()
 	first := make(chan time.Duration, 1)
@@ -282,6 +288,13 @@ func measure(ctx context.Context, v variant, image, name, work string, log io.Wr
 	}
 	if out, _, err := m.Exec(ctx, "cloud-init", "analyze", "blame"); err == nil {
 		s.blame = parseBlame(out)
+	}
+	out, _, err = m.Exec(ctx, "cat", "/run/cloud-init/status.json")
+	if err != nil {
+		return s, fmt.Errorf("/run/cloud-init/status.json: %w", err)
+	}
+	if s.stages, err = parseStages(out, startUptime); err != nil {
+		return s, err
 	}
 	if v.key == "flr" {
 		for i, c := range venvCmds {

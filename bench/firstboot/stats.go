@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -111,6 +113,48 @@ func parseBlame(out string) map[string]time.Duration {
 		r[m[2]] = time.Duration(f * float64(time.Second))
 	}
 	return r
+}
+
+// cloudInitStages are cloud-init's boot stages in their order, as /run/cloud-init/status.json
+// names them.
+var cloudInitStages = []string{"init-local", "init", "modules-config", "modules-final"}
+
+// uptime is the first field of /proc/uptime: seconds since the kernel booted.
+func uptime() (float64, error) {
+	b, err := os.ReadFile("/proc/uptime")
+	if err != nil {
+		return 0, err
+	}
+	f, _, _ := strings.Cut(string(b), " ")
+	return strconv.ParseFloat(f, 64)
+}
+
+// stageSpan is when a stage started and finished, from the clock's start.
+type stageSpan struct{ start, end time.Duration }
+
+// parseStages reads /run/cloud-init/status.json (its v1 stages carry start and finished as the
+// kernel's uptime, /proc/uptime) and returns each stage of cloudInitStages from the clock's start
+// at from (uptime seconds; the machine, a container, shares the host's kernel).
+func parseStages(out string, from float64) (map[string]stageSpan, error) {
+	var st struct {
+		V1 map[string]json.RawMessage `json:"v1"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return nil, fmt.Errorf("status.json: %w", err)
+	}
+	at := func(t float64) time.Duration { return time.Duration((t - from) * float64(time.Second)) }
+	r := map[string]stageSpan{}
+	for _, name := range cloudInitStages {
+		var times struct {
+			Start    *float64 `json:"start"`
+			Finished *float64 `json:"finished"`
+		}
+		if raw, ok := st.V1[name]; !ok || json.Unmarshal(raw, &times) != nil || times.Start == nil || times.Finished == nil {
+			return nil, fmt.Errorf("status.json has no start and finished for stage %s: %s", name, out)
+		}
+		r[name] = stageSpan{at(*times.Start), at(*times.Finished)}
+	}
+	return r, nil
 }
 
 // deploySteps are the spans between the deploy script's journal lines (internal/image/files/

@@ -195,3 +195,28 @@ func TestSampleCPU(t *testing.T) {
 		t.Errorf("a second Stop returned %d samples, the first %d", len(again), len(samples))
 	}
 }
+
+func TestParseStages(t *testing.T) {
+	out := `{"v1": {"datasource": "DataSourceNoCloud", "init-local": {"errors": [], "finished": 1795829041.5, "recoverable_errors": {}, "start": 1795829041.25},
+ "init": {"errors": [], "finished": 1795829043, "start": 1795829042}, "modules-config": {"finished": 1795829043.5, "start": 1795829043.25},
+ "modules-final": {"finished": 1795829045, "start": 1795829044}, "stage": null}}`
+	got, err := parseStages(out, 1795829040)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]stageSpan{
+		"init-local": {1250 * time.Millisecond, 1500 * time.Millisecond}, "init": {2 * time.Second, 3 * time.Second},
+		"modules-config": {3250 * time.Millisecond, 3500 * time.Millisecond}, "modules-final": {4 * time.Second, 5 * time.Second},
+	}
+	for k, w := range want {
+		if g := got[k]; g.start-w.start > time.Millisecond || w.start-g.start > time.Millisecond || g.end-w.end > time.Millisecond || w.end-g.end > time.Millisecond {
+			t.Errorf("%s = %v, want %v", k, g, w)
+		}
+	}
+	// A stage still running (no finished) or missing is an error, not a zero.
+	for _, bad := range []string{`{"v1": {"init-local": {"start": 1, "finished": null}}}`, `{"v1": {}}`, `not json`} {
+		if _, err := parseStages(bad, 0); err == nil {
+			t.Errorf("parseStages(%q) accepted it", bad)
+		}
+	}
+}
