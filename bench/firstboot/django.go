@@ -222,14 +222,11 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 	}
 	fmt.Println("The deploy's steps, from its journal lines (median, seconds):")
 	fmt.Println()
-	var keys, steps []string
-	for _, v := range deployed {
-		keys = append(keys, v.key)
-	}
+	var steps []string
 	for _, st := range deploySteps {
 		steps = append(steps, st.title)
 	}
-	grid("step of wsgi-deploy", keys, steps, func(c, r int) string {
+	grid("step of wsgi-deploy", keys(deployed), steps, func(c, r int) string {
 		return stepSecs(pick(deployed[c].key, func(s sample) time.Duration { return s.deploy[r] }))
 	})
 	rows := []struct {
@@ -269,11 +266,7 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 	fmt.Println()
 	fmt.Println("cloud-init's stages, from /run/cloud-init/status.json: when each started and finished, from the clock's start (median, seconds):")
 	fmt.Println()
-	var all []string
-	for _, v := range variants {
-		all = append(all, v.key)
-	}
-	grid("stage", all, cloudInitStages, func(c, r int) string {
+	grid("stage", keys(variants), cloudInitStages, func(c, r int) string {
 		span := func(f func(stageSpan) time.Duration) string {
 			return secs(median(pick(variants[c].key, func(s sample) time.Duration { return f(s.stages[cloudInitStages[r]]) })))
 		}

@@ -535,3 +535,12 @@ func titles(vs []variant) []string {
 	}
 	return out
 }
+
+// keys are the variants' short names, for the columns of a wide table.
+func keys(vs []variant) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.key)
+	}
+	return out
+}
