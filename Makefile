@@ -7,7 +7,8 @@ PACKER_VERSION  := v1.12.0
 BIN             := $(CURDIR)/bin
 PACKER          := $(BIN)/packer
 PACKER_SDC      := $(BIN)/packer-sdc
-HOST_PACKAGES   := systemd systemd-container nginx cloud-init mmdebstrap zstd dnsmasq-base nftables iproute2 wrk git curl ca-certificates postgresql
+# python3-django: the wsgi-migrate unit test runs the helper with the Django Debian ships.
+HOST_PACKAGES   := systemd systemd-container nginx cloud-init mmdebstrap zstd dnsmasq-base nftables iproute2 wrk git curl ca-certificates postgresql python3-django
 E2E_TIMEOUT     ?= 75m
 E2E_RUN         ?= .
 # The Debian releases every e2e test runs on (harness.Releases); the first is the default.
