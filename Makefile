@@ -7,8 +7,9 @@ PACKER_VERSION  := v1.12.0
 BIN             := $(CURDIR)/bin
 PACKER          := $(BIN)/packer
 PACKER_SDC      := $(BIN)/packer-sdc
-# python3-django: the wsgi-migrate unit test runs the helper with the Django Debian ships.
-HOST_PACKAGES   := systemd systemd-container nginx cloud-init mmdebstrap zstd dnsmasq-base nftables iproute2 wrk git curl ca-certificates postgresql python3-django
+# python3-django and strace: the wsgi-migrate unit tests run the helper with the Django Debian
+# ships and count its syncs.
+HOST_PACKAGES   := systemd systemd-container nginx cloud-init mmdebstrap zstd dnsmasq-base nftables iproute2 wrk git curl ca-certificates postgresql python3-django strace
 E2E_TIMEOUT     ?= 75m
 E2E_RUN         ?= .
 # The Debian releases every e2e test runs on (harness.Releases); the first is the default.

@@ -59,25 +59,34 @@ func runMigrate(t *testing.T, py, dir string, env ...string) (string, int) {
 	return string(out), code
 }
 
-func TestMigrateHelper(t *testing.T) {
-	py := ""
-	// The system's python3 first: Debian's python3-django is what the image's app would use.
+// djangoPython is a python3 that imports Django, the system's first: Debian's python3-django is
+// what the image's app would use.
+func djangoPython(t *testing.T) string {
+	t.Helper()
 	for _, c := range []string{"/usr/bin/python3", "python3"} {
 		if p, err := exec.LookPath(c); err == nil && exec.Command(p, "-c", "import django").Run() == nil {
-			py = p
-			break
+			return p
 		}
 	}
-	if py == "" {
-		if os.Getenv("WSGI_REQUIRE_VALIDATORS") == "1" {
-			t.Fatal("no python3 imports Django and WSGI_REQUIRE_VALIDATORS=1: install python3-django")
-		}
-		t.Skip("no python3 imports Django: skipping (apt-get install python3-django)")
+	if os.Getenv("WSGI_REQUIRE_VALIDATORS") == "1" {
+		t.Fatal("no python3 imports Django and WSGI_REQUIRE_VALIDATORS=1: install python3-django")
 	}
+	t.Skip("no python3 imports Django: skipping (apt-get install python3-django)")
+	return ""
+}
+
+func migrateDir(t *testing.T) string {
+	t.Helper()
 	dir := t.TempDir()
 	for name, content := range migrateProject {
 		writeFile(t, filepath.Join(dir, name), []byte(content), 0o644)
 	}
+	return dir
+}
+
+func TestMigrateHelper(t *testing.T) {
+	py := djangoPython(t)
+	dir := migrateDir(t)
 	db := "DB=" + filepath.Join(dir, "db.sqlite3")
 
 	out, code := runMigrate(t, py, dir, db)
@@ -130,5 +139,45 @@ STATIC_ROOT = os.environ.get("STATIC_ROOT")
 	out, code = runMigrate(t, py, dir, append(staticApps, db)...)
 	if want := "wsgi-collectstatic: django.core.exceptions.ImproperlyConfigured: "; code != 1 || !strings.Contains(out, want) || strings.Contains(out, "wsgi-migrate: migrate") {
 		t.Errorf("collectstatic without STATIC_ROOT: exit %d, want 1, %q and no migrate\n%s", code, want, out)
+	}
+}
+
+// A SQLite file that migrate creates holds nothing yet: its migrations skip the sync after each
+// commit, and the file and its folder are synced once at the end. strace counts the syncs; a file
+// that exists already keeps SQLite's own.
+func TestMigrateHelperNewSQLiteFile(t *testing.T) {
+	py := djangoPython(t)
+	strace := requireTool(t, "strace")
+	dir := migrateDir(t)
+	trace := filepath.Join(dir, "syncs.trace")
+	traced := filepath.Join(dir, "traced-python3")
+	writeFile(t, traced, []byte("#!/bin/sh\nexec "+strace+" -f -qq -o "+trace+" -e trace=fsync,fdatasync "+py+` "$@"`+"\n"), 0o755)
+	syncs := func() int {
+		b, err := os.ReadFile(trace)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Count(string(b), "fsync(") + strings.Count(string(b), "fdatasync(")
+	}
+	const newLine = "wsgi-migrate: a new SQLite file: synced once after the last migration, not after each"
+
+	fresh := "DB=" + filepath.Join(dir, "fresh.sqlite3")
+	out, code := runMigrate(t, traced, dir, fresh)
+	if n := syncs(); code != 0 || !strings.Contains(out, newLine) || !strings.Contains(out, "Applying shop.0001_initial... OK") || n != 2 {
+		t.Errorf("a new SQLite file: exit %d, %d syncs (want 2: the file, its folder)\n%s", code, n, out)
+	}
+	// The file is whole: the next migrate reads every migration as applied.
+	if out, code = runMigrate(t, traced, dir, fresh); code != 0 || !strings.Contains(out, "No migrations to apply.") || strings.Contains(out, newLine) {
+		t.Errorf("the same file again: exit %d\n%s", code, out)
+	}
+
+	// A file that holds a database already (one table, none of the app's): SQLite syncs every commit.
+	existing := filepath.Join(dir, "existing.sqlite3")
+	if b, err := exec.Command(py, "-c", "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('CREATE TABLE kept (v)'); c.commit()", existing).CombinedOutput(); err != nil {
+		t.Fatalf("creating %s: %v\n%s", existing, err, b)
+	}
+	out, code = runMigrate(t, traced, dir, "DB="+existing)
+	if n := syncs(); code != 0 || strings.Contains(out, newLine) || !strings.Contains(out, "Applying shop.0001_initial... OK") || n <= 2 {
+		t.Errorf("an existing SQLite file: exit %d, %d syncs (want SQLite's own, more than 2)\n%s", code, n, out)
 	}
 }
