@@ -273,10 +273,70 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 		return span(func(sp stageSpan) time.Duration { return sp.start }) + " – " + span(func(sp stageSpan) time.Duration { return sp.end })
 	})
 	fmt.Println()
+	fmt.Printf("Migrate into a new SQLite file in the whl machine after its boot, as the deploy runs it, %d times each way per boot, alternating (median of all, every run in brackets, seconds):\n\n", migrateRuns)
+	fmt.Println("| wsgi-migrate | time |")
+	fmt.Println("| --- | ---: |")
+	var took [2][]time.Duration
+	for _, s := range samples["whl"] {
+		for i := range took {
+			took[i] = append(took[i], s.migrate[i]...)
+		}
+	}
+	for i, t := range migrateTitles {
+		runs := make([]string, len(took[i]))
+		for j, d := range took[i] {
+			runs[j] = fmt.Sprintf("%.2f", d.Seconds())
+		}
+		fmt.Printf("| %s | %.2f s (%s) |\n", t, median(took[i]).Seconds(), strings.Join(runs, ", "))
+	}
+	fmt.Printf("\nOne sync at the end against a sync after each commit: %s.\n\n", ratio(median(took[0]), median(took[1])))
 	fmt.Println("Columns: whl = wheelhouse image (requirements_file baked) + the plain payload; idx = golden image without a wheelhouse, " +
 		"payload with pip_index_url = the shop's index on the instance's loopback (the wheels the wheelhouse bake built, served by the fixture server); " +
 		"wsq = whl with a no-op hook before the switch, so the units start after migrate; " +
 		"old = the idx payload plus a bootcmd part that rewrites the image's deploy for this boot into the one before issue 14: " +
 		"`python -m venv` with pip (ensurepip copies pip into the release venv) and the release venv's own pip installing from the same index.")
 	fmt.Println()
+}
+
+// migrateRuns is how often the whl machine, once booted, migrates a new SQLite file each way.
+const migrateRuns = 3
+
+// migrateCmds migrate the shop into a new SQLite file the way the deploy does (the app user, the
+// app's environment, wsgi-migrate in the app's Django), with the baked helper (one sync at the
+// end) and with a copy of it that keeps SQLite's sync after each commit. Each prints the
+// nanoseconds it took.
+var migrateCmds = [2]string{
+	migrateCmd("/usr/local/lib/wsgi/wsgi-migrate"),
+	`sed 's/^    new_file = None if command else new_sqlite_file(connection)$/    new_file = None/' /usr/local/lib/wsgi/wsgi-migrate >/var/tmp/wsgi-migrate-syncs &&
+	! grep -q 'new_file = None if command' /var/tmp/wsgi-migrate-syncs && chmod 0644 /var/tmp/wsgi-migrate-syncs && ` +
+		migrateCmd("/var/tmp/wsgi-migrate-syncs"),
+}
+
+var migrateTitles = [2]string{"one sync at the end (the baked wsgi-migrate)", "SQLite's syncs after each commit (the helper before)"}
+
+func migrateCmd(helper string) string {
+	return `db=/var/lib/wsgi-app/bench-migrate.sqlite3; rm -f "$db" && cd /srv/wsgi/current && t0=$(date +%s%N) &&
+	runuser -u wsgi -- env -i PATH=/srv/wsgi/current/.venv/bin:/usr/bin:/bin HOME=/var/lib/wsgi-app LANG=C.UTF-8 sh -c '
+		set -a; . /etc/wsgi/wsgi.env; set +a; export DATABASE_PATH="$1" PYTHONDONTWRITEBYTECODE=1
+		exec python manage.py shell -c "import runpy; runpy.run_path(\"` + helper + `\", run_name=\"__main__\")"' sh "$db" >/dev/null &&
+	t1=$(date +%s%N) && rm -f "$db" && echo $((t1 - t0))`
+}
+
+// timeMigrate runs migrateCmds alternately, migrateRuns times each.
+func timeMigrate(ctx context.Context, m *harness.Machine) ([2][]time.Duration, error) {
+	var took [2][]time.Duration
+	for range migrateRuns {
+		for i, c := range migrateCmds {
+			out, stderr, err := m.Exec(ctx, "sh", "-c", c)
+			if err != nil {
+				return took, fmt.Errorf("migrating a new SQLite file (%s): %w: %s", migrateTitles[i], err, stderr)
+			}
+			var ns int64
+			if _, err := fmt.Sscan(out, &ns); err != nil {
+				return took, fmt.Errorf("migrating a new SQLite file (%s): %q: %w", migrateTitles[i], out, err)
+			}
+			took[i] = append(took[i], time.Duration(ns))
+		}
+	}
+	return took, nil
 }
