@@ -132,7 +132,7 @@ def migrate_here(new_file=None):
     no lock on its connection (SQLite, the lock off), since migrate uses that connection.
 
     new_file: a SQLite file this migrate creates. It holds nothing yet, so the migrations skip
-    SQLite's sync after each commit (PRAGMA synchronous = OFF: about four fsyncs per migration,
+    SQLite's sync after each commit (PRAGMA synchronous = OFF: about four fsyncs per commit,
     120 for Django's own apps) and the file is synced once when all of them are applied, before
     the deploy serves from it. Each migration is still its own transaction, rolled back on error;
     only a power loss during this migrate could leave the file broken, on an instance whose first
