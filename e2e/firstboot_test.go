@@ -171,6 +171,14 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 			t.Errorf("GET /static/admin/css/base.css = %d (%d bytes), want Django's collected admin CSS served by NGINX", code, len(body))
 		}
 		tables := mustExec(ctx, t, m, "python3", "-c", `import sqlite3; print(sqlite3.connect("/var/lib/wsgi-app/db.sqlite3").execute("select count(*) from django_migrations").fetchone()[0])`)
+		// The database file is new at first boot: its migrations skip SQLite's sync after each
+		// commit, and the file is synced once; it must be whole.
+		if _, _, err := m.Exec(ctx, "grep", "-qF", "wsgi-migrate: a new SQLite file: synced once after the last migration", "/var/log/wsgi-deploy.log"); err != nil {
+			t.Errorf("/var/log/wsgi-deploy.log: no line saying the new SQLite file was migrated with one sync: %v", err)
+		}
+		if ok := mustExec(ctx, t, m, "python3", "-c", `import sqlite3; print(sqlite3.connect("/var/lib/wsgi-app/db.sqlite3").execute("pragma integrity_check").fetchone()[0])`); strings.TrimSpace(ok) != "ok" {
+			t.Errorf("PRAGMA integrity_check of the migrated database = %q, want ok", ok)
+		}
 		t.Logf("CHECK django: GET /static/admin/css/base.css %d, %s migrations applied, release %s", code, tables,
 			mustExec(ctx, t, m, "git", "ls-remote", fixtureGit+"/shop.git", "v1.0.0"))
 	})
