@@ -31,6 +31,9 @@
 // folder beside its tarball (.NAME.SIZE-MTIME.root, shared read-only by
 // every machine of that image) under a private upper folder. That makes a
 // boot ~10 s instead of ~20 s; BootOptions.Unpack asks for a private copy.
+// After each mount, the folders of the image's earlier versions (a tarball
+// rewritten since) go, unless a process holds their lock or an overlay
+// still reads them.
 //
 // Everything here needs root and the host tools mmdebstrap, systemd-nspawn,
 // nsenter, ip, dnsmasq, nft, tar and zstd, so only tests built with the e2e

@@ -579,10 +579,21 @@ func (m *Machine) Close() {
 // unpacked once into a shared read-only lower folder, under a private
 // upper folder that takes every change the machine makes.
 func (m *Machine) mountOverlay(ctx context.Context, image string) error {
-	lower, err := lowerFor(ctx, image)
+	lower, unlock, err := lowerFor(ctx, image)
 	if err != nil {
 		return err
 	}
+	// Held until the overlay is mounted: a prune in another process checks the mounts under
+	// this lock, so it never removes a lower between lowerFor and the mount.
+	mounted := false
+	defer func() {
+		unlock()
+		// After the unlock: a prune takes the other lowers' locks, and holding this one meanwhile
+		// could deadlock with a process that mounts one of them and prunes this one.
+		if mounted {
+			pruneLowers(ctx, image, lower, m.log)
+		}
+	}()
 	upper, work := filepath.Join(m.dir, "upper"), filepath.Join(m.dir, "work")
 	for _, d := range []string{upper, work, m.root} {
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -601,45 +612,11 @@ func (m *Machine) mountOverlay(ctx context.Context, image string) error {
 		}
 		return err
 	}
+	mounted = true
 	m.mu.Lock()
 	m.overlay = true
 	m.mu.Unlock()
 	return nil
-}
-
-// lowerFor returns image unpacked into a folder beside it, unpacking it
-// first if needed. The folder's name carries the tarball's size and
-// modification time, so a rewritten tarball gets a new folder. Folders
-// are never changed once complete: overlays only read them.
-func lowerFor(ctx context.Context, image string) (string, error) {
-	st, err := os.Stat(image)
-	if err != nil {
-		return "", fmt.Errorf("image: %w", err)
-	}
-	lower := filepath.Join(filepath.Dir(image), fmt.Sprintf(".%s.%d-%d.root", filepath.Base(image), st.Size(), st.ModTime().UnixNano()))
-	unlock, err := lockFile(ctx, lower+".lock")
-	if err != nil {
-		return "", err
-	}
-	defer unlock()
-	if _, err := os.Stat(lower + ".ok"); err == nil {
-		return lower, nil
-	}
-	tmp := lower + ".part"
-	if err := os.RemoveAll(tmp); err != nil {
-		return "", err
-	}
-	if err := unpack(ctx, image, tmp); err != nil {
-		_ = os.RemoveAll(tmp)
-		return "", err
-	}
-	if err := os.RemoveAll(lower); err != nil {
-		return "", err
-	}
-	if err := os.Rename(tmp, lower); err != nil {
-		return "", err
-	}
-	return lower, os.WriteFile(lower+".ok", nil, 0o644)
 }
 
 // unmountUnder unmounts every mount below dir, deepest first.
