@@ -588,8 +588,8 @@ func (m *Machine) mountOverlay(ctx context.Context, image string) error {
 	mounted := false
 	defer func() {
 		unlock()
-		// After the unlock: a prune takes the other lowers' locks, and holding this one meanwhile
-		// could deadlock with a process that mounts one of them and prunes this one.
+		// Then the roots of the image's earlier versions go; pruneLowers only tries their locks,
+		// so this boot never waits on another process.
 		if mounted {
 			pruneLowers(ctx, image, lower, m.log)
 		}
