@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -101,8 +102,11 @@ func pruneLower(ctx context.Context, old string) error {
 	tryCtx, cancel := context.WithCancel(ctx)
 	cancel()
 	unlock, err := lockFile(tryCtx, old+".lock")
+	if errors.Is(err, context.Canceled) {
+		return nil // another process holds it
+	}
 	if err != nil {
-		return nil
+		return err
 	}
 	defer unlock()
 	mi, err := os.ReadFile("/proc/self/mountinfo")
