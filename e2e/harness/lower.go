@@ -109,7 +109,7 @@ func pruneLower(ctx context.Context, old string) error {
 		return err
 	}
 	defer unlock()
-	mi, err := os.ReadFile("/proc/self/mountinfo")
+	mi, err := os.ReadFile(mountinfoFile)
 	if err != nil {
 		return err
 	}

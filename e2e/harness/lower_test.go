@@ -35,7 +35,8 @@ func TestOverlayReads(t *testing.T) {
 }
 
 // A rewritten image leaves its earlier lower folders behind; pruneLowers removes those that are
-// free, and no other image's, and not one whose lock another process holds.
+// free, and no other image's, not one whose lock another process holds, and not one a mounted
+// overlay reads.
 func TestPruneLowers(t *testing.T) {
 	dir := t.TempDir()
 	image := filepath.Join(dir, "golden.tar.zst")
@@ -52,7 +53,13 @@ func TestPruneLowers(t *testing.T) {
 	keep := mk(".golden.tar.zst.7-300.root")
 	old := mk(".golden.tar.zst.7-100.root")
 	busy := mk(".golden.tar.zst.7-200.root")
+	read := mk(".golden.tar.zst.7-250.root")
 	other := mk(".other.tar.zst.7-100.root")
+	// A machine's overlay still reads one of the earlier versions.
+	mountinfoFile = filepath.Join(t.TempDir(), "mountinfo")
+	t.Cleanup(func() { mountinfoFile = "/proc/self/mountinfo" })
+	writeTestFile(t, mountinfoFile, "25 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"+
+		"900 25 0:77 / /tmp/m1/root rw,relatime shared:400 - overlay overlay rw,lowerdir="+read+",upperdir=/tmp/m1/upper,workdir=/tmp/m1/work\n")
 	unlock, err := lockFile(context.Background(), busy+".lock")
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +72,7 @@ func TestPruneLowers(t *testing.T) {
 			t.Errorf("%s: still there (%v), want it pruned", p, err)
 		}
 	}
-	for _, p := range []string{keep, keep + ".ok", busy, busy + ".ok", other, other + ".ok", image} {
+	for _, p := range []string{keep, keep + ".ok", busy, busy + ".ok", read, read + ".ok", other, other + ".ok", image} {
 		if _, err := os.Stat(p); err != nil {
 			t.Errorf("%s: %v, want it kept", p, err)
 		}
@@ -81,8 +88,10 @@ func TestPruneLowers(t *testing.T) {
 	if _, err := os.Stat(busy); !os.IsNotExist(err) {
 		t.Errorf("%s: still there (%v) after its lock was freed", busy, err)
 	}
-	if _, err := os.Stat(keep); err != nil {
-		t.Errorf("%s: %v, want it kept", keep, err)
+	for _, p := range []string{keep, read} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: %v, want it kept", p, err)
+		}
 	}
 }
 

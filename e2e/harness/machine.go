@@ -621,15 +621,9 @@ func (m *Machine) mountOverlay(ctx context.Context, image string) error {
 
 // unmountUnder unmounts every mount below dir, deepest first.
 func unmountUnder(dir string) error {
-	mi, err := os.ReadFile("/proc/self/mountinfo")
+	points, err := mountsBelow(dir)
 	if err != nil {
 		return err
-	}
-	var points []string
-	for _, line := range strings.Split(string(mi), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			points = append(points, f[4])
-		}
 	}
 	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
 	var errs []error
@@ -647,16 +641,32 @@ func unmountUnder(dir string) error {
 // removeTree removes dir unless something is still mounted below it, in
 // which case removing would reach into the mounted file system.
 func removeTree(dir string) error {
-	mi, err := os.ReadFile("/proc/self/mountinfo")
+	points, err := mountsBelow(dir)
 	if err != nil {
 		return err
 	}
-	for _, line := range strings.Split(string(mi), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			return fmt.Errorf("not removing %s: %s is mounted", dir, f[4])
-		}
+	if len(points) > 0 {
+		return fmt.Errorf("not removing %s: %s is mounted", dir, points[0])
 	}
 	return os.RemoveAll(dir)
+}
+
+// mountinfoFile is this process's mount table; a test points it at a file of its own.
+var mountinfoFile = "/proc/self/mountinfo"
+
+// mountsBelow lists the mount points below dir.
+func mountsBelow(dir string) ([]string, error) {
+	mi, err := os.ReadFile(mountinfoFile)
+	if err != nil {
+		return nil, err
+	}
+	var points []string
+	for _, line := range strings.Split(string(mi), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			points = append(points, f[4])
+		}
+	}
+	return points, nil
 }
 
 func randomHex(n int) string {
