@@ -276,20 +276,24 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 	fmt.Printf("Migrate into a new SQLite file in the whl machine after its boot, as the deploy runs it, %d times each way per boot, alternating (median of all, every run in brackets, seconds):\n\n", migrateRuns)
 	fmt.Println("| wsgi-migrate | time |")
 	fmt.Println("| --- | ---: |")
-	var took [2][]time.Duration
+	var took migrateTimes
 	for _, s := range samples["whl"] {
 		for i := range took {
 			took[i] = append(took[i], s.migrate[i]...)
 		}
 	}
-	for i, t := range migrateTitles {
+	for i, w := range migrateWays {
 		runs := make([]string, len(took[i]))
 		for j, d := range took[i] {
 			runs[j] = fmt.Sprintf("%.2f", d.Seconds())
 		}
-		fmt.Printf("| %s | %.2f s (%s) |\n", t, median(took[i]).Seconds(), strings.Join(runs, ", "))
+		fmt.Printf("| %s | %.2f s (%s) |\n", w.title, median(took[i]).Seconds(), strings.Join(runs, ", "))
 	}
-	fmt.Printf("\nOne sync at the end against a sync after each commit: %s.\n\n", ratio(median(took[0]), median(took[1])))
+	fmt.Println()
+	for i := 1; i < len(migrateWays); i++ {
+		fmt.Printf("The baked helper against %s: %s.\n", migrateWays[i].title, ratio(median(took[0]), median(took[i])))
+	}
+	fmt.Println()
 	fmt.Println("Columns: whl = wheelhouse image (requirements_file baked) + the plain payload; idx = golden image without a wheelhouse, " +
 		"payload with pip_index_url = the shop's index on the instance's loopback (the wheels the wheelhouse bake built, served by the fixture server); " +
 		"wsq = whl with a no-op hook before the switch, so the units start after migrate; " +
@@ -301,18 +305,29 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 // migrateRuns is how often the whl machine, once booted, migrates a new SQLite file each way.
 const migrateRuns = 3
 
-// migrateCmds migrate the shop into a new SQLite file the way the deploy does (the app user, the
-// app's environment, wsgi-migrate in the app's Django), with the baked helper (one sync at the
-// end) and with a copy of it that keeps SQLite's sync after each commit. Each prints the
+// migrateTimes are the times of each of migrateWays.
+type migrateTimes [len(migrateWays)][]time.Duration
+
+// migrateWays migrate the shop into a new SQLite file the way the deploy does (the app user, the
+// app's environment, wsgi-migrate in the app's Django): with the baked helper, and with copies of
+// it that each undo one of its savings (sed, checked to have changed the line). Each prints the
 // nanoseconds it took.
-var migrateCmds = [2]string{
-	migrateCmd("/usr/local/lib/wsgi/wsgi-migrate"),
-	`sed 's/^    new_file = None if command else new_sqlite_file(connection)$/    new_file = None/' /usr/local/lib/wsgi/wsgi-migrate >/var/tmp/wsgi-migrate-syncs &&
-	! grep -q 'new_file = None if command' /var/tmp/wsgi-migrate-syncs && chmod 0644 /var/tmp/wsgi-migrate-syncs && ` +
-		migrateCmd("/var/tmp/wsgi-migrate-syncs"),
+var migrateWays = [...]struct{ title, cmd string }{
+	{"the baked wsgi-migrate: one sync at the end, then it leaves (no interpreter teardown)", migrateCmd(bakedMigrate)},
+	{"the interpreter's teardown at the end (the helper before leave())",
+		migrateCopyCmd(`s/^        leave()$/        pass/`, `^        leave()$`, "/var/tmp/wsgi-migrate-teardown")},
+	{"SQLite's syncs after each commit (the helper before the one sync)",
+		migrateCopyCmd(`s/^    new_file = None if command else new_sqlite_file(connection)$/    new_file = None/`, `new_file = None if command`, "/var/tmp/wsgi-migrate-syncs")},
 }
 
-var migrateTitles = [2]string{"one sync at the end (the baked wsgi-migrate)", "SQLite's syncs after each commit (the helper before)"}
+const bakedMigrate = "/usr/local/lib/wsgi/wsgi-migrate"
+
+// migrateCopyCmd migrates with a copy of the baked helper at path, edited by sed's expr, after
+// checking that the line the grep pattern gone finds is gone.
+func migrateCopyCmd(expr, gone, path string) string {
+	return `sed '` + expr + `' ` + bakedMigrate + ` >` + path + ` && ! grep -q '` + gone + `' ` + path + ` && chmod 0644 ` + path + ` && ` +
+		migrateCmd(path)
+}
 
 func migrateCmd(helper string) string {
 	return `db=/var/lib/wsgi-app/bench-migrate.sqlite3; rm -f "$db" && cd /srv/wsgi/current && t0=$(date +%s%N) &&
@@ -322,18 +337,18 @@ func migrateCmd(helper string) string {
 	t1=$(date +%s%N) && rm -f "$db" && echo $((t1 - t0))`
 }
 
-// timeMigrate runs migrateCmds alternately, migrateRuns times each.
-func timeMigrate(ctx context.Context, m *harness.Machine) ([2][]time.Duration, error) {
-	var took [2][]time.Duration
+// timeMigrate runs migrateWays in turn, migrateRuns times each.
+func timeMigrate(ctx context.Context, m *harness.Machine) (migrateTimes, error) {
+	var took migrateTimes
 	for range migrateRuns {
-		for i, c := range migrateCmds {
-			out, stderr, err := m.Exec(ctx, "sh", "-c", c)
+		for i, w := range migrateWays {
+			out, stderr, err := m.Exec(ctx, "sh", "-c", w.cmd)
 			if err != nil {
-				return took, fmt.Errorf("migrating a new SQLite file (%s): %w: %s", migrateTitles[i], err, stderr)
+				return took, fmt.Errorf("migrating a new SQLite file (%s): %w: %s", w.title, err, stderr)
 			}
 			var ns int64
 			if _, err := fmt.Sscan(out, &ns); err != nil {
-				return took, fmt.Errorf("migrating a new SQLite file (%s): %q: %w", migrateTitles[i], out, err)
+				return took, fmt.Errorf("migrating a new SQLite file (%s): %q: %w", w.title, out, err)
 			}
 			took[i] = append(took[i], time.Duration(ns))
 		}

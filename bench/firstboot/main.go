@@ -73,8 +73,8 @@ type sample struct {
 	// The host's cores busy (0-1): from the deploy's first line to the first 200, and over the
 	// whole boot (to the first 200, or to cloud-init done without HTTP); -1 without samples.
 	cpuDeploy, cpuBoot float64
-	venv               [2]time.Duration   // floor only: the deploy's venv command, with pip and without
-	migrate            [2][]time.Duration // whl only, after its boot: see migrateCmds
+	venv               [2]time.Duration // floor only: the deploy's venv command, with pip and without
+	migrate            migrateTimes     // whl only, after its boot: see migrateWays
 }
 
 // venvCmds are the deploy's `python -m venv` on the baked interpreter as it runs it, and the

@@ -1,17 +1,22 @@
 package image
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The fleet-wide migrate, run the way the deploy runs it: inside the app's Django through
 // manage.py shell. The database locks are proven against a real PostgreSQL in `make e2e`
 // (TestFleet); here, what needs no server: SQLite, a backend without a lock, the lock off.
 const migrateHelperFile = "files/wsgi-migrate.py"
+
+// migrateTimeout is far above a run's few seconds, strace included.
+const migrateTimeout = time.Minute
 
 var migrateProject = map[string]string{
 	"manage.py": `import os, sys
@@ -28,6 +33,11 @@ if os.environ.get("DB") == "dummy":
     DATABASES = {"default": {"ENGINE": "django.db.backends.dummy"}}
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["DB"]}}
+# An app whose settings register an exit handler and start a thread that never ends.
+if os.environ.get("EXIT_HANDLER_FILE"):
+    import atexit, threading
+    atexit.register(lambda: open(os.environ["EXIT_HANDLER_FILE"], "w").write("ran"))
+    threading.Thread(target=threading.Event().wait, name="never-ends").start()
 `,
 	"shop/__init__.py":            "",
 	"shop/migrations/__init__.py": "",
@@ -45,8 +55,11 @@ func runMigrate(t *testing.T, py, dir string, env ...string) (string, int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A helper that does not end is killed: a test fails, no process is left behind.
+	ctx, cancel := context.WithTimeout(context.Background(), migrateTimeout)
+	defer cancel()
 	// The deploy's command line, with the helper at its path in this tree.
-	cmd := exec.Command(py, "manage.py", "shell", "-c", `import runpy; runpy.run_path("`+helper+`", run_name="__main__")`)
+	cmd := exec.CommandContext(ctx, py, "manage.py", "shell", "-c", `import runpy; runpy.run_path("`+helper+`", run_name="__main__")`)
 	cmd.Dir = dir
 	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE=1", "WSGI_MANAGE_PY=manage.py"}, env...)
 	out, err := cmd.CombinedOutput()
@@ -179,5 +192,20 @@ func TestMigrateHelperNewSQLiteFile(t *testing.T) {
 	out, code = runMigrate(t, traced, dir, "DB="+existing)
 	if n := syncs(); code != 0 || strings.Contains(out, newLine) || !strings.Contains(out, "Applying shop.0001_initial... OK") || n <= 2 {
 		t.Errorf("an existing SQLite file: exit %d, %d syncs (want SQLite's own, more than 2)\n%s", code, n, out)
+	}
+}
+
+// Done, the helper leaves without the interpreter's teardown: an app thread that never ends does
+// not hold the deploy, and the app's exit handlers still run.
+func TestMigrateHelperLeaves(t *testing.T) {
+	py := djangoPython(t)
+	dir := migrateDir(t)
+	ran := filepath.Join(dir, "exit-handler-ran")
+	out, code := runMigrate(t, py, dir, "DB="+filepath.Join(dir, "db.sqlite3"), "EXIT_HANDLER_FILE="+ran)
+	if code != 0 || !strings.Contains(out, "wsgi-migrate: migrate finished in") {
+		t.Errorf("exit %d (-1: killed after %v, waiting for the app's thread that never ends)\n%s", code, migrateTimeout, out)
+	}
+	if b, err := os.ReadFile(ran); err != nil || string(b) != "ran" {
+		t.Errorf("the app's exit handler did not run: %q, %v", b, err)
 	}
 }

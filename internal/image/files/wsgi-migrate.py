@@ -26,6 +26,9 @@
 #                           under the lock: this helper cannot know what it would migrate)
 #   WSGI_COLLECTSTATIC      1: `manage.py collectstatic --noinput` first, in this process (one
 #                           Django start-up for both; a failure is reported as wsgi-collectstatic:)
+#
+# Done, it leaves at once (leave): the app's exit handlers run, but not the interpreter's teardown.
+import atexit
 import hashlib
 import os
 import subprocess
@@ -263,9 +266,25 @@ def main():
             say("released the migration lock")
 
 
+def leave():
+    """Ends the process as soon as the work is done: the interpreter's teardown of Django's modules
+    took 0.16 s of a first boot's critical path after a migrate of 0.2 s (bench/firstboot), and a
+    thread that the app's settings start and never stop would hold it there for good. The app's exit
+    handlers still run (logging's flush among them), the connections are closed and the output is
+    flushed first."""
+    from django.db import connections
+
+    connections.close_all()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
     try:
         main()
+        leave()
     except Failure as e:
         print("wsgi-migrate: " + str(e), file=sys.stderr, flush=True)
         sys.exit(1)
