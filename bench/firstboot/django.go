@@ -116,14 +116,22 @@ sed -i -e 's|-m venv --without-pip|-m venv|' \
 	-e "s|'/opt/wsgi/venv/bin/python' -m pip --python \"\$REL/.venv/bin/python\" install|\"\$REL/.venv/bin/python\" -m pip install|" "$f"
 `
 
-// oldPathPart is the extra cloud-config part of the emulated old path: a bootcmd, which runs in
-// cloud-init's init stage, long before the deploy in the final stage.
-func oldPathPart() (cloudinit.Part, error) {
-	b, err := yaml.Marshal(map[string][][]string{"bootcmd": {{"sh", "-c", oldPathScript}}})
+// teardownScript puts the interpreter's teardown back at the end of wsgi-migrate for one boot
+// (the helper before leave()); it fails when the helper no longer calls leave().
+const teardownScript = `set -eu
+f=` + bakedMigrate + `
+grep -q '^        leave()$' "$f"
+sed -i 's/^        leave()$/        pass/' "$f"
+`
+
+// bootcmdPart is an extra cloud-config part whose bootcmd runs script in cloud-init's init stage,
+// long before the deploy in the final stage.
+func bootcmdPart(filename, script string) (cloudinit.Part, error) {
+	b, err := yaml.Marshal(map[string][][]string{"bootcmd": {{"sh", "-c", script}}})
 	if err != nil {
 		return cloudinit.Part{}, err
 	}
-	return cloudinit.Part{ContentType: "text/cloud-config", Filename: "old-path.cfg", Content: cloudinit.CloudConfigHeader + "\n" + string(b)}, nil
+	return cloudinit.Part{ContentType: "text/cloud-config", Filename: filename, Content: cloudinit.CloudConfigHeader + "\n" + string(b)}, nil
 }
 
 // djangoVariants are the Django set: the wheelhouse image with the plain payload, the golden
@@ -140,7 +148,19 @@ func djangoVariants(shop *shopFixture) ([]variant, error) {
 	if err != nil {
 		return nil, err
 	}
-	part, err := oldPathPart()
+	part, err := bootcmdPart("old-path.cfg", oldPathScript)
+	if err != nil {
+		return nil, err
+	}
+	// The wheelhouse image's payload with the helper's teardown back, to time what leave() saves
+	// at first boot.
+	tdApp := shopApp(shop.sha)
+	tdPart, err := bootcmdPart("teardown.cfg", teardownScript)
+	if err != nil {
+		return nil, err
+	}
+	tdApp.ExtraParts = []cloudinit.Part{tdPart}
+	td, err := cloudinit.Render(tdApp)
 	if err != nil {
 		return nil, err
 	}
@@ -163,6 +183,8 @@ func djangoVariants(shop *shopFixture) ([]variant, error) {
 	return []variant{
 		{key: "whl", title: "Django: wheelhouse image + payload", image: wh, userData: plain.UserData, http: true, deploy: true, floor: "flw",
 			check: shopCheck(`grep -qF "the image's baked venv" /var/log/wsgi-deploy.log && grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
+		{key: "wtd", title: "Django: wheelhouse image + payload, wsgi-migrate with the interpreter's teardown at the end (a bootcmd part undoes leave())", image: wh, userData: td.UserData, http: true, deploy: true, floor: "flw",
+			check: shopCheck(`! grep -q '^        leave()$' ` + bakedMigrate + ` && grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
 		{key: "wsq", title: "Django: wheelhouse image + payload with a no-op hook before the switch (units start after migrate)", image: wh, userData: seq.UserData, http: true, deploy: true, floor: "flw",
 			check: shopCheck(`! grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
 		{key: "flw", title: "wheelhouse image, empty #cloud-config (its floor)", image: wh, userData: []byte("#cloud-config\n{}\n")},
@@ -296,6 +318,7 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 	fmt.Println()
 	fmt.Println("Columns: whl = wheelhouse image (requirements_file baked) + the plain payload; idx = golden image without a wheelhouse, " +
 		"payload with pip_index_url = the shop's index on the instance's loopback (the wheels the wheelhouse bake built, served by the fixture server); " +
+		"wtd = whl plus a bootcmd part that puts the interpreter's teardown back at the end of wsgi-migrate (the helper before leave()); " +
 		"wsq = whl with a no-op hook before the switch, so the units start after migrate; " +
 		"old = the idx payload plus a bootcmd part that rewrites the image's deploy for this boot into the one before issue 14: " +
 		"`python -m venv` with pip (ensurepip copies pip into the release venv) and the release venv's own pip installing from the same index.")

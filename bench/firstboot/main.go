@@ -249,7 +249,7 @@ func run(ctx context.Context, o options) (err error) {
 		report(o, only(variants, "pay", "flr", "stk"), samples, len(tgz), len(payload.UserData), len(stock))
 	}
 	if django {
-		reportDjango(o, only(variants, "whl", "wsq", "flw", "idx", "old", "flr"), samples)
+		reportDjango(o, only(variants, "whl", "wtd", "wsq", "flw", "idx", "old", "flr"), samples)
 	}
 	return nil
 }
