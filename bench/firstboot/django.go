@@ -233,8 +233,10 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 		}
 		fmt.Printf("| %s | %s | %s (%s) | %s (%s) | %s | %s |\n", v.title, fs, secs(median(c)), runsList(c), secs(median(m)), runsList(m), rs, ws)
 	}
-	fmt.Printf("\nTarget (issue 14): wheelhouse image + payload at most 1.25x its floor to the first 200: %s.\n\n",
+	fmt.Printf("\nTarget (issue 14): wheelhouse image + payload at most 1.25x its floor to the first 200: %s.\n",
 		ratio(whl, median(pick("flw", byCloudInit))))
+	paired := pairedRatios(pick("whl", byFirst200), pick("flw", byCloudInit))
+	fmt.Printf("Boot by boot (each run's whl boot against the floor boot of the same run), median: %.2fx (%s).\n\n", median(paired), ratiosList(paired))
 
 	deployed := []variant{}
 	for _, v := range variants {

@@ -41,6 +41,28 @@ func ratio(a, b time.Duration) string {
 	return fmt.Sprintf("%.2fx", float64(a)/float64(b))
 }
 
+// pairedRatios are a[i]/b[i], run by run, as far as both have runs: a boot against the boot of
+// the same run it is compared with, which moves the same way between runs far more than the
+// medians of all runs do.
+func pairedRatios(a, b []time.Duration) []float64 {
+	var out []float64
+	for i := range min(len(a), len(b)) {
+		if b[i] > 0 {
+			out = append(out, float64(a[i])/float64(b[i]))
+		}
+	}
+	return out
+}
+
+// ratiosList formats ratios with two decimals, in run order.
+func ratiosList(rs []float64) string {
+	parts := make([]string, len(rs))
+	for i, r := range rs {
+		parts[i] = fmt.Sprintf("%.2f", r)
+	}
+	return strings.Join(parts, ", ")
+}
+
 // runsList formats every run's figure, in run order.
 func runsList(ds []time.Duration) string {
 	var b bytes.Buffer

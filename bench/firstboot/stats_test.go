@@ -30,6 +30,20 @@ func TestMedian(t *testing.T) {
 	}
 }
 
+func TestPairedRatios(t *testing.T) {
+	s := time.Second
+	got := pairedRatios([]time.Duration{4 * s, 3 * s, 6 * s}, []time.Duration{2 * s, 3 * s})
+	if len(got) != 2 || got[0] != 2 || got[1] != 1 {
+		t.Errorf("pairedRatios = %v, want [2 1]: one per run both have", got)
+	}
+	if got := pairedRatios([]time.Duration{s}, []time.Duration{0}); len(got) != 0 {
+		t.Errorf("pairedRatios against a zero = %v, want none", got)
+	}
+	if got := ratiosList([]float64{1.234, 0.5}); got != "1.23, 0.50" {
+		t.Errorf("ratiosList = %q", got)
+	}
+}
+
 func TestFormat(t *testing.T) {
 	if got := ratio(9*time.Second, 3*time.Second); got != "3.00x" {
 		t.Errorf("ratio = %q, want 3.00x", got)
