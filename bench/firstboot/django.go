@@ -116,12 +116,19 @@ sed -i -e 's|-m venv --without-pip|-m venv|' \
 	-e "s|'/opt/wsgi/venv/bin/python' -m pip --python \"\$REL/.venv/bin/python\" install|\"\$REL/.venv/bin/python\" -m pip install|" "$f"
 `
 
-// teardownScript puts the interpreter's teardown back at the end of wsgi-migrate for one boot
-// (the helper before leave()); it fails when the helper no longer calls leave().
+// leaveCall finds the baked helper's call of leave() (a grep pattern), and noLeave is the sed
+// expression that turns it into the interpreter's teardown at the end (the helper before leave()).
+const (
+	leaveCall = `^        leave()$`
+	noLeave   = `s/` + leaveCall + `/        pass/`
+)
+
+// teardownScript puts the interpreter's teardown back at the end of wsgi-migrate for one boot;
+// it fails when the helper no longer calls leave().
 const teardownScript = `set -eu
 f=` + bakedMigrate + `
-grep -q '^        leave()$' "$f"
-sed -i 's/^        leave()$/        pass/' "$f"
+grep -q '` + leaveCall + `' "$f"
+sed -i '` + noLeave + `' "$f"
 `
 
 // bootcmdPart is an extra cloud-config part whose bootcmd runs script in cloud-init's init stage,
@@ -184,7 +191,7 @@ func djangoVariants(shop *shopFixture) ([]variant, error) {
 		{key: "whl", title: "Django: wheelhouse image + payload", image: wh, userData: plain.UserData, http: true, deploy: true, floor: "flw",
 			check: shopCheck(`grep -qF "the image's baked venv" /var/log/wsgi-deploy.log && grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
 		{key: "wtd", title: "Django: wheelhouse image + payload, wsgi-migrate with the interpreter's teardown at the end (a bootcmd part undoes leave())", image: wh, userData: td.UserData, http: true, deploy: true, floor: "flw",
-			check: shopCheck(`! grep -q '^        leave()$' ` + bakedMigrate + ` && grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
+			check: shopCheck(`! grep -q '` + leaveCall + `' ` + bakedMigrate + ` && grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
 		{key: "wsq", title: "Django: wheelhouse image + payload with a no-op hook before the switch (units start after migrate)", image: wh, userData: seq.UserData, http: true, deploy: true, floor: "flw",
 			check: shopCheck(`! grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
 		{key: "flw", title: "wheelhouse image, empty #cloud-config (its floor)", image: wh, userData: []byte("#cloud-config\n{}\n")},
@@ -340,7 +347,7 @@ type migrateTimes [len(migrateWays)][]time.Duration
 var migrateWays = [...]struct{ title, cmd string }{
 	{"the baked wsgi-migrate: one sync at the end, then it leaves (no interpreter teardown)", migrateCmd(bakedMigrate)},
 	{"the interpreter's teardown at the end (the helper before leave())",
-		migrateCopyCmd(`s/^        leave()$/        pass/`, `^        leave()$`, "/var/tmp/wsgi-migrate-teardown")},
+		migrateCopyCmd(noLeave, leaveCall, "/var/tmp/wsgi-migrate-teardown")},
 	{"SQLite's syncs after each commit (the helper before the one sync)",
 		migrateCopyCmd(`s/^    new_file = None if command else new_sqlite_file(connection)$/    new_file = None/`, `new_file = None if command`, "/var/tmp/wsgi-migrate-syncs")},
 }
