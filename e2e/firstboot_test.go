@@ -233,6 +233,11 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 
 		// The gate holds a worker inside the unit's sandbox: with the file there, a restarted
 		// unit takes no request; once it is gone, the request that waited is answered.
+		gateLines := []string{"held by first boot's gate /run/wsgi-first-boot.gate", "first boot's gate gone after"}
+		var before [2]int
+		for i, line := range gateLines {
+			before[i] = journalCount(ctx, t, m, "wsgi@1.service", line, 0)
+		}
 		mustExec(ctx, t, m, "sh", "-c", ": >/run/wsgi-first-boot.gate && systemctl restart wsgi@1.service")
 		held, _, err := m.Exec(ctx, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", "--unix-socket", "/run/wsgi/app-1.sock", "http://localhost/healthz")
 		if err == nil {
@@ -248,7 +253,14 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 		if code := <-waited; code != "200" {
 			t.Errorf("after the gate was removed, the waiting request got %q, want 200", code)
 		}
-		t.Logf("CHECK %s: behind the gate unit 1 answered nothing in 3 s; the request waiting on it got 200 once the gate was gone", m.Name())
+		// The worker says when it was held and when it was let go (the bench reads both lines):
+		// one more of each than before this restart.
+		for i, line := range gateLines {
+			if n := journalCount(ctx, t, m, "wsgi@1.service", line, before[i]+1); n != before[i]+1 {
+				t.Errorf("unit 1's journal has %d lines %q after its restart behind the gate, %d before; want one more", n, line, before[i])
+			}
+		}
+		t.Logf("CHECK %s: behind the gate unit 1 answered nothing in 3 s; the request waiting on it got 200 once the gate was gone; its worker logged both", m.Name())
 	})
 
 	for _, f := range failures {
@@ -256,6 +268,21 @@ func testFirstBoot(t *testing.T, release harness.Release) {
 			m := boot(ctx, t, harness.BootOptions{Image: golden, Name: f.name, UserData: payload(t, f.app), WorkDir: scratch, Log: log, AllowCloudInitErrors: true})
 			checkFailed(ctx, t, m, f.phase, f.reason)
 		})
+	}
+}
+
+// journalCount is how many lines of unit's journal contain text, once there are at least want
+// of them or after 5 s (journald may store a line a moment after it was written).
+func journalCount(ctx context.Context, t *testing.T, m *harness.Machine, unit, text string, want int) int {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out := mustExec(ctx, t, m, "journalctl", "-u", unit, "-o", "cat", "--no-pager")
+		n := strings.Count(out, text)
+		if n >= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 

@@ -36,7 +36,7 @@ func TestDeployContract(t *testing.T) {
 		`AS_APP_ENV=(WSGI_MIGRATE_LOCK="${WSGI_DJANGO_MIGRATE_LOCK:-database}"`, "WSGI_COLLECTSTATIC=1)",
 		`exec python "$WSGI_MANAGE_PY" shell -c "import runpy; runpy.run_path(\"/usr/local/lib/wsgi/wsgi-migrate\", run_name=\"__main__\")"'`,
 		`PHASE="django collectstatic"`, `die "django collectstatic failed: $reason"`, `die "django migrate failed:`,
-		`AS_APP_ENV=()`,
+		`AS_APP_ENV=()`, `[ -z "$EARLY" ] || rm -f '/run/wsgi-first-boot.gate'`, `log "django migrate and collectstatic done"`,
 		`PHASE="hooks_before_switch[$i]"`, `[ -n "$EARLY" ] || switch_release`,
 		`PHASE="hooks_after_switch[$i]"`, `if [ "$MODE" = release ]`, `echo "release $REL"`,
 		// With the gate, the first unit alone until NGINX answers through it; then the others.

@@ -1,6 +1,7 @@
 # Managed by packer-plugin-wsgi. Read by every wsgi@N.service; values come from the Stack.
 import glob
 import os
+import time
 
 # Resolve the release when the master starts and again on every reload (HUP re-reads this file):
 # a unit serves one release until it is restarted or reloaded, even while a deploy switches
@@ -52,6 +53,7 @@ def post_fork(server, worker):
     releases = "/srv/wsgi/releases/"
     sys.path[:] = release_path + [p for p in sys.path if not p.startswith(releases) and p not in release_path]
     os.chdir(release)
+    worker.wsgi_forked_at = time.monotonic()
 
 
 def post_worker_init(worker):
@@ -61,13 +63,21 @@ def post_worker_init(worker):
     its master starts and its worker imports the app meanwhile; the deploy removes
     /run/wsgi-first-boot.gate once migrate and collectstatic are done. Until then connections wait in the
     socket's backlog.
-    Without the gate (every later start, reload or restart) this returns at once.
+    Without the gate (every later start, reload or restart) this returns at once. With it, two
+    journal lines tell which came last, the app's import or migrate (docs/BENCHMARKS.md).
     """
-    import time
-
-    while worker.alive and os.path.exists("/run/wsgi-first-boot.gate"):
+    gate = "/run/wsgi-first-boot.gate"
+    if not os.path.exists(gate):
+        return
+    held = time.monotonic()
+    worker.log.info("app imported in %.2fs; held by first boot's gate %s until migrate and collectstatic are done",
+                    held - worker.wsgi_forked_at, gate)
+    while os.path.exists(gate):
+        if not worker.alive:  # stopped while held: it never serves
+            return
         worker.notify()  # the master's timeout counts from the last heartbeat
         time.sleep(0.02)
+    worker.log.info("first boot's gate gone after %.2fs: serving", time.monotonic() - held)
 
 
 # The app entry point (module:callable) is written by first boot into /etc/wsgi/wsgi.env.
