@@ -1,8 +1,10 @@
 package image
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -120,7 +122,7 @@ func TestDeployWheelhouse(t *testing.T) {
 	order := []string{
 		`if [ ! -f "$REL/$REQ" ]; then`,
 		`elif [ ${#WSGI_PIP_ARGS[@]} -eq 0 ] && [ -z "$WSGI_PIP_CONSTRAINTS_FILE" ] && [ -x '/opt/wsgi/wheelhouse/.venv/bin/python' ] &&`,
-		`[ "$(sha256sum <"$REL/$REQ" | cut -d' ' -f1)" = '` + stack.RequirementsSHA256() + `' ]; then`,
+		`[ "$(sha256_of "$REL/$REQ")" = '` + stack.RequirementsSHA256() + `' ]; then`,
 		`ln -s '/opt/wsgi/wheelhouse/.venv' "$REL/.venv"`,
 		`log "requirements installed at bake time: no pip at boot"`,
 		"else\n\tmake_venv\n",
@@ -135,7 +137,7 @@ func TestDeployWheelhouse(t *testing.T) {
 		}
 		at += i + len(step)
 	}
-	for _, want := range []string{"/opt/wsgi/wheelhouse/.venv", "sha256sum <\"$REL/$REQ\""} {
+	for _, want := range []string{"/opt/wsgi/wheelhouse/.venv", `sha256_of "$REL/$REQ"`} {
 		if strings.Contains(without, want) {
 			t.Errorf("deploy without a wheelhouse has %q", want)
 		}
@@ -157,5 +159,83 @@ func TestDeployWheelhouse(t *testing.T) {
 		if !strings.Contains(script, `die "pip could not install $REQ: no distribution found for requirement $missing (pip's output is in $LOG)"`) {
 			t.Error("deploy does not name a requirement pip found no distribution for")
 		}
+	}
+}
+
+// TestDeployCopyUnpacked runs the deploy's copy_unpacked in bash on unpacked archives: one top
+// folder is dropped (as GitHub's archives have), anything else is copied as it is, and a lone
+// symbolic link is copied as the link, never followed to where it points.
+func TestDeployCopyUnpacked(t *testing.T) {
+	bash := requireTool(t, "bash")
+	script := deployOf(t, Default())
+	start := strings.Index(script, "copy_unpacked() {")
+	end := strings.Index(script[start:], "\n}\n")
+	if start < 0 || end < 0 {
+		t.Fatal("the deploy has no copy_unpacked function")
+	}
+	fn := script[start : start+end+3]
+	outside := t.TempDir()
+	writeFile(t, filepath.Join(outside, "secret"), []byte("not the app's\n"), 0o600)
+	hostile := "a b*?\n$(touch pwned)"
+	cases := []struct {
+		name  string
+		make  func(dir string)
+		want  []string // the files of DEST, relative, sorted
+		links []string // of those, symbolic links
+	}{
+		{"one top folder, dropped", func(d string) {
+			writeFile(t, filepath.Join(d, "app-1.0/manage.py"), nil, 0o644)
+			writeFile(t, filepath.Join(d, "app-1.0/.env.example"), nil, 0o644)
+			writeFile(t, filepath.Join(d, "app-1.0", hostile, "x.py"), nil, 0o644)
+		}, []string{".env.example", hostile, hostile + "/x.py", "manage.py"}, nil},
+		{"two entries, as they are", func(d string) {
+			writeFile(t, filepath.Join(d, "app/wsgi.py"), nil, 0o644)
+			writeFile(t, filepath.Join(d, "requirements.txt"), nil, 0o644)
+		}, []string{"app", "app/wsgi.py", "requirements.txt"}, nil},
+		{"a top folder beside a dot file, as they are", func(d string) {
+			writeFile(t, filepath.Join(d, "app/wsgi.py"), nil, 0o644)
+			writeFile(t, filepath.Join(d, ".python-version"), nil, 0o644)
+		}, []string{".python-version", "app", "app/wsgi.py"}, nil},
+		{"one file, as it is", func(d string) {
+			writeFile(t, filepath.Join(d, "app.py"), nil, 0o644)
+		}, []string{"app.py"}, nil},
+		{"a lone link to a folder elsewhere, the link itself", func(d string) {
+			if err := os.Symlink(outside, filepath.Join(d, "app")); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{"app"}, []string{"app"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			from, dest := t.TempDir(), t.TempDir()
+			c.make(from)
+			cmd := exec.Command(bash, "-c", "set -Eeuo pipefail\n"+fn+`copy_unpacked "$1" "$2"`, "test", from, dest)
+			cmd.Dir = t.TempDir()
+			if msg, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("copy_unpacked: %v\n%s", err, msg)
+			}
+			var got, links []string
+			err := filepath.WalkDir(dest, func(p string, d os.DirEntry, err error) error {
+				if err != nil || p == dest {
+					return err
+				}
+				rel, _ := filepath.Rel(dest, p)
+				got = append(got, rel)
+				if d.Type()&os.ModeSymlink != 0 {
+					links = append(links, rel)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			slices.Sort(got)
+			if !slices.Equal(got, c.want) || !slices.Equal(links, c.links) {
+				t.Errorf("DEST has %q (links %q), want %q (links %q)", got, links, c.want, c.links)
+			}
+			if entries, _ := os.ReadDir(cmd.Dir); len(entries) > 0 {
+				t.Errorf("a file name ran as a command: %v", entries)
+			}
+		})
 	}
 }
