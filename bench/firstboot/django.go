@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -123,13 +124,17 @@ const (
 	noLeave   = `s/` + leaveCall + `/        pass/`
 )
 
-// teardownScript puts the interpreter's teardown back at the end of wsgi-migrate for one boot;
-// it fails when the helper no longer calls leave().
-const teardownScript = `set -eu
-f=` + bakedMigrate + `
-grep -q '` + leaveCall + `' "$f"
-sed -i '` + noLeave + `' "$f"
+// earlyGate finds the deploy's removal of first boot's gate right after migrate (a grep and sed
+// pattern); lateGateScript deletes it for one boot, so the gate goes only after the checks of
+// the first unit, as before; it fails when the deploy has no such line.
+const (
+	earlyGate      = `^[[:space:]]*\[ -z "\$EARLY" ] || rm -f `
+	lateGateScript = `set -eu
+f=/usr/local/sbin/wsgi-deploy
+grep -q '` + earlyGate + `' "$f"
+sed -i '/` + earlyGate + `/d' "$f"
 `
+)
 
 // bootcmdPart is an extra cloud-config part whose bootcmd runs script in cloud-init's init stage,
 // long before the deploy in the final stage.
@@ -159,15 +164,15 @@ func djangoVariants(shop *shopFixture) ([]variant, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The wheelhouse image's payload with the helper's teardown back, to time what leave() saves
-	// at first boot.
-	tdApp := shopApp(shop.sha)
-	tdPart, err := bootcmdPart("teardown.cfg", teardownScript)
+	// The wheelhouse image's payload with the gate removed only after the first unit's checks,
+	// to time what removing it right after migrate saves.
+	lateApp := shopApp(shop.sha)
+	latePart, err := bootcmdPart("late-gate.cfg", lateGateScript)
 	if err != nil {
 		return nil, err
 	}
-	tdApp.ExtraParts = []cloudinit.Part{tdPart}
-	td, err := cloudinit.Render(tdApp)
+	lateApp.ExtraParts = []cloudinit.Part{latePart}
+	late, err := cloudinit.Render(lateApp)
 	if err != nil {
 		return nil, err
 	}
@@ -190,8 +195,8 @@ func djangoVariants(shop *shopFixture) ([]variant, error) {
 	return []variant{
 		{key: "whl", title: "Django: wheelhouse image + payload", image: wh, userData: plain.UserData, http: true, deploy: true, floor: "flw",
 			check: shopCheck(`grep -qF "the image's baked venv" /var/log/wsgi-deploy.log && grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
-		{key: "wtd", title: "Django: wheelhouse image + payload, wsgi-migrate with the interpreter's teardown at the end (a bootcmd part undoes leave())", image: wh, userData: td.UserData, http: true, deploy: true, floor: "flw",
-			check: shopCheck(`! grep -q '` + leaveCall + `' ` + bakedMigrate + ` && grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
+		{key: "wgl", title: "Django: wheelhouse image + payload, first boot's gate removed after the first unit's checks, not right after migrate (a bootcmd part)", image: wh, userData: late.UserData, http: true, deploy: true, floor: "flw",
+			check: shopCheck(`! grep -q '` + earlyGate + `' /usr/local/sbin/wsgi-deploy && grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
 		{key: "wsq", title: "Django: wheelhouse image + payload with a no-op hook before the switch (units start after migrate)", image: wh, userData: seq.UserData, http: true, deploy: true, floor: "flw",
 			check: shopCheck(`! grep -qF "starting behind the gate" /var/log/wsgi-deploy.log`)},
 		{key: "flw", title: "wheelhouse image, empty #cloud-config (its floor)", image: wh, userData: []byte("#cloud-config\n{}\n")},
@@ -280,6 +285,40 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 		}
 		fmt.Println()
 	}
+	// The two paths beside each other behind first boot's gate: which one came last.
+	fmt.Print("| migrate + collectstatic done, from the deploy's first line |")
+	for _, v := range deployed {
+		fmt.Printf(" %s |", fineSecs(pick(v.key, func(s sample) time.Duration {
+			if at := migrateDone(s); at != absent {
+				return at - s.deployAt
+			}
+			return absent
+		})))
+	}
+	fmt.Print("\n| boots whose first worker had imported the app before migrate was done (it waited at the gate) |")
+	for _, v := range deployed {
+		fmt.Printf(" %d of %d |", len(slices.DeleteFunc(slices.Clone(samples[v.key]), func(s sample) bool { return !s.held })), len(samples[v.key]))
+	}
+	fmt.Print("\n| in those boots, the worker's wait at the gate |")
+	for _, v := range deployed {
+		var waits []time.Duration
+		for _, s := range samples[v.key] {
+			if s.held {
+				waits = append(waits, s.released-s.imported)
+			}
+		}
+		fmt.Printf(" %s |", fineSecs(waits))
+	}
+	fmt.Print("\n| migrate done to the first 200 |")
+	for _, v := range deployed {
+		fmt.Printf(" %s |", fineSecs(pick(v.key, func(s sample) time.Duration {
+			if at := migrateDone(s); at != absent {
+				return s.first200 - at
+			}
+			return absent
+		})))
+	}
+	fmt.Println()
 	busy := func(key string, f func(sample) float64) string { return percent(figures(samples[key], f)) }
 	fmt.Printf("| the host's %d cores busy, from the deploy's first line to the first 200 (/proc/stat every 100 ms) |", runtime.NumCPU())
 	for _, v := range deployed {
@@ -327,7 +366,7 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 	fmt.Println()
 	fmt.Println("Columns: whl = wheelhouse image (requirements_file baked) + the plain payload; idx = golden image without a wheelhouse, " +
 		"payload with pip_index_url = the shop's index on the instance's loopback (the wheels the wheelhouse bake built, served by the fixture server); " +
-		"wtd = whl plus a bootcmd part that puts the interpreter's teardown back at the end of wsgi-migrate (the helper before leave()); " +
+		"wgl = whl plus a bootcmd part that deletes the deploy's removal of first boot's gate right after migrate, so the gate goes after the first unit's checks (systemctl calls); " +
 		"wsq = whl with a no-op hook before the switch, so the units start after migrate; " +
 		"old = the idx payload plus a bootcmd part that rewrites the image's deploy for this boot into the one before issue 14: " +
 		"`python -m venv` with pip (ensurepip copies pip into the release venv) and the release venv's own pip installing from the same index.")

@@ -70,6 +70,10 @@ type sample struct {
 	stages    map[string]stageSpan // cloud-init's stages, see cloudInitStages
 	deploy    []time.Duration      // the deploy script's steps, see deploySteps
 	deployAt  time.Duration        // the deploy's first line
+	// Whether the first unit's worker had imported the app while first boot's gate was there,
+	// and if so when it had and when the gate let it serve (see parseGateLog).
+	held               bool
+	imported, released time.Duration
 	// The host's cores busy (0-1): from the deploy's first line to the first 200, and over the
 	// whole boot (to the first 200, or to cloud-init done without HTTP); -1 without samples.
 	cpuDeploy, cpuBoot float64
@@ -249,7 +253,7 @@ func run(ctx context.Context, o options) (err error) {
 		report(o, only(variants, "pay", "flr", "stk"), samples, len(tgz), len(payload.UserData), len(stock))
 	}
 	if django {
-		reportDjango(o, only(variants, "whl", "wtd", "wsq", "flw", "idx", "old", "flr"), samples)
+		reportDjango(o, only(variants, "whl", "wgl", "wsq", "flw", "idx", "old", "flr"), samples)
 	}
 	return nil
 }
@@ -319,8 +323,19 @@ func measure(ctx context.Context, v variant, image, name, work string, log io.Wr
 		if s.deploy, first, err = parseDeploySteps(out); err != nil {
 			return s, err
 		}
-		// The host's clock and the machine's are one (a container).
-		s.deployAt = time.Duration((first - float64(start.UnixNano())/1e9) * float64(time.Second))
+		s.deployAt = sinceStart(first, start)
+		out, _, err = m.Exec(ctx, "journalctl", "-u", "wsgi@1.service", "-o", "short-unix", "--no-pager")
+		if err != nil {
+			return s, err
+		}
+		g, err := parseGateLog(out)
+		if err != nil {
+			return s, err
+		}
+		s.held = g.held
+		if g.held {
+			s.imported, s.released = sinceStart(g.imported, start), sinceStart(g.released, start)
+		}
 	}
 	select {
 	case s.first200 = <-first:
@@ -459,6 +474,14 @@ func stepSecs(ds []time.Duration) string {
 	return secs(median(ds))
 }
 
+// fineSecs is stepSecs to the hundredth, for spans of a tenth of a second or so.
+func fineSecs(ds []time.Duration) string {
+	if len(ds) == 0 || slices.Contains(ds, absent) {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f s", median(ds).Seconds())
+}
+
 // loadAvg is the first three fields of /proc/loadavg.
 func loadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -549,4 +572,10 @@ func keys(vs []variant) []string {
 		out = append(out, v.key)
 	}
 	return out
+}
+
+// sinceStart is a Unix time of the machine's journal from the clock's start (the host's clock
+// and the machine's are one: a container).
+func sinceStart(unix float64, start time.Time) time.Duration {
+	return time.Duration((unix - float64(start.UnixNano())/1e9) * float64(time.Second))
 }

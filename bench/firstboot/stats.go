@@ -188,10 +188,26 @@ var deploySteps = []deployStep{
 	{"preflight, environment, fetch, verify, unpack the release", []string{"release "}, false},
 	{"the release venv (python -m venv, or the image's baked venv)", []string{"venv "}, false},
 	{"requirements (pip, or nothing to install)", []string{"requirements ", "no "}, false},
-	{"Django migrate + collectstatic, one process (the app's own work; a plain boot has none; with the gate, the first unit starts meanwhile)", []string{"django "}, true},
+	{"Django migrate + collectstatic, one process (the app's own work; a plain boot has none; with the gate, the first unit starts meanwhile)", []string{djangoMark}, true},
 	{"hooks, the units up (with the gate: the first unit, then the gate removed; without: every unit)", []string{"first unit started", "units started"}, false},
 	{"reload NGINX, the health check through NGINX", []string{"serving through NGINX"}, false},
 	{"the other units (with the gate), the health check on every unit", []string{"deployed "}, false},
+}
+
+// migrateDone is when the deploy's Django step ended (migrate and collectstatic done), from
+// the clock's start; absent for a deploy without one.
+func migrateDone(s sample) time.Duration {
+	at := s.deployAt
+	for i, st := range deploySteps {
+		if s.deploy[i] == absent {
+			continue
+		}
+		at += s.deploy[i]
+		if slices.Contains(st.marks, djangoMark) {
+			return at
+		}
+	}
+	return absent
 }
 
 type deployStep struct {
@@ -200,11 +216,72 @@ type deployStep struct {
 	optional bool
 }
 
+// djangoMark is the mark of the line that ends the deploy's Django step.
+const djangoMark = "django "
+
 // deployStart is the mark of the deploy's first line.
 const deployStart = "deploy of "
 
 // absent is the time of an optional step the journal lacks.
 const absent = time.Duration(-1)
+
+// journalLine is one line of `journalctl -o short-unix` ("1795829044.123456 host
+// wsgi-deploy[12]: text"): its Unix time and its text.
+type journalLine struct {
+	at   float64
+	text string
+}
+
+func journalLines(out string) []journalLine {
+	var ls []journalLine
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		ts, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		if _, text, ok := strings.Cut(line, ": "); ok {
+			ls = append(ls, journalLine{ts, text})
+		}
+	}
+	return ls
+}
+
+// gateLog is what the first unit's worker logged behind first boot's gate (post_worker_init in
+// gunicorn.conf.py): when it had imported the app and when the gate let it serve, as Unix times.
+// A worker that imported the app after the gate was gone logs neither: held is false.
+type gateLog struct {
+	held               bool
+	imported, released float64
+}
+
+// The marks of the worker's two lines.
+const (
+	gateHeldMark = "; held by first boot's gate "
+	gateGoneMark = "first boot's gate gone after "
+)
+
+// parseGateLog reads `journalctl -u wsgi@1.service -o short-unix`; a held worker's lines must be
+// both there.
+func parseGateLog(out string) (gateLog, error) {
+	var g gateLog
+	var gone bool
+	for _, l := range journalLines(out) {
+		switch {
+		case !g.held && strings.Contains(l.text, gateHeldMark):
+			g.held, g.imported = true, l.at
+		case g.held && !gone && strings.Contains(l.text, gateGoneMark):
+			gone, g.released = true, l.at
+		}
+	}
+	if g.held && !gone {
+		return g, fmt.Errorf("the first unit's worker was held by the gate and never logged %q:\n%s", gateGoneMark, out)
+	}
+	return g, nil
+}
 
 // parseDeploySteps reads `journalctl -t wsgi-deploy -o short-unix` ("1795829044.123456 host
 // wsgi-deploy[12]: text") and returns the length of each of deploySteps, absent for an optional
@@ -216,22 +293,10 @@ func parseDeploySteps(out string) ([]time.Duration, float64, error) {
 	for _, st := range deploySteps {
 		marks = append(marks, st.marks...)
 	}
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		if len(f) < 4 {
-			continue
-		}
-		ts, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
-		}
-		_, text, ok := strings.Cut(line, ": ")
-		if !ok {
-			continue
-		}
+	for _, l := range journalLines(out) {
 		for _, mark := range marks {
-			if _, seen := at[mark]; !seen && strings.HasPrefix(text, mark) {
-				at[mark] = ts
+			if _, seen := at[mark]; !seen && strings.HasPrefix(l.text, mark) {
+				at[mark] = l.at
 			}
 		}
 	}

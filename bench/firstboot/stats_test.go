@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsgi-ami/packer-plugin-wsgi/internal/image"
 )
 
 func TestMedian(t *testing.T) {
@@ -232,5 +235,57 @@ func TestParseStages(t *testing.T) {
 		if _, err := parseStages(bad, 0); err == nil {
 			t.Errorf("parseStages(%q) accepted it", bad)
 		}
+	}
+}
+
+func TestParseGateLog(t *testing.T) {
+	const held = `1795829044.500000 h gunicorn[40]: [2026-12-02 18:00:00 +0000] [40] [INFO] Booting worker with pid: 40
+1795829045.100000 h gunicorn[40]: [2026-12-02 18:00:01 +0000] [40] [INFO] app imported in 0.60s; held by first boot's gate /run/wsgi-first-boot.gate until migrate and collectstatic are done
+1795829045.400000 h gunicorn[40]: [2026-12-02 18:00:01 +0000] [40] [INFO] first boot's gate gone after 0.30s: serving
+`
+	cases := []struct {
+		name, out string
+		want      gateLog
+		fails     bool
+	}{
+		{"held, then serving", held, gateLog{true, 1795829045.1, 1795829045.4}, false},
+		{"imported after the gate was gone", "1795829044.5 h gunicorn[40]: [INFO] Booting worker with pid: 40\n", gateLog{}, false},
+		{"held and never released", held[:strings.LastIndex(held[:len(held)-1], "\n")+1], gateLog{}, true},
+	}
+	for _, c := range cases {
+		got, err := parseGateLog(c.out)
+		if (err != nil) != c.fails {
+			t.Fatalf("%s: err = %v, want failure %v", c.name, err, c.fails)
+		}
+		if !c.fails && got != c.want {
+			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+// TestGateMarksBaked keeps the marks parseGateLog looks for in the worker's lines that the image
+// bakes.
+func TestGateMarksBaked(t *testing.T) {
+	s := image.Default()
+	f := image.Render(s).File(s.GunicornConfig())
+	if f == nil {
+		t.Fatalf("no %s in the bundle", s.GunicornConfig())
+	}
+	for _, mark := range []string{gateHeldMark, gateGoneMark} {
+		if !strings.Contains(string(f.Content), strings.TrimSpace(mark)) {
+			t.Errorf("%s logs no %q", s.GunicornConfig(), mark)
+		}
+	}
+}
+
+func TestMigrateDone(t *testing.T) {
+	ms := time.Millisecond
+	django := sample{deployAt: 3 * time.Second, deploy: []time.Duration{100 * ms, 10 * ms, 5 * ms, 700 * ms, 100 * ms, 200 * ms, ms}}
+	if got, want := migrateDone(django), 3815*ms; got != want {
+		t.Errorf("migrateDone = %v, want %v", got, want)
+	}
+	flask := sample{deployAt: 3 * time.Second, deploy: []time.Duration{100 * ms, 10 * ms, 5 * ms, absent, 100 * ms, 200 * ms, ms}}
+	if got := migrateDone(flask); got != absent {
+		t.Errorf("migrateDone without a Django step = %v, want absent", got)
 	}
 }
