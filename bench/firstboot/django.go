@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
@@ -286,39 +285,42 @@ func reportDjango(o options, variants []variant, samples map[string][]sample) {
 		fmt.Println()
 	}
 	// The two paths beside each other behind first boot's gate: which one came last.
-	fmt.Print("| migrate + collectstatic done, from the deploy's first line |")
-	for _, v := range deployed {
-		fmt.Printf(" %s |", fineSecs(pick(v.key, func(s sample) time.Duration {
-			if at := migrateDone(s); at != absent {
-				return at - s.deployAt
-			}
-			return absent
-		})))
+	type paths struct {
+		migrated, toFirst200, waits []time.Duration
+		held                        int
 	}
-	fmt.Print("\n| boots whose first worker had imported the app before migrate was done (it waited at the gate) |")
+	var ps []paths
 	for _, v := range deployed {
-		fmt.Printf(" %d of %d |", len(slices.DeleteFunc(slices.Clone(samples[v.key]), func(s sample) bool { return !s.held })), len(samples[v.key]))
-	}
-	fmt.Print("\n| in those boots, the worker's wait at the gate |")
-	for _, v := range deployed {
-		var waits []time.Duration
+		var p paths
 		for _, s := range samples[v.key] {
+			at := migrateDone(s)
+			if at == absent {
+				p.migrated, p.toFirst200 = append(p.migrated, absent), append(p.toFirst200, absent)
+			} else {
+				p.migrated, p.toFirst200 = append(p.migrated, at-s.deployAt), append(p.toFirst200, s.first200-at)
+			}
 			if s.held {
-				waits = append(waits, s.released-s.imported)
+				p.held++
+				p.waits = append(p.waits, s.released-s.imported)
 			}
 		}
-		fmt.Printf(" %s |", fineSecs(waits))
+		ps = append(ps, p)
 	}
-	fmt.Print("\n| migrate done to the first 200 |")
-	for _, v := range deployed {
-		fmt.Printf(" %s |", fineSecs(pick(v.key, func(s sample) time.Duration {
-			if at := migrateDone(s); at != absent {
-				return s.first200 - at
-			}
-			return absent
-		})))
+	for _, r := range []struct {
+		title string
+		cell  func(p paths, runs int) string
+	}{
+		{"migrate + collectstatic done, from the deploy's first line", func(p paths, _ int) string { return fineSecs(p.migrated) }},
+		{"boots whose first worker had imported the app before migrate was done (it waited at the gate)", func(p paths, runs int) string { return fmt.Sprintf("%d of %d", p.held, runs) }},
+		{"in those boots, the worker's wait at the gate", func(p paths, _ int) string { return fineSecs(p.waits) }},
+		{"migrate done to the first 200", func(p paths, _ int) string { return fineSecs(p.toFirst200) }},
+	} {
+		fmt.Printf("| %s |", r.title)
+		for i, v := range deployed {
+			fmt.Printf(" %s |", r.cell(ps[i], len(samples[v.key])))
+		}
+		fmt.Println()
 	}
-	fmt.Println()
 	busy := func(key string, f func(sample) float64) string { return percent(figures(samples[key], f)) }
 	fmt.Printf("| the host's %d cores busy, from the deploy's first line to the first 200 (/proc/stat every 100 ms) |", runtime.NumCPU())
 	for _, v := range deployed {

@@ -467,19 +467,19 @@ func only(vs []variant, keys ...string) []variant {
 }
 
 // stepSecs is the median of a deploy step's runs, "-" when the step was absent.
-func stepSecs(ds []time.Duration) string {
-	if len(ds) == 0 || slices.Contains(ds, absent) {
-		return "-"
-	}
-	return secs(median(ds))
-}
+func stepSecs(ds []time.Duration) string { return medianOrDash(ds, secs) }
 
 // fineSecs is stepSecs to the hundredth, for spans of a tenth of a second or so.
 func fineSecs(ds []time.Duration) string {
+	return medianOrDash(ds, func(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) })
+}
+
+// medianOrDash formats the median of ds, or "-" without runs or when a run lacks the span.
+func medianOrDash(ds []time.Duration, format func(time.Duration) string) string {
 	if len(ds) == 0 || slices.Contains(ds, absent) {
 		return "-"
 	}
-	return fmt.Sprintf("%.2f s", median(ds).Seconds())
+	return format(median(ds))
 }
 
 // loadAvg is the first three fields of /proc/loadavg.

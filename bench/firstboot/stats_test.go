@@ -239,18 +239,19 @@ func TestParseStages(t *testing.T) {
 }
 
 func TestParseGateLog(t *testing.T) {
-	const held = `1795829044.500000 h gunicorn[40]: [2026-12-02 18:00:00 +0000] [40] [INFO] Booting worker with pid: 40
-1795829045.100000 h gunicorn[40]: [2026-12-02 18:00:01 +0000] [40] [INFO] app imported in 0.60s; held by first boot's gate /run/wsgi-first-boot.gate until migrate and collectstatic are done
-1795829045.400000 h gunicorn[40]: [2026-12-02 18:00:01 +0000] [40] [INFO] first boot's gate gone after 0.30s: serving
-`
+	const (
+		booting  = "1795829044.500000 h gunicorn[40]: [2026-12-02 18:00:00 +0000] [40] [INFO] Booting worker with pid: 40\n"
+		imported = "1795829045.100000 h gunicorn[40]: [2026-12-02 18:00:01 +0000] [40] [INFO] app imported in 0.60s; held by first boot's gate /run/wsgi-first-boot.gate until migrate and collectstatic are done\n"
+		gone     = "1795829045.400000 h gunicorn[40]: [2026-12-02 18:00:01 +0000] [40] [INFO] first boot's gate gone after 0.30s: serving\n"
+	)
 	cases := []struct {
 		name, out string
 		want      gateLog
 		fails     bool
 	}{
-		{"held, then serving", held, gateLog{true, 1795829045.1, 1795829045.4}, false},
-		{"imported after the gate was gone", "1795829044.5 h gunicorn[40]: [INFO] Booting worker with pid: 40\n", gateLog{}, false},
-		{"held and never released", held[:strings.LastIndex(held[:len(held)-1], "\n")+1], gateLog{}, true},
+		{"held, then serving", booting + imported + gone, gateLog{true, 1795829045.1, 1795829045.4}, false},
+		{"imported after the gate was gone", booting, gateLog{}, false},
+		{"held and never released", booting + imported, gateLog{}, true},
 	}
 	for _, c := range cases {
 		got, err := parseGateLog(c.out)

@@ -168,12 +168,12 @@ func TestDeployWheelhouse(t *testing.T) {
 func TestDeployCopyUnpacked(t *testing.T) {
 	bash := requireTool(t, "bash")
 	script := deployOf(t, Default())
-	start := strings.Index(script, "copy_unpacked() {")
-	end := strings.Index(script[start:], "\n}\n")
-	if start < 0 || end < 0 {
+	_, body, ok := strings.Cut(script, "\ncopy_unpacked() {")
+	body, _, closed := strings.Cut(body, "\n}\n")
+	if !ok || !closed {
 		t.Fatal("the deploy has no copy_unpacked function")
 	}
-	fn := script[start : start+end+3]
+	fn := "copy_unpacked() {" + body + "\n}\n"
 	outside := t.TempDir()
 	writeFile(t, filepath.Join(outside, "secret"), []byte("not the app's\n"), 0o600)
 	hostile := "a b*?\n$(touch pwned)"
